@@ -1,0 +1,159 @@
+"""The relational schema, shared by SQLite and PostgreSQL. Alembic migrations create it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python; ``timestamptz`` on PostgreSQL, naive UTC text on SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(36)
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("greeting", Text, nullable=False),
+    Column("recording_enabled", Boolean, nullable=False),
+    Column("recording_changed_by", String(200)),
+    Column("recording_changed_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+organization_phone_numbers = Table(
+    "organization_phone_numbers",
+    metadata,
+    Column("number", String(32), primary_key=True),
+    Column("org_id", String(64), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False, index=True),
+)
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", String(64), nullable=True),
+    Column("kind", String(16), nullable=False),
+    Column("call_sid", String(64), nullable=False, unique=True),
+    Column("account_sid", String(64), nullable=False),
+    Column("from_number", String(32), nullable=False),
+    Column("to_number", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("answered_at", UTCDateTime),
+    Column("ended_at", UTCDateTime),
+    Column("duration_s", Integer),
+    Column("greeting", Text, nullable=False),
+    Column("recorded", Boolean, nullable=False),
+    Column("disclosure_text", Text),
+    Column("disclosure_version", String(32)),
+    Column("disclosed_at", UTCDateTime),
+    Column("recording_id", ID),
+    Column("scorable", Boolean),
+    Column("scorability_reason", String(200)),
+    Column("transfer_stage", String(16)),
+    Column("version", Integer, nullable=False),
+    # Keyset pagination per org and kind, newest first.
+    Index("ix_calls_org_kind_started", "org_id", "kind", "started_at", "id"),
+)
+
+recordings = Table(
+    "recordings",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("call_id", ID, ForeignKey("calls.id"), nullable=False, unique=True),
+    Column("org_id", String(64), nullable=True, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("call_sid", String(64), nullable=False),
+    Column("recording_sid", String(64), unique=True),
+    Column("status", String(16), nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("call_started_at", UTCDateTime, nullable=False),
+    Column("media_url", Text),
+    Column("duration_s", Integer),
+    Column("completed_at", UTCDateTime),
+    Column("storage_key", Text),
+    Column("size_bytes", BigInteger),
+    Column("sha256", String(64)),
+    Column("content_type", String(100)),
+    Column("archived_at", UTCDateTime),
+    Column("twilio_deleted_at", UTCDateTime),
+    Column("error_code", String(32)),
+    Column("failure_reason", Text),
+    Column("version", Integer, nullable=False),
+    Index("ix_recordings_status", "status"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", ID, nullable=False, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("aggregate_type", String(32), nullable=False),
+    Column("aggregate_id", String(64), nullable=False),
+    Column("org_id", String(64)),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("published_at", UTCDateTime),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", Text),
+    Index("ix_outbox_pending", "published_at", "next_attempt_at", "seq"),
+)
+
+processed_messages = Table(
+    "processed_messages",
+    metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("event_id", ID, primary_key=True),
+    Column("processed_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,521 @@
+"""SQLAlchemy 2 async repositories and unit of work (SQLite and PostgreSQL).
+
+Aggregates are mapped explicitly to rows (no ORM classes as entities). Each repository remembers a
+snapshot of every row it loaded; on commit, changed aggregates are written with
+``UPDATE … WHERE id = :id AND version = :loaded_version`` — zero rows updated means someone else
+won the race, and ``ConcurrencyConflict`` tells the bus to retry from a fresh read. New aggregates
+are inserted. The aggregates' events go into the ``outbox`` table in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+from sqlalchemy import Row, Table, and_, delete, func, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters.sqlalchemy import tables as t
+from application.errors import ConcurrencyConflict
+from application.unit_of_work import CallQuery, OutboxMessage
+from domain import events as ev
+from domain.model import (
+    ArchivedAudio,
+    Call,
+    CallKind,
+    CallStatus,
+    ConsentRecord,
+    Organization,
+    Recording,
+    RecordingStatus,
+)
+
+A = TypeVar("A", Organization, Call, Recording)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Tracked(Generic[A]):
+    aggregate: A
+    snapshot: dict[str, Any] | None  # None: new, to be inserted
+    extra: Any = None
+
+
+@dataclass
+class _Repository(Generic[A]):
+    conn: AsyncConnection
+    table: Table
+    tracked: dict[str, _Tracked[A]] = field(default_factory=dict)
+
+    def to_row(self, aggregate: A) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def from_row(self, row: Row[Any]) -> A:
+        raise NotImplementedError
+
+    def add(self, aggregate: A) -> None:
+        self.tracked[aggregate.id] = _Tracked(aggregate, None)
+
+    def _remember(self, row: Row[Any] | None) -> A | None:
+        if row is None:
+            return None
+        agg_id = row._mapping["id"]
+        if agg_id in self.tracked:
+            return self.tracked[agg_id].aggregate
+        aggregate = self.from_row(row)
+        self.tracked[agg_id] = _Tracked(aggregate, self.to_row(aggregate))
+        return aggregate
+
+    async def _one(self, *where: Any) -> A | None:
+        result = await self.conn.execute(select(self.table).where(*where))
+        return self._remember(result.first())
+
+    async def flush(self) -> list[ev.Event]:
+        new_events: list[ev.Event] = []
+        for tracked in self.tracked.values():
+            aggregate = tracked.aggregate
+            row = self.to_row(aggregate)
+            if tracked.snapshot is None:
+                await self.conn.execute(insert(self.table).values(**row))
+            elif row != tracked.snapshot:
+                row["version"] = aggregate.version + 1
+                result = await self.conn.execute(
+                    update(self.table)
+                    .where(self.table.c.id == aggregate.id, self.table.c.version == aggregate.version)
+                    .values(**row)
+                )
+                if result.rowcount != 1:
+                    raise ConcurrencyConflict(f"{self.table.name} {aggregate.id} changed concurrently")
+            new_events.extend(aggregate.events)
+        return new_events
+
+    def committed(self) -> None:
+        for tracked in self.tracked.values():
+            aggregate = tracked.aggregate
+            row = self.to_row(aggregate)
+            if tracked.snapshot is not None and row != tracked.snapshot:
+                aggregate.version += 1
+            tracked.snapshot = self.to_row(aggregate)
+            aggregate.events.clear()
+
+
+class SqlAlchemyOrganizationRepository(_Repository[Organization]):
+    def __init__(self, conn: AsyncConnection) -> None:
+        super().__init__(conn, t.organizations)
+        self._numbers: dict[str, list[str]] = {}
+
+    def to_row(self, org: Organization) -> dict[str, Any]:
+        return {
+            "id": org.id,
+            "name": org.name,
+            "greeting": org.greeting,
+            "recording_enabled": org.recording_enabled,
+            "recording_changed_by": org.recording_changed_by,
+            "recording_changed_at": org.recording_changed_at,
+            "created_at": org.created_at,
+            "version": org.version,
+            # Not a column: compared so a change of numbers alone still bumps the version.
+            "phone_numbers": sorted(org.phone_numbers),
+        }
+
+    def from_row(self, row: Row[Any]) -> Organization:
+        m = row._mapping
+        return Organization(
+            id=m["id"],
+            name=m["name"],
+            phone_numbers=self._numbers.get(m["id"], []),
+            greeting=m["greeting"],
+            recording_enabled=m["recording_enabled"],
+            recording_changed_by=m["recording_changed_by"],
+            recording_changed_at=m["recording_changed_at"],
+            created_at=m["created_at"],
+            version=m["version"],
+        )
+
+    async def flush(self) -> list[ev.Event]:
+        # phone_numbers lives in its own table; strip it from the column values written.
+        new_events: list[ev.Event] = []
+        for tracked in self.tracked.values():
+            org = tracked.aggregate
+            row = self.to_row(org)
+            numbers = row.pop("phone_numbers")
+            if tracked.snapshot is None:
+                await self.conn.execute(insert(self.table).values(**row))
+                await self._write_numbers(org.id, numbers)
+            elif {**row, "phone_numbers": numbers} != tracked.snapshot:
+                row["version"] = org.version + 1
+                result = await self.conn.execute(
+                    update(self.table)
+                    .where(self.table.c.id == org.id, self.table.c.version == org.version)
+                    .values(**row)
+                )
+                if result.rowcount != 1:
+                    raise ConcurrencyConflict(f"organization {org.id} changed concurrently")
+                if numbers != tracked.snapshot["phone_numbers"]:
+                    await self.conn.execute(
+                        delete(t.organization_phone_numbers).where(t.organization_phone_numbers.c.org_id == org.id)
+                    )
+                    await self._write_numbers(org.id, numbers)
+            new_events.extend(org.events)
+        return new_events
+
+    async def _write_numbers(self, org_id: str, numbers: list[str]) -> None:
+        if numbers:
+            await self.conn.execute(
+                insert(t.organization_phone_numbers), [{"number": n, "org_id": org_id} for n in numbers]
+            )
+
+    async def _load(self, where: Any) -> Organization | None:
+        result = await self.conn.execute(select(t.organizations).where(where))
+        row = result.first()
+        if row is None:
+            return None
+        org_id = row._mapping["id"]
+        if org_id not in self.tracked:
+            numbers = await self.conn.execute(
+                select(t.organization_phone_numbers.c.number).where(t.organization_phone_numbers.c.org_id == org_id)
+            )
+            self._numbers[org_id] = sorted(n for (n,) in numbers)
+        return self._remember(row)
+
+    async def get(self, org_id: str) -> Organization | None:
+        return await self._load(t.organizations.c.id == org_id)
+
+    async def get_by_phone_number(self, number: str) -> Organization | None:
+        owner = select(t.organization_phone_numbers.c.org_id).where(
+            t.organization_phone_numbers.c.number == number
+        )
+        return await self._load(t.organizations.c.id.in_(owner.scalar_subquery()))
+
+
+class SqlAlchemyCallRepository(_Repository[Call]):
+    def __init__(self, conn: AsyncConnection) -> None:
+        super().__init__(conn, t.calls)
+
+    def to_row(self, call: Call) -> dict[str, Any]:
+        return {
+            "id": call.id,
+            "org_id": call.org_id,
+            "kind": call.kind.value,
+            "call_sid": call.call_sid,
+            "account_sid": call.account_sid,
+            "from_number": call.from_number,
+            "to_number": call.to_number,
+            "status": call.status.value,
+            "started_at": call.started_at,
+            "answered_at": call.answered_at,
+            "ended_at": call.ended_at,
+            "duration_s": call.duration_s,
+            "greeting": call.greeting,
+            "recorded": call.consent.recorded,
+            "disclosure_text": call.consent.disclosure_text,
+            "disclosure_version": call.consent.disclosure_version,
+            "disclosed_at": call.consent.disclosed_at,
+            "recording_id": call.recording_id,
+            "scorable": call.scorable,
+            "scorability_reason": call.scorability_reason,
+            "transfer_stage": call.transfer_stage,
+            "version": call.version,
+        }
+
+    def from_row(self, row: Row[Any]) -> Call:
+        m = row._mapping
+        return Call(
+            id=m["id"],
+            org_id=m["org_id"],
+            kind=CallKind(m["kind"]),
+            call_sid=m["call_sid"],
+            account_sid=m["account_sid"],
+            from_number=m["from_number"],
+            to_number=m["to_number"],
+            status=CallStatus(m["status"]),
+            started_at=m["started_at"],
+            answered_at=m["answered_at"],
+            ended_at=m["ended_at"],
+            duration_s=m["duration_s"],
+            greeting=m["greeting"],
+            consent=ConsentRecord(
+                recorded=m["recorded"],
+                disclosure_text=m["disclosure_text"],
+                disclosure_version=m["disclosure_version"],
+                disclosed_at=m["disclosed_at"],
+            ),
+            recording_id=m["recording_id"],
+            scorable=m["scorable"],
+            scorability_reason=m["scorability_reason"],
+            transfer_stage=m["transfer_stage"],
+            version=m["version"],
+        )
+
+    async def get(self, call_id: str) -> Call | None:
+        return await self._one(t.calls.c.id == call_id)
+
+    async def get_by_sid(self, call_sid: str) -> Call | None:
+        return await self._one(t.calls.c.call_sid == call_sid)
+
+    async def page(self, query: CallQuery) -> list[Call]:
+        c = t.calls.c
+        where = [c.kind.in_([k.value for k in query.kinds])]
+        where.append(c.org_id == query.org_id if query.org_id is not None else c.org_id.is_(None))
+        if query.started_from is not None:
+            where.append(c.started_at >= query.started_from)
+        if query.started_to is not None:
+            where.append(c.started_at < query.started_to)
+        if query.after is not None:
+            where.append(tuple_(c.started_at, c.id) < tuple_(query.after.started_at, query.after.id))
+        stmt = select(t.calls).where(and_(*where)).order_by(c.started_at.desc(), c.id.desc()).limit(query.limit)
+        result = await self.conn.execute(stmt)
+        return [call for row in result if (call := self._remember(row)) is not None]
+
+
+class SqlAlchemyRecordingRepository(_Repository[Recording]):
+    def __init__(self, conn: AsyncConnection) -> None:
+        super().__init__(conn, t.recordings)
+
+    def to_row(self, rec: Recording) -> dict[str, Any]:
+        audio = rec.audio
+        return {
+            "id": rec.id,
+            "call_id": rec.call_id,
+            "org_id": rec.org_id,
+            "kind": rec.kind.value,
+            "call_sid": rec.call_sid,
+            "recording_sid": rec.recording_sid,
+            "status": rec.status.value,
+            "requested_at": rec.requested_at,
+            "call_started_at": rec.call_started_at,
+            "media_url": rec.media_url,
+            "duration_s": rec.duration_s,
+            "completed_at": rec.completed_at,
+            "storage_key": audio.storage_key if audio else None,
+            "size_bytes": audio.size_bytes if audio else None,
+            "sha256": audio.sha256 if audio else None,
+            "content_type": audio.content_type if audio else None,
+            "archived_at": audio.archived_at if audio else None,
+            "twilio_deleted_at": rec.twilio_deleted_at,
+            "error_code": rec.error_code,
+            "failure_reason": rec.failure_reason,
+            "version": rec.version,
+        }
+
+    def from_row(self, row: Row[Any]) -> Recording:
+        m = row._mapping
+        audio = None
+        if m["storage_key"] is not None:
+            audio = ArchivedAudio(
+                storage_key=m["storage_key"],
+                size_bytes=m["size_bytes"],
+                sha256=m["sha256"],
+                content_type=m["content_type"],
+                archived_at=m["archived_at"],
+            )
+        return Recording(
+            id=m["id"],
+            call_id=m["call_id"],
+            org_id=m["org_id"],
+            kind=CallKind(m["kind"]),
+            call_sid=m["call_sid"],
+            status=RecordingStatus(m["status"]),
+            requested_at=m["requested_at"],
+            call_started_at=m["call_started_at"],
+            recording_sid=m["recording_sid"],
+            media_url=m["media_url"],
+            duration_s=m["duration_s"],
+            completed_at=m["completed_at"],
+            audio=audio,
+            twilio_deleted_at=m["twilio_deleted_at"],
+            error_code=m["error_code"],
+            failure_reason=m["failure_reason"],
+            version=m["version"],
+        )
+
+    async def get(self, recording_id: str) -> Recording | None:
+        return await self._one(t.recordings.c.id == recording_id)
+
+    async def get_for_call(self, call_id: str) -> Recording | None:
+        return await self._one(t.recordings.c.call_id == call_id)
+
+    async def get_for_calls(self, call_ids: list[str]) -> dict[str, Recording]:
+        if not call_ids:
+            return {}
+        result = await self.conn.execute(select(t.recordings).where(t.recordings.c.call_id.in_(call_ids)))
+        found = [rec for row in result if (rec := self._remember(row)) is not None]
+        return {rec.call_id: rec for rec in found}
+
+
+class SqlAlchemyOutbox:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, events: list[ev.Event], now: datetime) -> None:
+        if not events:
+            return
+        await self.conn.execute(
+            insert(t.outbox),
+            [
+                {
+                    "id": e.id,
+                    "type": e.type_name(),
+                    "aggregate_type": e.aggregate_type,
+                    "aggregate_id": e.aggregate_id,
+                    "org_id": e.org_id,
+                    "occurred_at": e.occurred_at,
+                    "payload": ev.encode_event(e).decode(),
+                    "created_at": now,
+                    "next_attempt_at": now,
+                    "attempts": 0,
+                }
+                for e in events
+            ],
+        )
+
+    async def due(self, *, now: datetime, limit: int, exclude_aggregates: set[str]) -> list[OutboxMessage]:
+        o = t.outbox.c
+        stmt = select(t.outbox).where(o.published_at.is_(None), o.next_attempt_at <= now)
+        if exclude_aggregates:
+            stmt = stmt.where(o.aggregate_id.not_in(exclude_aggregates))
+        # An aggregate's later event waits while an earlier one is still unpublished (kept in order).
+        earlier = t.outbox.alias("earlier")
+        stmt = stmt.where(
+            ~select(earlier.c.seq)
+            .where(
+                earlier.c.aggregate_id == o.aggregate_id,
+                earlier.c.published_at.is_(None),
+                earlier.c.seq < o.seq,
+            )
+            .exists()
+        )
+        result = await self.conn.execute(stmt.order_by(o.seq).limit(limit))
+        return [
+            OutboxMessage(
+                id=m["id"],
+                seq=m["seq"],
+                type=m["type"],
+                aggregate_type=m["aggregate_type"],
+                aggregate_id=m["aggregate_id"],
+                org_id=m["org_id"],
+                occurred_at=m["occurred_at"],
+                payload=m["payload"].encode(),
+                attempts=m["attempts"],
+            )
+            for m in (row._mapping for row in result)
+        ]
+
+    async def mark_published(self, message_id: str, now: datetime) -> None:
+        await self.conn.execute(update(t.outbox).where(t.outbox.c.id == message_id).values(published_at=now))
+
+    async def defer(self, message_id: str, *, next_attempt_at: datetime, error: str) -> None:
+        await self.conn.execute(
+            update(t.outbox)
+            .where(t.outbox.c.id == message_id)
+            .values(next_attempt_at=next_attempt_at, last_error=error, attempts=t.outbox.c.attempts + 1)
+        )
+
+    async def pending_count(self) -> int:
+        result = await self.conn.execute(
+            select(func.count()).select_from(t.outbox).where(t.outbox.c.published_at.is_(None))
+        )
+        return int(result.scalar_one())
+
+
+class SqlAlchemyProcessedMessages:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def contains(self, consumer: str, event_id: str) -> bool:
+        p = t.processed_messages.c
+        result = await self.conn.execute(
+            select(p.event_id).where(p.consumer == consumer, p.event_id == event_id)
+        )
+        return result.first() is not None
+
+    async def add(self, consumer: str, event_id: str, now: datetime) -> None:
+        await self.conn.execute(
+            insert(t.processed_messages).values(consumer=consumer, event_id=event_id, processed_at=now)
+        )
+
+
+class SqlAlchemyUnitOfWork:
+    organizations: SqlAlchemyOrganizationRepository
+    calls: SqlAlchemyCallRepository
+    recordings: SqlAlchemyRecordingRepository
+    outbox: SqlAlchemyOutbox
+    processed: SqlAlchemyProcessedMessages
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        processed_by: tuple[str, str] | None = None,
+        on_events_committed: Callable[[], None] | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.engine = engine
+        self.processed_by = processed_by
+        self.on_events_committed = on_events_committed
+        self.clock = clock
+        self._conn: AsyncConnection | None = None
+        self._committed = False
+
+    async def __aenter__(self) -> Self:
+        self._conn = await self.engine.connect()
+        try:
+            await self._conn.begin()
+        except OperationalError as exc:
+            await self._conn.close()
+            raise ConcurrencyConflict(f"database busy: {exc}") from exc
+        self.organizations = SqlAlchemyOrganizationRepository(self._conn)
+        self.calls = SqlAlchemyCallRepository(self._conn)
+        self.recordings = SqlAlchemyRecordingRepository(self._conn)
+        self.outbox = SqlAlchemyOutbox(self._conn)
+        self.processed = SqlAlchemyProcessedMessages(self._conn)
+        self._committed = False
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._conn is not None
+        try:
+            if self._conn.in_transaction():
+                await self._conn.rollback()
+        finally:
+            await self._conn.close()
+            self._conn = None
+
+    @property
+    def _repositories(self) -> list[_Repository[Any]]:
+        return [self.organizations, self.calls, self.recordings]
+
+    async def commit(self) -> None:
+        assert self._conn is not None, "commit() outside the unit of work's context"
+        now = self.clock()
+        try:
+            new_events: list[ev.Event] = []
+            for repo in self._repositories:
+                new_events.extend(await repo.flush())
+            await self.outbox.add(new_events, now)
+            if self.processed_by is not None:
+                await self.processed.add(*self.processed_by, now)
+            await self._conn.commit()
+        except IntegrityError as exc:
+            await self._conn.rollback()
+            raise ConcurrencyConflict(f"conflicting write: {exc.orig}") from exc
+        except ConcurrencyConflict:
+            await self._conn.rollback()
+            raise
+        for repo in self._repositories:
+            repo.committed()
+        if new_events and self.on_events_committed is not None:
+            self.on_events_committed()
+
+    async def rollback(self) -> None:
+        assert self._conn is not None
+        await self._conn.rollback()

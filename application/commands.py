@@ -1,0 +1,72 @@
+"""Commands: imperative requests, each with exactly one handler that raises on failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class Command:
+    """Marker base class."""
+
+
+@dataclass(frozen=True)
+class UpsertOrganization(Command):
+    org_id: str
+    name: str
+    phone_numbers: list[str]
+    greeting: str
+
+
+@dataclass(frozen=True)
+class SetCallRecording(Command):
+    org_id: str
+    enabled: bool
+    changed_by: str
+
+
+@dataclass(frozen=True)
+class StartCall(Command):
+    call_sid: str
+    account_sid: str
+    from_number: str
+    to_number: str
+    call_status: str = "ringing"
+    direction: str = "inbound"
+
+
+@dataclass(frozen=True)
+class RecordStreamEvent(Command):
+    call_sid: str
+    stream_sid: str
+    event: str  # stream-started | stream-stopped | stream-error
+
+
+@dataclass(frozen=True)
+class RecordRecordingStatus(Command):
+    call_sid: str
+    recording_sid: str
+    status: str
+    media_url: str | None = None
+    duration_s: int | None = None
+    channels: int | None = None
+    error_code: str | None = None
+
+
+@dataclass(frozen=True)
+class EndCall(Command):
+    call_sid: str
+    status: str
+    duration_s: int | None = None
+
+
+@dataclass(frozen=True)
+class RecordScorability(Command):
+    call_id: str
+    scorable: bool
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class TransferCall(Command):
+    call_id: str
+    stage: str  # started | completed

@@ -1,0 +1,50 @@
+"""Application errors: what a caller can be told went wrong."""
+
+from domain.errors import DomainError
+
+
+class ApplicationError(Exception):
+    """Base of errors the edge maps to a response."""
+
+    code = "error"
+
+
+class NotFound(ApplicationError):
+    """No such object for this caller (another org's object is indistinguishable from a missing one)."""
+
+    code = "not_found"
+
+
+class UnknownNumber(ApplicationError):
+    """A call came in on a number no org and no platform line owns."""
+
+    code = "unknown_number"
+
+
+class PhoneNumberTaken(ApplicationError):
+    """Another organization already owns this number."""
+
+    code = "phone_number_taken"
+
+
+class ConcurrencyConflict(ApplicationError):
+    """Someone else changed the aggregate between our read and our write; retry from a fresh read."""
+
+    code = "conflict"
+
+
+class ArchiveVerificationFailed(ApplicationError):
+    """What the store holds is not byte for byte what was downloaded. The Twilio copy stays."""
+
+    code = "archive_verification_failed"
+
+
+__all__ = [
+    "ApplicationError",
+    "ArchiveVerificationFailed",
+    "ConcurrencyConflict",
+    "DomainError",
+    "NotFound",
+    "PhoneNumberTaken",
+    "UnknownNumber",
+]

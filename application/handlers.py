@@ -1,0 +1,313 @@
+"""Handlers: one per command, any number per event.
+
+Command handlers decide and record; the outbox carries their events to the event handlers, which do
+the slow or external work (Twilio, the recording store) each in its own unit of work, recording
+``(consumer, event id)`` with the effect so a redelivered event changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from application import commands
+from application.errors import ArchiveVerificationFailed, NotFound, PhoneNumberTaken, UnknownNumber
+from application.services import Services
+from domain import events
+from domain.model import Call, CallStatus, Organization, Recording, RecordingStatus
+
+# --- results returned to the edge ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallDecision:
+    """What the agent is told when a call arrives."""
+
+    call_id: str
+    greeting: str
+    recorded: bool
+
+
+# --- command handlers ---------------------------------------------------------------------------
+
+
+async def upsert_organization(cmd: commands.UpsertOrganization, svc: Services) -> Organization:
+    """Create or update an org. A number another org already owns is refused; new orgs record nothing."""
+    now = svc.clock.now()
+    async with svc.uow() as uow:
+        for number in cmd.phone_numbers:
+            owner = await uow.organizations.get_by_phone_number(number)
+            if owner is not None and owner.id != cmd.org_id:
+                raise PhoneNumberTaken(f"{number} already belongs to another organization")
+            if number in svc.settings.platform_lines:
+                raise PhoneNumberTaken(f"{number} is one of the platform's own lines")
+        org = await uow.organizations.get(cmd.org_id)
+        if org is None:
+            org = Organization.create(
+                id=cmd.org_id, name=cmd.name, phone_numbers=cmd.phone_numbers, greeting=cmd.greeting, now=now
+            )
+            uow.organizations.add(org)
+        else:
+            org.update_profile(name=cmd.name, phone_numbers=cmd.phone_numbers, greeting=cmd.greeting, now=now)
+        await uow.commit()
+        return org
+
+
+async def set_call_recording(cmd: commands.SetCallRecording, svc: Services) -> Organization:
+    """Flip the org-wide toggle. It governs the next call; calls in progress keep their decision."""
+    async with svc.uow() as uow:
+        org = await uow.organizations.get(cmd.org_id)
+        if org is None:
+            raise NotFound("organization not found")
+        org.set_recording(enabled=cmd.enabled, by=cmd.changed_by, now=svc.clock.now())
+        await uow.commit()
+        return org
+
+
+async def start_call(cmd: commands.StartCall, svc: Services) -> CallDecision:
+    """A call arrives: snapshot the toggle, build the greeting (with disclosure iff recorded).
+
+    A repeated CallSid returns the decision already taken and creates nothing.
+    """
+    async with svc.uow() as uow:
+        existing = await uow.calls.get_by_sid(cmd.call_sid)
+        if existing is not None:
+            return CallDecision(existing.id, existing.greeting, existing.recorded)
+        platform_kind = svc.settings.platform_lines.get(cmd.to_number)
+        org = None
+        if platform_kind is None:
+            org = await uow.organizations.get_by_phone_number(cmd.to_number)
+            if org is None:
+                raise UnknownNumber(f"no organization answers {cmd.to_number}")
+        call = Call.start(
+            call_sid=cmd.call_sid,
+            account_sid=cmd.account_sid,
+            from_number=cmd.from_number,
+            to_number=cmd.to_number,
+            now=svc.clock.now(),
+            org=org,
+            platform_kind=platform_kind,
+        )
+        uow.calls.add(call)
+        await uow.commit()
+        return CallDecision(call.id, call.greeting, call.recorded)
+
+
+async def _call_by_sid(uow: Any, call_sid: str) -> Call:
+    call: Call | None = await uow.calls.get_by_sid(call_sid)
+    if call is None:
+        raise NotFound(f"unknown call {call_sid}")
+    return call
+
+
+async def record_stream_event(cmd: commands.RecordStreamEvent, svc: Services) -> None:
+    """``stream-started`` is the agent answering: the only moment capture may begin."""
+    async with svc.uow() as uow:
+        call = await _call_by_sid(uow, cmd.call_sid)
+        if cmd.event != "stream-started":
+            return
+        recording = call.answer(svc.clock.now())
+        if recording is not None:
+            uow.recordings.add(recording)
+        await uow.commit()
+
+
+async def record_recording_status(cmd: commands.RecordRecordingStatus, svc: Services) -> None:
+    """Apply Twilio's recording callback; duplicates and out-of-order callbacks are harmless."""
+    async with svc.uow() as uow:
+        call = await _call_by_sid(uow, cmd.call_sid)
+        recording = await uow.recordings.get_for_call(call.id)
+        if recording is None:
+            # Twilio holds audio we never asked for (or our request's record was lost). Adopt it so it
+            # is archived and never left behind at Twilio.
+            recording = Recording.request(call=call, now=svc.clock.now())
+            call.recording_id = recording.id
+            uow.recordings.add(recording)
+        recording.twilio_status(
+            status=cmd.status,
+            recording_sid=cmd.recording_sid,
+            now=svc.clock.now(),
+            media_url=cmd.media_url,
+            duration_s=cmd.duration_s,
+            error_code=cmd.error_code,
+        )
+        await uow.commit()
+
+
+async def end_call(cmd: commands.EndCall, svc: Services) -> None:
+    async with svc.uow() as uow:
+        call = await _call_by_sid(uow, cmd.call_sid)
+        try:
+            status = CallStatus(cmd.status)
+        except ValueError:
+            raise NotFound(f"unknown call status {cmd.status!r}") from None
+        call.end(status=status, duration_s=cmd.duration_s, now=svc.clock.now())
+        await uow.commit()
+
+
+async def record_scorability(cmd: commands.RecordScorability, svc: Services) -> None:
+    """Mark a call (non-)engagement. The recording is kept all the same."""
+    async with svc.uow() as uow:
+        call = await uow.calls.get(cmd.call_id)
+        if call is None:
+            raise NotFound("call not found")
+        call.record_scorability(scorable=cmd.scorable, reason=cmd.reason, now=svc.clock.now())
+        await uow.commit()
+
+
+async def transfer_call(cmd: commands.TransferCall, svc: Services) -> None:
+    """A warm transfer; ``completed`` stops the recording at Twilio (via the TransferCompleted event)."""
+    async with svc.uow() as uow:
+        call = await uow.calls.get(cmd.call_id)
+        if call is None:
+            raise NotFound("call not found")
+        call.transfer(stage=cmd.stage, now=svc.clock.now())
+        await uow.commit()
+
+
+# --- event handlers -----------------------------------------------------------------------------
+
+
+async def start_twilio_recording(event: events.RecordingRequested, svc: Services) -> None:
+    """Ask Twilio to start the dual-channel recording the answered call needs."""
+    async with svc.uow() as uow:
+        recording = await uow.recordings.get(event.recording_id)
+        call = await uow.calls.get(event.call_id)
+        if recording is None or call is None or recording.status != RecordingStatus.REQUESTED:
+            return
+        if recording.recording_sid is not None:
+            return
+        if call.ended:
+            recording.never_captured(svc.clock.now())
+            await uow.commit()
+            return
+    recording_sid = await svc.telephony.start_recording(
+        event.call_sid, svc.settings.recording_status_callback
+    )
+    async with svc.uow() as uow:
+        recording = await uow.recordings.get(event.recording_id)
+        assert recording is not None
+        recording.started(recording_sid=recording_sid, now=svc.clock.now())
+        await uow.commit()
+
+
+async def stop_recording_after_transfer(event: events.TransferCompleted, svc: Services) -> None:
+    """The call left the platform: stop the recording at Twilio (Status=stopped)."""
+    async with svc.uow() as uow:
+        recording = await uow.recordings.get_for_call(event.call_id)
+    if recording is None or recording.status not in (RecordingStatus.REQUESTED, RecordingStatus.IN_PROGRESS):
+        return
+    if recording.recording_sid is None:
+        raise RuntimeError("recording not started at Twilio yet; retry the stop later")
+    await svc.telephony.stop_recording(recording.call_sid, recording.recording_sid)
+
+
+def storage_key(recording: Recording) -> str:
+    """Customer audio lives under its org; the platform's own lines under a prefix of their own."""
+    day = recording.call_started_at.strftime("%Y/%m/%d")
+    if recording.org_id is None:
+        prefix = f"platform/{recording.kind.value}"
+    else:
+        prefix = f"orgs/{recording.org_id}"
+    return f"{prefix}/{day}/{recording.call_id}/{recording.id}.mp3"
+
+
+async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Services) -> None:
+    """Stream Twilio's audio into the store, verify size and SHA-256, then mark it archived.
+
+    Nothing is held in memory whole. If the download is short, or the store holds other bytes than
+    were downloaded, this raises and the recording stays ``completed`` (Twilio copy untouched) until
+    a retry succeeds.
+    """
+    async with svc.uow() as uow:
+        recording = await uow.recordings.get(event.recording_id)
+    if recording is None or recording.status != RecordingStatus.COMPLETED:
+        return
+    assert recording.recording_sid is not None
+    key = storage_key(recording)
+    digest = hashlib.sha256()
+    downloaded = 0
+
+    async with svc.telephony.open_media(recording.recording_sid, recording.media_url) as media:
+
+        async def measured() -> AsyncIterator[bytes]:
+            nonlocal downloaded
+            async for chunk in media.chunks:
+                digest.update(chunk)
+                downloaded += len(chunk)
+                yield chunk
+
+        content_type = media.content_type or "audio/mpeg"
+        written = await svc.store.put(
+            key,
+            measured(),
+            content_type=content_type,
+            metadata={
+                "org-id": recording.org_id or f"platform-{recording.kind.value}",
+                "call-id": recording.call_id,
+                "recording-id": recording.id,
+                "recording-sid": recording.recording_sid,
+            },
+        )
+        expected_length = media.content_length
+    sha256 = digest.hexdigest()
+    if expected_length is not None and downloaded != expected_length:
+        raise ArchiveVerificationFailed(
+            f"download of {recording.recording_sid} was {downloaded} bytes, Twilio announced {expected_length}"
+        )
+    stored = await svc.store.verify(key)
+    for measured_by, obj in (("write", written), ("read-back", stored)):
+        if obj is None or obj.size != downloaded or obj.sha256 != sha256:
+            raise ArchiveVerificationFailed(
+                f"{measured_by} of {key} does not match the download "
+                f"({downloaded} bytes, sha256 {sha256}): {obj}"
+            )
+    async with svc.uow() as uow:
+        recording = await uow.recordings.get(event.recording_id)
+        assert recording is not None
+        recording.archived(
+            storage_key=key, size_bytes=downloaded, sha256=sha256, content_type=content_type, now=svc.clock.now()
+        )
+        await uow.commit()
+
+
+async def delete_twilio_copy(event: events.RecordingArchived, svc: Services) -> None:
+    """Delete Twilio's copy once ours is archived and verified; already gone (404) counts as done."""
+    async with svc.uow() as uow:
+        recording = await uow.recordings.get(event.recording_id)
+    if recording is None or recording.status != RecordingStatus.ARCHIVED:
+        return
+    assert recording.recording_sid is not None
+    await svc.telephony.delete_recording(recording.recording_sid)
+    async with svc.uow() as uow:
+        recording = await uow.recordings.get(event.recording_id)
+        assert recording is not None
+        recording.deleted_at_twilio(svc.clock.now())
+        await uow.commit()
+
+
+# --- the two maps -------------------------------------------------------------------------------
+
+CommandHandler = Callable[[Any, Services], Awaitable[Any]]
+EventHandler = Callable[[Any, Services], Awaitable[None]]
+
+COMMAND_HANDLERS: dict[type[commands.Command], CommandHandler] = {
+    commands.UpsertOrganization: upsert_organization,
+    commands.SetCallRecording: set_call_recording,
+    commands.StartCall: start_call,
+    commands.RecordStreamEvent: record_stream_event,
+    commands.RecordRecordingStatus: record_recording_status,
+    commands.EndCall: end_call,
+    commands.RecordScorability: record_scorability,
+    commands.TransferCall: transfer_call,
+}
+
+# Each event handler is a named consumer: the name is what ``(consumer, event id)`` dedupe records.
+EVENT_HANDLERS: dict[type[events.Event], list[tuple[str, EventHandler]]] = {
+    events.RecordingRequested: [("telephony.start-recording", start_twilio_recording)],
+    events.TransferCompleted: [("telephony.stop-recording", stop_recording_after_transfer)],
+    events.RecordingCompletedAtTwilio: [("archive", archive_recording)],
+    events.RecordingArchived: [("telephony.delete-recording", delete_twilio_copy)],
+}

@@ -1,0 +1,118 @@
+"""The outbox relay: takes committed events from the outbox and hands them to a publisher.
+
+The publisher is a port: in-process it dispatches straight to the event handlers; with Kafka it
+produces to the topics. A message is marked published only after the publisher succeeded, so a
+crash in between means it is published again (consumers deduplicate on the event id). A failing
+message is deferred with exponential backoff and jitter and does not hold up the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from datetime import timedelta
+from typing import Protocol
+
+from application.ports import Clock
+from application.unit_of_work import OutboxMessage, UnitOfWorkFactory
+
+log = logging.getLogger(__name__)
+
+
+class EventPublisher(Protocol):
+    async def publish(self, message: OutboxMessage) -> None:
+        """Deliver one committed event; raise if it was not delivered."""
+        ...
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        publisher: EventPublisher,
+        clock: Clock,
+        *,
+        batch_size: int = 50,
+        concurrency: int = 8,
+        retry_base: timedelta = timedelta(seconds=1),
+        retry_cap: timedelta = timedelta(minutes=5),
+        poll_interval: float = 1.0,
+    ) -> None:
+        self.uow_factory = uow_factory
+        self.publisher = publisher
+        self.clock = clock
+        self.batch_size = batch_size
+        self.retry_base = retry_base
+        self.retry_cap = retry_cap
+        self.poll_interval = poll_interval
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: dict[str, asyncio.Task[None]] = {}  # aggregate id → its message being handled
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Called after a commit that wrote events, so they go out without waiting for the poll."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Start handling every due message whose aggregate has none in flight; returns how many."""
+        async with self.uow_factory() as uow:
+            due = await uow.outbox.due(
+                now=self.clock.now(), limit=self.batch_size, exclude_aggregates=set(self._in_flight)
+            )
+        started = 0
+        for message in due:
+            if message.aggregate_id in self._in_flight:
+                continue  # keep one aggregate's events in order
+            await self._slots.acquire()
+            task = asyncio.create_task(self._publish(message))
+            self._in_flight[message.aggregate_id] = task
+            task.add_done_callback(lambda _t, agg=message.aggregate_id: self._done(agg))
+            started += 1
+        return started
+
+    def _done(self, aggregate_id: str) -> None:
+        self._in_flight.pop(aggregate_id, None)
+        self._slots.release()
+        self._wake.set()
+
+    async def _publish(self, message: OutboxMessage) -> None:
+        try:
+            await self.publisher.publish(message)
+        except Exception as exc:
+            delay = min(self.retry_cap, self.retry_base * (2 ** min(message.attempts, 20)))
+            delay = delay * random.uniform(0.5, 1.0)
+            log.warning("event %s %s failed, retry in %s: %s", message.type, message.id, delay, exc)
+            async with self.uow_factory() as uow:
+                await uow.outbox.defer(message.id, next_attempt_at=self.clock.now() + delay, error=str(exc)[:2000])
+                await uow.commit()
+            return
+        async with self.uow_factory() as uow:
+            await uow.outbox.mark_published(message.id, self.clock.now())
+            await uow.commit()
+
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Handle everything due now and wait for it (tests and shutdown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            started = await self.run_once()
+            if self._in_flight:
+                await asyncio.wait(list(self._in_flight.values()), timeout=deadline - loop.time())
+            elif not started:
+                return
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("outbox relay pass failed")
+            wake = asyncio.create_task(self._wake.wait())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({wake, stopping}, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+            wake.cancel()
+            stopping.cancel()
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight.values()), timeout=30)

@@ -1,0 +1,106 @@
+"""Read side: what the dashboard shows of calls and recordings. Scoped to one org, always."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from application.errors import NotFound
+from application.services import Services
+from application.unit_of_work import CallCursor, CallQuery
+from domain.model import Call, CallKind, Recording, RecordingStatus
+
+
+@dataclass(frozen=True)
+class RecordingView:
+    status: str  # available | processing | not_recorded | failed
+    reason: str | None  # recording_off | no_audio | None
+    duration_s: int | None
+    size_bytes: int | None
+    content_type: str | None
+
+
+@dataclass(frozen=True)
+class CallView:
+    call: Call
+    recording: RecordingView
+
+
+def recording_view(call: Call, recording: Recording | None) -> RecordingView:
+    """Explain the recording, or why there is none."""
+    if not call.recorded:
+        return RecordingView("not_recorded", "recording_off", None, None, None)
+    if recording is None:
+        if call.ended:
+            return RecordingView("not_recorded", "no_audio", None, None, None)
+        return RecordingView("processing", None, None, None, None)
+    if recording.is_archived and recording.audio is not None:
+        audio = recording.audio
+        return RecordingView("available", None, recording.duration_s, audio.size_bytes, audio.content_type)
+    if recording.status == RecordingStatus.ABSENT:
+        return RecordingView("not_recorded", "no_audio", None, None, None)
+    if recording.status == RecordingStatus.FAILED:
+        return RecordingView("failed", None, recording.duration_s, None, None)
+    return RecordingView("processing", None, recording.duration_s, None, None)
+
+
+async def list_calls(
+    svc: Services,
+    *,
+    org_id: str | None,
+    kinds: tuple[CallKind, ...] = (CallKind.CUSTOMER,),
+    limit: int,
+    after: CallCursor | None = None,
+    started_from: datetime | None = None,
+    started_to: datetime | None = None,
+) -> tuple[list[CallView], CallCursor | None]:
+    """One page, newest first, and the cursor of the next page (None on the last)."""
+    async with svc.uow() as uow:
+        calls = await uow.calls.page(
+            CallQuery(
+                org_id=org_id,
+                kinds=kinds,
+                limit=limit + 1,
+                after=after,
+                started_from=started_from,
+                started_to=started_to,
+            )
+        )
+        page, more = calls[:limit], len(calls) > limit
+        recordings = await uow.recordings.get_for_calls([c.id for c in page])
+    views = [CallView(c, recording_view(c, recordings.get(c.id))) for c in page]
+    next_cursor = CallCursor(page[-1].started_at, page[-1].id) if more and page else None
+    return views, next_cursor
+
+
+async def get_call(svc: Services, *, org_id: str | None, call_id: str, kinds: tuple[CallKind, ...]) -> CallView:
+    """A call of this org (or of the platform's lines when ``org_id`` is None); another org's is NotFound."""
+    async with svc.uow() as uow:
+        call = await uow.calls.get(call_id)
+        if call is None or call.org_id != org_id or call.kind not in kinds:
+            raise NotFound("call not found")
+        recording = await uow.recordings.get_for_call(call.id)
+    return CallView(call, recording_view(call, recording))
+
+
+def download_filename(call: Call) -> str:
+    return f"call-{call.started_at.strftime('%Y%m%dT%H%M%SZ')}-{call.id}.mp3"
+
+
+async def recording_url(
+    svc: Services, *, org_id: str | None, call_id: str, kinds: tuple[CallKind, ...], download: bool
+) -> str:
+    """A short-lived signed URL of the archived audio. Checks ownership before touching storage."""
+    async with svc.uow() as uow:
+        call = await uow.calls.get(call_id)
+        if call is None or call.org_id != org_id or call.kind not in kinds:
+            raise NotFound("call not found")
+        recording = await uow.recordings.get_for_call(call.id)
+    if recording is None or not recording.is_archived or recording.audio is None:
+        raise NotFound("no recording available for this call")
+    ttl = min(svc.settings.playback_url_ttl, svc.store.max_url_lifetime)
+    return await svc.store.signed_url(
+        recording.audio.storage_key,
+        expires_in=ttl,
+        download_filename=download_filename(call) if download else None,
+    )

@@ -1,0 +1,197 @@
+"""Domain events: facts, named in the past tense, recorded by aggregates.
+
+Each event names its aggregate (``aggregate_type``, ``aggregate_id``) and the organization it belongs
+to (``org_id``; None for the platform's own discovery and support lines). Events are msgspec Structs
+so they serialize to the outbox and to Kafka without hand-written mapping.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import ClassVar
+
+import msgspec
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    aggregate_type: ClassVar[str] = ""
+    id: str = msgspec.field(default_factory=new_event_id)
+    occurred_at: datetime
+    org_id: str | None
+
+    @property
+    def aggregate_id(self) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def type_name(cls) -> str:
+        return cls.__name__
+
+
+# --- organizations ------------------------------------------------------------------------------
+
+
+class OrganizationEvent(Event, frozen=True, kw_only=True):
+    aggregate_type: ClassVar[str] = "organization"
+
+    @property
+    def aggregate_id(self) -> str:
+        assert self.org_id is not None
+        return self.org_id
+
+
+class OrganizationCreated(OrganizationEvent, frozen=True, kw_only=True):
+    name: str
+    phone_numbers: list[str]
+
+
+class OrganizationUpdated(OrganizationEvent, frozen=True, kw_only=True):
+    name: str
+    phone_numbers: list[str]
+
+
+class RecordingSettingChanged(OrganizationEvent, frozen=True, kw_only=True):
+    enabled: bool
+    changed_by: str
+
+
+# --- calls --------------------------------------------------------------------------------------
+
+
+class CallEvent(Event, frozen=True, kw_only=True):
+    aggregate_type: ClassVar[str] = "call"
+    call_id: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.call_id
+
+
+class CallStarted(CallEvent, frozen=True, kw_only=True):
+    call_sid: str
+    kind: str
+    from_number: str
+    to_number: str
+    recorded: bool
+    disclosure_version: str | None
+
+
+class CallAnswered(CallEvent, frozen=True, kw_only=True):
+    call_sid: str
+
+
+class CallEnded(CallEvent, frozen=True, kw_only=True):
+    call_sid: str
+    status: str
+    duration_s: int | None
+
+
+class CallScorabilityRecorded(CallEvent, frozen=True, kw_only=True):
+    scorable: bool
+    reason: str | None
+
+
+class TransferStarted(CallEvent, frozen=True, kw_only=True):
+    pass
+
+
+class TransferCompleted(CallEvent, frozen=True, kw_only=True):
+    call_sid: str
+
+
+# --- recordings ---------------------------------------------------------------------------------
+
+
+class RecordingEvent(Event, frozen=True, kw_only=True):
+    aggregate_type: ClassVar[str] = "recording"
+    recording_id: str
+    call_id: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.recording_id
+
+
+class RecordingRequested(RecordingEvent, frozen=True, kw_only=True):
+    call_sid: str
+
+
+class RecordingStarted(RecordingEvent, frozen=True, kw_only=True):
+    recording_sid: str
+
+
+class RecordingCompletedAtTwilio(RecordingEvent, frozen=True, kw_only=True):
+    recording_sid: str
+    duration_s: int | None
+
+
+class RecordingArchived(RecordingEvent, frozen=True, kw_only=True):
+    recording_sid: str
+    storage_key: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+    duration_s: int | None
+
+
+class RecordingDeletedAtTwilio(RecordingEvent, frozen=True, kw_only=True):
+    recording_sid: str
+
+
+class RecordingAbsent(RecordingEvent, frozen=True, kw_only=True):
+    error_code: str | None
+
+
+class RecordingFailed(RecordingEvent, frozen=True, kw_only=True):
+    error: str
+
+
+class RecordingStopRequested(RecordingEvent, frozen=True, kw_only=True):
+    recording_sid: str | None
+    call_sid: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        OrganizationCreated,
+        OrganizationUpdated,
+        RecordingSettingChanged,
+        CallStarted,
+        CallAnswered,
+        CallEnded,
+        CallScorabilityRecorded,
+        TransferStarted,
+        TransferCompleted,
+        RecordingRequested,
+        RecordingStarted,
+        RecordingCompletedAtTwilio,
+        RecordingArchived,
+        RecordingDeletedAtTwilio,
+        RecordingAbsent,
+        RecordingFailed,
+        RecordingStopRequested,
+    )
+}
+
+
+def event_data(event: Event) -> dict[str, object]:
+    """The event's own fields as JSON-ready data (without the envelope's id/occurred_at/org_id)."""
+    data = msgspec.to_builtins(event)
+    assert isinstance(data, dict)
+    for envelope_field in ("id", "occurred_at", "org_id"):
+        data.pop(envelope_field, None)
+    return data
+
+
+def encode_event(event: Event) -> bytes:
+    return msgspec.json.encode(event)
+
+
+def decode_event(type_name: str, payload: bytes | str) -> Event:
+    return msgspec.json.decode(payload, type=EVENT_TYPES[type_name])

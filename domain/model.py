@@ -1,0 +1,483 @@
+"""Aggregates: Organization, Call and Recording. Plain classes, invariants, events. No I/O.
+
+Each aggregate carries ``version`` for optimistic concurrency (the repository bumps it on save) and
+``events``, the list of what happened to it since it was loaded; the unit of work drains it into the
+outbox in the same transaction as the change.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from domain import events
+from domain.errors import InvalidTransition
+
+# The platform's caller disclosure. One wording for every org; changing it means a new version, so
+# each call's consent record says exactly which wording the caller heard.
+DISCLOSURE_VERSION = "2026-11-01"
+DISCLOSURE_TEXT = "This call may be recorded for quality, training and dispute resolution."
+
+PLATFORM_GREETING = "Thanks for calling Allison Voice. How can I help you today?"
+
+
+def new_id() -> str:
+    """An unguessable identifier (122 random bits)."""
+    return str(uuid.uuid4())
+
+
+def greeting_with_disclosure(greeting: str, recorded: bool) -> str:
+    """The greeting prompt the agent speaks: the disclosure goes first when the call is recorded."""
+    greeting = greeting.strip()
+    if not recorded:
+        return greeting
+    return f"{DISCLOSURE_TEXT} {greeting}".strip()
+
+
+class CallKind(enum.StrEnum):
+    CUSTOMER = "customer"
+    DISCOVERY = "discovery"
+    SUPPORT = "support"
+
+
+# --- Organization -------------------------------------------------------------------------------
+
+
+class Organization:
+    def __init__(
+        self,
+        *,
+        id: str,
+        name: str,
+        phone_numbers: list[str],
+        greeting: str,
+        recording_enabled: bool = False,
+        recording_changed_by: str | None = None,
+        recording_changed_at: datetime | None = None,
+        created_at: datetime,
+        version: int = 0,
+    ) -> None:
+        self.id = id
+        self.name = name
+        self.phone_numbers = list(phone_numbers)
+        self.greeting = greeting
+        self.recording_enabled = recording_enabled
+        self.recording_changed_by = recording_changed_by
+        self.recording_changed_at = recording_changed_at
+        self.created_at = created_at
+        self.version = version
+        self.events: list[events.Event] = []
+
+    @classmethod
+    def create(
+        cls, *, id: str, name: str, phone_numbers: list[str], greeting: str, now: datetime
+    ) -> Organization:
+        """A new organization records nothing: its recording toggle starts off."""
+        org = cls(id=id, name=name, phone_numbers=phone_numbers, greeting=greeting, created_at=now)
+        org.events.append(
+            events.OrganizationCreated(
+                occurred_at=now, org_id=id, name=name, phone_numbers=list(phone_numbers)
+            )
+        )
+        return org
+
+    def update_profile(self, *, name: str, phone_numbers: list[str], greeting: str, now: datetime) -> None:
+        if (name, sorted(phone_numbers), greeting) == (self.name, sorted(self.phone_numbers), self.greeting):
+            return
+        self.name, self.phone_numbers, self.greeting = name, list(phone_numbers), greeting
+        self.events.append(
+            events.OrganizationUpdated(
+                occurred_at=now, org_id=self.id, name=name, phone_numbers=list(phone_numbers)
+            )
+        )
+
+    def set_recording(self, *, enabled: bool, by: str, now: datetime) -> None:
+        """Turn the org-wide recording toggle on or off; only a real change is an event."""
+        if enabled == self.recording_enabled:
+            return
+        self.recording_enabled = enabled
+        self.recording_changed_by = by
+        self.recording_changed_at = now
+        self.events.append(
+            events.RecordingSettingChanged(occurred_at=now, org_id=self.id, enabled=enabled, changed_by=by)
+        )
+
+
+# --- Call ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    """What the caller was told: the decision, the exact disclosure wording and when it was given."""
+
+    recorded: bool
+    disclosure_text: str | None
+    disclosure_version: str | None
+    disclosed_at: datetime | None
+
+
+class CallStatus(enum.StrEnum):
+    RINGING = "ringing"
+    IN_PROGRESS = "in-progress"
+    COMPLETED = "completed"
+    BUSY = "busy"
+    FAILED = "failed"
+    NO_ANSWER = "no-answer"
+    CANCELED = "canceled"
+
+
+ENDED_STATUSES = frozenset(
+    {CallStatus.COMPLETED, CallStatus.BUSY, CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.CANCELED}
+)
+
+
+class Call:
+    def __init__(
+        self,
+        *,
+        id: str,
+        org_id: str | None,
+        kind: CallKind,
+        call_sid: str,
+        account_sid: str,
+        from_number: str,
+        to_number: str,
+        status: CallStatus,
+        started_at: datetime,
+        greeting: str,
+        consent: ConsentRecord,
+        answered_at: datetime | None = None,
+        ended_at: datetime | None = None,
+        duration_s: int | None = None,
+        recording_id: str | None = None,
+        scorable: bool | None = None,
+        scorability_reason: str | None = None,
+        transfer_stage: str | None = None,
+        version: int = 0,
+    ) -> None:
+        self.id = id
+        self.org_id = org_id
+        self.kind = kind
+        self.call_sid = call_sid
+        self.account_sid = account_sid
+        self.from_number = from_number
+        self.to_number = to_number
+        self.status = status
+        self.started_at = started_at
+        self.greeting = greeting
+        self.consent = consent
+        self.answered_at = answered_at
+        self.ended_at = ended_at
+        self.duration_s = duration_s
+        self.recording_id = recording_id
+        self.scorable = scorable
+        self.scorability_reason = scorability_reason
+        self.transfer_stage = transfer_stage
+        self.version = version
+        self.events: list[events.Event] = []
+
+    @property
+    def recorded(self) -> bool:
+        return self.consent.recorded
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED_STATUSES
+
+    @property
+    def non_engagement(self) -> bool:
+        """The scorability filter judged this call noise (robocall, wrong number, silent dialer)."""
+        return self.scorable is False
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        call_sid: str,
+        account_sid: str,
+        from_number: str,
+        to_number: str,
+        now: datetime,
+        org: Organization | None,
+        platform_kind: CallKind | None = None,
+    ) -> Call:
+        """A call arrives. The org's toggle *now* decides whether it is recorded, for good.
+
+        The platform's own discovery and support lines are always recorded, whatever any toggle says.
+        """
+        if platform_kind is not None:
+            org_id, recorded, base_greeting = None, True, PLATFORM_GREETING
+            kind = platform_kind
+        elif org is not None:
+            org_id, recorded, base_greeting = org.id, org.recording_enabled, org.greeting
+            kind = CallKind.CUSTOMER
+        else:
+            raise ValueError("a call belongs to an organization or to a platform line")
+        consent = ConsentRecord(
+            recorded=recorded,
+            disclosure_text=DISCLOSURE_TEXT if recorded else None,
+            disclosure_version=DISCLOSURE_VERSION if recorded else None,
+            disclosed_at=now if recorded else None,
+        )
+        call = cls(
+            id=new_id(),
+            org_id=org_id,
+            kind=kind,
+            call_sid=call_sid,
+            account_sid=account_sid,
+            from_number=from_number,
+            to_number=to_number,
+            status=CallStatus.RINGING,
+            started_at=now,
+            greeting=greeting_with_disclosure(base_greeting, recorded),
+            consent=consent,
+        )
+        call.events.append(
+            events.CallStarted(
+                occurred_at=now,
+                org_id=org_id,
+                call_id=call.id,
+                call_sid=call_sid,
+                kind=kind.value,
+                from_number=from_number,
+                to_number=to_number,
+                recorded=recorded,
+                disclosure_version=consent.disclosure_version,
+            )
+        )
+        return call
+
+    def answer(self, now: datetime) -> Recording | None:
+        """The agent answered (its media stream started). Capture starts here, never before.
+
+        Returns the recording to request when this call is recorded; None when it is not, or when
+        this answer is a duplicate or comes after the call ended.
+        """
+        if self.answered_at is not None or self.ended:
+            return None
+        self.answered_at = now
+        self.status = CallStatus.IN_PROGRESS
+        self.events.append(
+            events.CallAnswered(occurred_at=now, org_id=self.org_id, call_id=self.id, call_sid=self.call_sid)
+        )
+        if not self.recorded:
+            return None
+        recording = Recording.request(call=self, now=now)
+        self.recording_id = recording.id
+        return recording
+
+    def end(self, *, status: CallStatus, duration_s: int | None, now: datetime) -> None:
+        if self.ended:
+            return
+        if status not in ENDED_STATUSES:
+            raise InvalidTransition(f"{status} does not end a call")
+        self.status = status
+        self.ended_at = now
+        self.duration_s = duration_s
+        self.events.append(
+            events.CallEnded(
+                occurred_at=now,
+                org_id=self.org_id,
+                call_id=self.id,
+                call_sid=self.call_sid,
+                status=status.value,
+                duration_s=duration_s,
+            )
+        )
+
+    def record_scorability(self, *, scorable: bool, reason: str | None, now: datetime) -> None:
+        """The scorability filter's verdict. It never touches the recording: that is kept either way."""
+        if (self.scorable, self.scorability_reason) == (scorable, reason):
+            return
+        self.scorable = scorable
+        self.scorability_reason = reason
+        self.events.append(
+            events.CallScorabilityRecorded(
+                occurred_at=now, org_id=self.org_id, call_id=self.id, scorable=scorable, reason=reason
+            )
+        )
+
+    def transfer(self, *, stage: str, now: datetime) -> None:
+        """A warm transfer. Hold time stays recorded; ``completed`` means the call left the platform."""
+        if stage == "started":
+            if self.transfer_stage is not None:
+                return
+            self.transfer_stage = "started"
+            self.events.append(events.TransferStarted(occurred_at=now, org_id=self.org_id, call_id=self.id))
+        elif stage == "completed":
+            if self.transfer_stage == "completed":
+                return
+            self.transfer_stage = "completed"
+            self.events.append(
+                events.TransferCompleted(
+                    occurred_at=now, org_id=self.org_id, call_id=self.id, call_sid=self.call_sid
+                )
+            )
+        else:
+            raise InvalidTransition(f"unknown transfer stage {stage!r}")
+
+
+# --- Recording ----------------------------------------------------------------------------------
+
+
+class RecordingStatus(enum.StrEnum):
+    REQUESTED = "requested"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"  # completed at Twilio, not yet in our store
+    ARCHIVED = "archived"  # in our store, verified; Twilio copy still there
+    TWILIO_DELETED = "twilio_deleted"  # archived and the Twilio copy is gone
+    ABSENT = "absent"  # no audio was captured
+    FAILED = "failed"
+
+
+LIVE_STATUSES = frozenset({RecordingStatus.REQUESTED, RecordingStatus.IN_PROGRESS})
+ARCHIVED_STATUSES = frozenset({RecordingStatus.ARCHIVED, RecordingStatus.TWILIO_DELETED})
+
+
+@dataclass
+class ArchivedAudio:
+    storage_key: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+    archived_at: datetime
+
+
+@dataclass
+class Recording:
+    id: str
+    call_id: str
+    org_id: str | None
+    kind: CallKind
+    call_sid: str
+    status: RecordingStatus
+    requested_at: datetime
+    call_started_at: datetime
+    recording_sid: str | None = None
+    media_url: str | None = None
+    duration_s: int | None = None
+    completed_at: datetime | None = None
+    audio: ArchivedAudio | None = None
+    twilio_deleted_at: datetime | None = None
+    error_code: str | None = None
+    failure_reason: str | None = None
+    version: int = 0
+    events: list[events.Event] = field(default_factory=list, compare=False, repr=False)
+
+    @classmethod
+    def request(cls, *, call: Call, now: datetime) -> Recording:
+        rec = cls(
+            id=new_id(),
+            call_id=call.id,
+            org_id=call.org_id,
+            kind=call.kind,
+            call_sid=call.call_sid,
+            status=RecordingStatus.REQUESTED,
+            requested_at=now,
+            call_started_at=call.started_at,
+        )
+        rec._emit(events.RecordingRequested, now, call_sid=call.call_sid)
+        return rec
+
+    def _emit(self, event_type: type[events.RecordingEvent], now: datetime, **fields: object) -> None:
+        self.events.append(
+            event_type(occurred_at=now, org_id=self.org_id, recording_id=self.id, call_id=self.call_id, **fields)
+        )
+
+    @property
+    def is_archived(self) -> bool:
+        return self.status in ARCHIVED_STATUSES
+
+    def _attach_sid(self, recording_sid: str | None, now: datetime) -> None:
+        if recording_sid and self.recording_sid is None:
+            self.recording_sid = recording_sid
+            self._emit(events.RecordingStarted, now, recording_sid=recording_sid)
+
+    def started(self, *, recording_sid: str, now: datetime) -> None:
+        """Twilio accepted the start request and named the recording."""
+        self._attach_sid(recording_sid, now)
+        if self.status == RecordingStatus.REQUESTED:
+            self.status = RecordingStatus.IN_PROGRESS
+
+    def twilio_status(
+        self,
+        *,
+        status: str,
+        recording_sid: str | None,
+        now: datetime,
+        media_url: str | None = None,
+        duration_s: int | None = None,
+        error_code: str | None = None,
+    ) -> None:
+        """Apply a Twilio status callback. Duplicates and late, out-of-order callbacks change nothing."""
+        if recording_sid and self.recording_sid and recording_sid != self.recording_sid:
+            raise InvalidTransition("callback names another recording of this call")
+        self._attach_sid(recording_sid, now)
+        if media_url and not self.media_url:
+            self.media_url = media_url
+        if status == "in-progress":
+            if self.status == RecordingStatus.REQUESTED:
+                self.status = RecordingStatus.IN_PROGRESS
+        elif status == "completed":
+            if self.status in LIVE_STATUSES:
+                self.status = RecordingStatus.COMPLETED
+                self.completed_at = now
+                self.duration_s = duration_s
+                assert self.recording_sid is not None
+                self._emit(
+                    events.RecordingCompletedAtTwilio, now, recording_sid=self.recording_sid, duration_s=duration_s
+                )
+        elif status == "absent":
+            if self.status in LIVE_STATUSES:
+                self.status = RecordingStatus.ABSENT
+                self.error_code = error_code
+                self._emit(events.RecordingAbsent, now, error_code=error_code)
+        elif status == "failed":
+            if self.status in LIVE_STATUSES:
+                self.status = RecordingStatus.FAILED
+                self.error_code = error_code
+                self.failure_reason = f"twilio reported failure (error {error_code})"
+                self._emit(events.RecordingFailed, now, error=self.failure_reason)
+        else:
+            raise InvalidTransition(f"unknown recording status {status!r}")
+
+    def never_captured(self, now: datetime) -> None:
+        """The call ended before Twilio could start capturing (instant hangup, init failure)."""
+        if self.status == RecordingStatus.REQUESTED and self.recording_sid is None:
+            self.status = RecordingStatus.ABSENT
+            self._emit(events.RecordingAbsent, now, error_code=None)
+
+    def archived(
+        self, *, storage_key: str, size_bytes: int, sha256: str, content_type: str, now: datetime
+    ) -> None:
+        """The audio is in our store and was verified byte for byte."""
+        if self.is_archived:
+            return
+        if self.status != RecordingStatus.COMPLETED:
+            raise InvalidTransition(f"cannot archive a recording that is {self.status}")
+        assert self.recording_sid is not None
+        self.audio = ArchivedAudio(storage_key, size_bytes, sha256, content_type, now)
+        self.status = RecordingStatus.ARCHIVED
+        self._emit(
+            events.RecordingArchived,
+            now,
+            recording_sid=self.recording_sid,
+            storage_key=storage_key,
+            size_bytes=size_bytes,
+            sha256=sha256,
+            content_type=content_type,
+            duration_s=self.duration_s,
+        )
+
+    def deleted_at_twilio(self, now: datetime) -> None:
+        """The Twilio copy is gone. Only ever after the audio is safely archived."""
+        if self.status == RecordingStatus.TWILIO_DELETED:
+            return
+        if self.status != RecordingStatus.ARCHIVED:
+            raise InvalidTransition("the Twilio copy may only be deleted once the audio is archived")
+        assert self.recording_sid is not None
+        self.status = RecordingStatus.TWILIO_DELETED
+        self.twilio_deleted_at = now
+        self._emit(events.RecordingDeletedAtTwilio, now, recording_sid=self.recording_sid)

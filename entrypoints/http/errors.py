@@ -1,0 +1,84 @@
+"""One error shape for every 4xx and 5xx: ``{"error": {"code": ..., "message": ...}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from application.errors import ApplicationError, ConcurrencyConflict, NotFound, PhoneNumberTaken
+from domain.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    410: "gone",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    429: "too_many_requests",
+}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def _validation_message(exc: ValidationException) -> str:
+    extra = exc.extra
+    if isinstance(extra, list) and extra:
+        parts = []
+        for item in extra:
+            if isinstance(item, dict):
+                key = item.get("key")
+                msg = item.get("message", "")
+                parts.append(f"{key}: {msg}" if key else str(msg))
+        if parts:
+            return "; ".join(parts)
+    return str(exc.detail)
+
+
+def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    if isinstance(exc, ValidationException):
+        return error_response(400, "invalid_request", _validation_message(exc))
+    headers = dict(exc.headers or {})
+    return error_response(status, _CODES.get(status, "error"), str(exc.detail), headers or None)
+
+
+def application_error_handler(_: Request[Any, Any, Any], exc: ApplicationError) -> Response[Any]:
+    if isinstance(exc, NotFound):
+        return error_response(404, exc.code, str(exc) or "not found")
+    if isinstance(exc, PhoneNumberTaken):
+        return error_response(409, exc.code, str(exc))
+    if isinstance(exc, ConcurrencyConflict):
+        return error_response(409, exc.code, "the object changed concurrently; retry")
+    return error_response(400, exc.code, str(exc))
+
+
+def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    return error_response(409, "invalid_state", str(exc))
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    HTTPException: http_exception_handler,
+    ApplicationError: application_error_handler,
+    DomainError: domain_error_handler,
+    Exception: internal_error_handler,
+}

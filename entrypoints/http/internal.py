@@ -1,0 +1,50 @@
+"""Platform services → service, with the service token."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, post, put
+from litestar.params import Parameter
+
+from application import commands
+from application.messagebus import MessageBus
+from domain.model import Organization as OrganizationModel
+from entrypoints.http.auth import service_guard
+from entrypoints.http.schemas import Organization, OrganizationUpsert, ScorabilityVerdict, TransferUpdate
+
+IdParam = Annotated[str, Parameter(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+
+
+class InternalApi(Controller):
+    path = "/internal/v1"
+    guards = [service_guard]  # noqa: RUF012
+    tags = ["internal"]  # noqa: RUF012
+
+    @put("/organizations/{org_id:str}", status_code=200)
+    async def upsert_organization(
+        self, org_id: IdParam, data: OrganizationUpsert, bus: MessageBus
+    ) -> Organization:
+        """Create or update an org. New orgs record nothing; a number owned elsewhere is a 409."""
+        org: OrganizationModel = await bus.handle(
+            commands.UpsertOrganization(
+                org_id=org_id, name=data.name, phone_numbers=list(data.phone_numbers), greeting=data.greeting
+            )
+        )
+        return Organization(
+            id=org.id,
+            name=org.name,
+            phone_numbers=sorted(org.phone_numbers),
+            greeting=org.greeting,
+            recording_enabled=org.recording_enabled,
+        )
+
+    @post("/calls/{call_id:str}/scorability", status_code=204)
+    async def scorability(self, call_id: IdParam, data: ScorabilityVerdict, bus: MessageBus) -> None:
+        """The scorability filter's verdict; a non-engagement call keeps its recording."""
+        await bus.handle(commands.RecordScorability(call_id=call_id, scorable=data.scorable, reason=data.reason))
+
+    @post("/calls/{call_id:str}/transfer", status_code=204)
+    async def transfer(self, call_id: IdParam, data: TransferUpdate, bus: MessageBus) -> None:
+        """A warm transfer: hold stays recorded; ``completed`` stops the recording at Twilio."""
+        await bus.handle(commands.TransferCall(call_id=call_id, stage=data.stage))

@@ -1,0 +1,83 @@
+"""Request and response bodies (msgspec Structs). Never ORM rows or domain objects."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+PhoneNumber = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164 number")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class OrganizationUpsert(Strict):
+    name: Name
+    phone_numbers: Annotated[list[PhoneNumber], msgspec.Meta(max_length=100)]
+    greeting: Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+class Organization(msgspec.Struct):
+    id: str
+    name: str
+    phone_numbers: list[str]
+    greeting: str
+    recording_enabled: bool
+
+
+class ScorabilityVerdict(Strict):
+    scorable: bool
+    reason: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+class TransferUpdate(Strict):
+    stage: Literal["started", "completed"]
+
+
+class RecordingSettingUpdate(Strict):
+    enabled: bool
+
+
+class RecordingSetting(msgspec.Struct):
+    enabled: bool
+    disclosure: str
+
+
+class Recording(msgspec.Struct):
+    status: Literal["available", "processing", "not_recorded", "failed"]
+    reason: Literal["recording_off", "no_audio"] | None
+    duration_s: int | None
+    size_bytes: int | None
+    content_type: str | None
+    playback_url: str | None
+    download_url: str | None
+
+
+class Call(msgspec.Struct):
+    id: str
+    from_: str = msgspec.field(name="from")
+    to: str = ""
+    status: str = ""
+    started_at: str = ""
+    answered_at: str | None = None
+    ended_at: str | None = None
+    duration_s: int | None = None
+    recording: Recording | None = None
+    non_engagement: bool = False
+
+
+class CallList(msgspec.Struct):
+    items: list[Call]
+    next_cursor: str | None
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail

@@ -1,0 +1,152 @@
+"""Twilio → service: form-encoded callbacks, each checked against ``X-Twilio-Signature``.
+
+The signature covers the full URL Twilio called, which is ``CALLREC_PUBLIC_URL`` plus the path (and
+query) of the request: behind a proxy the URL this process sees is not the one Twilio signed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Controller, Request, Response, post
+from litestar.datastructures import State
+from litestar.exceptions import PermissionDeniedException
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+from application import commands
+from application.errors import UnknownNumber
+from application.handlers import CallDecision
+from application.messagebus import MessageBus
+from entrypoints.config import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_FIELD_LENGTH = 2048
+
+
+async def signed_form(request: Request[Any, Any, State]) -> dict[str, str]:
+    """The request's form fields, only if Twilio's signature over them is valid (403 otherwise)."""
+    settings: Settings = request.app.state.settings
+    form = await request.form()
+    params: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if not isinstance(value, str):
+            raise PermissionDeniedException("unexpected file upload")
+        params[key] = value
+    url = settings.public_url + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    signature = request.headers.get("x-twilio-signature", "")
+    validator = RequestValidator(settings.twilio_auth_token)
+    if not settings.twilio_auth_token or not signature or not validator.validate(url, params, signature):
+        log.warning("refused a Twilio callback with a bad signature on %s", request.url.path)
+        raise PermissionDeniedException("invalid Twilio signature")
+    for key in ("CallSid", "RecordingSid", "StreamSid"):
+        if len(params.get(key, "")) > MAX_FIELD_LENGTH:
+            raise PermissionDeniedException(f"{key} too long")
+    return params
+
+
+def _required(params: dict[str, str], name: str) -> str:
+    value = params.get(name, "").strip()
+    if not value:
+        from litestar.exceptions import ValidationException
+
+        raise ValidationException(f"missing form field {name}")
+    return value
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _twiml(body: str) -> Response[str]:
+    return Response(body, media_type="text/xml")
+
+
+def connect_twiml(decision: CallDecision, settings: Settings) -> str:
+    response = VoiceResponse()
+    connect = Connect()
+    stream = connect.stream(
+        url=settings.agent_stream_url, status_callback=f"{settings.public_url}/twilio/stream-status"
+    )
+    stream.parameter(name="call_id", value=decision.call_id)
+    stream.parameter(name="greeting", value=decision.greeting)
+    stream.parameter(name="recording", value="on" if decision.recorded else "off")
+    response.append(connect)
+    return str(response.to_xml())
+
+
+class TwilioWebhooks(Controller):
+    path = "/twilio"
+    include_in_schema = False
+
+    @post("/voice", status_code=200)
+    async def voice(self, request: Request[Any, Any, State], bus: MessageBus) -> Response[str]:
+        """A call arrives: answer with the Stream TwiML, or Reject for a number nobody owns."""
+        params = await signed_form(request)
+        command = commands.StartCall(
+            call_sid=_required(params, "CallSid"),
+            account_sid=params.get("AccountSid", ""),
+            from_number=params.get("From", ""),
+            to_number=_required(params, "To"),
+            call_status=params.get("CallStatus", "ringing"),
+            direction=params.get("Direction", "inbound"),
+        )
+        try:
+            decision: CallDecision = await bus.handle(command)
+        except UnknownNumber:
+            log.info("rejected call %s to unknown number %s", command.call_sid, command.to_number)
+            reject = VoiceResponse()
+            reject.reject()
+            return _twiml(str(reject.to_xml()))
+        return _twiml(connect_twiml(decision, request.app.state.settings))
+
+    @post("/stream-status", status_code=204)
+    async def stream_status(self, request: Request[Any, Any, State], bus: MessageBus) -> None:
+        """``stream-started`` means the agent answered; capture begins now and not before."""
+        params = await signed_form(request)
+        await bus.handle(
+            commands.RecordStreamEvent(
+                call_sid=_required(params, "CallSid"),
+                stream_sid=params.get("StreamSid", ""),
+                event=_required(params, "StreamEvent"),
+            )
+        )
+
+    @post("/recording-status", status_code=204)
+    async def recording_status(self, request: Request[Any, Any, State], bus: MessageBus) -> None:
+        """Recording lifecycle callbacks; duplicates and out-of-order ones are harmless."""
+        params = await signed_form(request)
+        error_code = params.get("ErrorCode") or None
+        await bus.handle(
+            commands.RecordRecordingStatus(
+                call_sid=_required(params, "CallSid"),
+                recording_sid=_required(params, "RecordingSid"),
+                status=_required(params, "RecordingStatus"),
+                media_url=params.get("RecordingUrl") or None,
+                duration_s=_int(params.get("RecordingDuration")),
+                channels=_int(params.get("RecordingChannels")),
+                error_code=None if error_code == "0" else error_code,
+            )
+        )
+
+    @post("/call-status", status_code=204)
+    async def call_status(self, request: Request[Any, Any, State], bus: MessageBus) -> None:
+        """The call ends (completed, busy, failed, no-answer, canceled)."""
+        params = await signed_form(request)
+        status = _required(params, "CallStatus")
+        if status in ("queued", "ringing", "in-progress", "initiated"):
+            return
+        await bus.handle(
+            commands.EndCall(
+                call_sid=_required(params, "CallSid"),
+                status=status,
+                duration_s=_int(params.get("CallDuration")),
+            )
+        )
