@@ -255,7 +255,8 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
     sha256 = digest.hexdigest()
     if expected_length is not None and downloaded != expected_length:
         raise ArchiveVerificationFailed(
-            f"download of {recording.recording_sid} was {downloaded} bytes, Twilio announced {expected_length}"
+            f"download of {recording.recording_sid} was {downloaded} bytes, "
+            f"Twilio announced {expected_length}"
         )
     stored = await svc.store.verify(key)
     for measured_by, obj in (("write", written), ("read-back", stored)):
@@ -268,7 +269,11 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
         recording = await uow.recordings.get(event.recording_id)
         assert recording is not None
         recording.archived(
-            storage_key=key, size_bytes=downloaded, sha256=sha256, content_type=content_type, now=svc.clock.now()
+            storage_key=key,
+            size_bytes=downloaded,
+            sha256=sha256,
+            content_type=content_type,
+            now=svc.clock.now(),
         )
         await uow.commit()
 

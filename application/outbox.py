@@ -9,6 +9,7 @@ message is deferred with exponential backoff and jitter and does not hold up the
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from datetime import timedelta
@@ -67,11 +68,11 @@ class OutboxRelay:
             await self._slots.acquire()
             task = asyncio.create_task(self._publish(message))
             self._in_flight[message.aggregate_id] = task
-            task.add_done_callback(lambda _t, agg=message.aggregate_id: self._done(agg))
+            task.add_done_callback(functools.partial(self._done, message.aggregate_id))
             started += 1
         return started
 
-    def _done(self, aggregate_id: str) -> None:
+    def _done(self, aggregate_id: str, _task: asyncio.Task[None]) -> None:
         self._in_flight.pop(aggregate_id, None)
         self._slots.release()
         self._wake.set()
@@ -84,17 +85,19 @@ class OutboxRelay:
             delay = delay * random.uniform(0.5, 1.0)
             log.warning("event %s %s failed, retry in %s: %s", message.type, message.id, delay, exc)
             async with self.uow_factory() as uow:
-                await uow.outbox.defer(message.id, next_attempt_at=self.clock.now() + delay, error=str(exc)[:2000])
+                await uow.outbox.defer(
+                    message.id, next_attempt_at=self.clock.now() + delay, error=str(exc)[:2000]
+                )
                 await uow.commit()
             return
         async with self.uow_factory() as uow:
             await uow.outbox.mark_published(message.id, self.clock.now())
             await uow.commit()
 
-    async def drain(self, timeout: float = 10.0) -> None:
+    async def drain(self, max_wait_s: float = 10.0) -> None:
         """Handle everything due now and wait for it (tests and shutdown)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + max_wait_s
         while loop.time() < deadline:
             started = await self.run_once()
             if self._in_flight:
@@ -111,7 +114,9 @@ class OutboxRelay:
                 log.exception("outbox relay pass failed")
             wake = asyncio.create_task(self._wake.wait())
             stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({wake, stopping}, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {wake, stopping}, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
             wake.cancel()
             stopping.cancel()
         if self._in_flight:

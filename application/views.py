@@ -73,7 +73,9 @@ async def list_calls(
     return views, next_cursor
 
 
-async def get_call(svc: Services, *, org_id: str | None, call_id: str, kinds: tuple[CallKind, ...]) -> CallView:
+async def get_call(
+    svc: Services, *, org_id: str | None, call_id: str, kinds: tuple[CallKind, ...]
+) -> CallView:
     """A call of this org (or of the platform's lines when ``org_id`` is None); another org's is NotFound."""
     async with svc.uow() as uow:
         call = await uow.calls.get(call_id)

@@ -11,8 +11,10 @@ import enum
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from domain import events
+from domain.events import Event, RecordingEvent
 from domain.errors import InvalidTransition
 
 # The platform's caller disclosure. One wording for every org; changing it means a new version, so
@@ -364,7 +366,7 @@ class Recording:
     error_code: str | None = None
     failure_reason: str | None = None
     version: int = 0
-    events: list[events.Event] = field(default_factory=list, compare=False, repr=False)
+    events: list[Event] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def request(cls, *, call: Call, now: datetime) -> Recording:
@@ -381,9 +383,11 @@ class Recording:
         rec._emit(events.RecordingRequested, now, call_sid=call.call_sid)
         return rec
 
-    def _emit(self, event_type: type[events.RecordingEvent], now: datetime, **fields: object) -> None:
+    def _emit(self, event_type: type[RecordingEvent], now: datetime, **fields: Any) -> None:
         self.events.append(
-            event_type(occurred_at=now, org_id=self.org_id, recording_id=self.id, call_id=self.call_id, **fields)
+            event_type(
+                occurred_at=now, org_id=self.org_id, recording_id=self.id, call_id=self.call_id, **fields
+            )
         )
 
     @property
@@ -427,7 +431,10 @@ class Recording:
                 self.duration_s = duration_s
                 assert self.recording_sid is not None
                 self._emit(
-                    events.RecordingCompletedAtTwilio, now, recording_sid=self.recording_sid, duration_s=duration_s
+                    events.RecordingCompletedAtTwilio,
+                    now,
+                    recording_sid=self.recording_sid,
+                    duration_s=duration_s,
                 )
         elif status == "absent":
             if self.status in LIVE_STATUSES:

@@ -38,7 +38,9 @@ def _token(args: argparse.Namespace) -> int:
     from entrypoints.http.auth import issue_token
 
     settings = Settings.from_env()
-    print(issue_token(settings.jwt_secret, org_id=args.org, role=args.role, sub=args.sub or f"cli:{args.role}"))
+    print(
+        issue_token(settings.jwt_secret, org_id=args.org, role=args.role, sub=args.sub or f"cli:{args.role}")
+    )
     return 0
 
 

@@ -72,7 +72,9 @@ organization_phone_numbers = Table(
     "organization_phone_numbers",
     metadata,
     Column("number", String(32), primary_key=True),
-    Column("org_id", String(64), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column(
+        "org_id", String(64), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
 )
 
 calls = Table(

@@ -160,7 +160,9 @@ class SqlAlchemyOrganizationRepository(_Repository[Organization]):
                     raise ConcurrencyConflict(f"organization {org.id} changed concurrently")
                 if numbers != tracked.snapshot["phone_numbers"]:
                     await self.conn.execute(
-                        delete(t.organization_phone_numbers).where(t.organization_phone_numbers.c.org_id == org.id)
+                        delete(t.organization_phone_numbers).where(
+                            t.organization_phone_numbers.c.org_id == org.id
+                        )
                     )
                     await self._write_numbers(org.id, numbers)
             new_events.extend(org.events)
@@ -180,7 +182,9 @@ class SqlAlchemyOrganizationRepository(_Repository[Organization]):
         org_id = row._mapping["id"]
         if org_id not in self.tracked:
             numbers = await self.conn.execute(
-                select(t.organization_phone_numbers.c.number).where(t.organization_phone_numbers.c.org_id == org_id)
+                select(t.organization_phone_numbers.c.number).where(
+                    t.organization_phone_numbers.c.org_id == org_id
+                )
             )
             self._numbers[org_id] = sorted(n for (n,) in numbers)
         return self._remember(row)
@@ -270,7 +274,9 @@ class SqlAlchemyCallRepository(_Repository[Call]):
             where.append(c.started_at < query.started_to)
         if query.after is not None:
             where.append(tuple_(c.started_at, c.id) < tuple_(query.after.started_at, query.after.id))
-        stmt = select(t.calls).where(and_(*where)).order_by(c.started_at.desc(), c.id.desc()).limit(query.limit)
+        stmt = (
+            select(t.calls).where(and_(*where)).order_by(c.started_at.desc(), c.id.desc()).limit(query.limit)
+        )
         result = await self.conn.execute(stmt)
         return [call for row in result if (call := self._remember(row)) is not None]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import date, datetime, time, timedelta, UTC
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, put
@@ -86,11 +86,13 @@ CallId = Annotated[str, Parameter(max_length=64)]
 
 class DashboardApi(Controller):
     path = "/api/v1"
-    guards = [dashboard_guard]  # noqa: RUF012
-    tags = ["dashboard"]  # noqa: RUF012
+    guards = [dashboard_guard]
+    tags = ["dashboard"]
 
     @get("/settings/call-recording")
-    async def get_recording_setting(self, request: Request[Any, Any, State], services: Services) -> RecordingSetting:
+    async def get_recording_setting(
+        self, request: Request[Any, Any, State], services: Services
+    ) -> RecordingSetting:
         """The org's recording toggle and the disclosure callers hear when it is on."""
         async with services.uow() as uow:
             org = await uow.organizations.get(_principal(request).org_id)
@@ -135,13 +137,16 @@ class DashboardApi(Controller):
             started_to=started_to,
         )
         return CallList(
-            items=[call_body(v) for v in page], next_cursor=encode_cursor(next_cursor) if next_cursor else None
+            items=[call_body(v) for v in page],
+            next_cursor=encode_cursor(next_cursor) if next_cursor else None,
         )
 
     @get("/calls/{call_id:str}")
     async def get_call(self, request: Request[Any, Any, State], call_id: CallId, services: Services) -> Call:
         """One call with its recording (or the reason there is none)."""
-        view = await views.get_call(services, org_id=_principal(request).org_id, call_id=call_id, kinds=CUSTOMER)
+        view = await views.get_call(
+            services, org_id=_principal(request).org_id, call_id=call_id, kinds=CUSTOMER
+        )
         return call_body(view)
 
     @get("/calls/{call_id:str}/recording", status_code=307)

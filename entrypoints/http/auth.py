@@ -22,7 +22,9 @@ class Principal:
     role: str
 
 
-def issue_token(secret: str, *, org_id: str, role: str, sub: str, ttl: timedelta = timedelta(hours=12)) -> str:
+def issue_token(
+    secret: str, *, org_id: str, role: str, sub: str, ttl: timedelta = timedelta(hours=12)
+) -> str:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     now = datetime.now(UTC)

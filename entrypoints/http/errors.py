@@ -29,9 +29,14 @@ _CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response[Any]:
     return Response(
-        {"error": {"code": code, "message": message}}, status_code=status, headers=headers, media_type="application/json"
+        {"error": {"code": code, "message": message}},
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
     )
 
 

@@ -18,8 +18,8 @@ IdParam = Annotated[str, Parameter(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 class InternalApi(Controller):
     path = "/internal/v1"
-    guards = [service_guard]  # noqa: RUF012
-    tags = ["internal"]  # noqa: RUF012
+    guards = [service_guard]
+    tags = ["internal"]
 
     @put("/organizations/{org_id:str}", status_code=200)
     async def upsert_organization(
@@ -42,7 +42,9 @@ class InternalApi(Controller):
     @post("/calls/{call_id:str}/scorability", status_code=204)
     async def scorability(self, call_id: IdParam, data: ScorabilityVerdict, bus: MessageBus) -> None:
         """The scorability filter's verdict; a non-engagement call keeps its recording."""
-        await bus.handle(commands.RecordScorability(call_id=call_id, scorable=data.scorable, reason=data.reason))
+        await bus.handle(
+            commands.RecordScorability(call_id=call_id, scorable=data.scorable, reason=data.reason)
+        )
 
     @post("/calls/{call_id:str}/transfer", status_code=204)
     async def transfer(self, call_id: IdParam, data: TransferUpdate, bus: MessageBus) -> None:
