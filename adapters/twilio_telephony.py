@@ -21,6 +21,7 @@ carrying ``status``, ``code`` and ``retry_after``) and ``MediaNotFound`` (``Twil
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import time
@@ -51,6 +52,8 @@ __all__ = [
     "TwilioMediaNotFound",
     "TwilioTelephony",
     "TwilioTelephonyError",
+    "basic_auth_header",
+    "parse_retry_after",
 ]
 
 DEFAULT_API_BASE: Final = "https://api.twilio.com"
@@ -162,13 +165,19 @@ class _ApiBaseHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         # needs a running loop. The session is made on first use instead (see ensure_session).
         super().__init__(pool_connections=False, timeout=timeout)
         self.session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
         self._rewrite: tuple[str, str, str] | None = None
         if api_base is not None:
             parts = urlsplit(api_base)
             self._rewrite = (parts.scheme, parts.netloc, parts.path.rstrip("/"))
 
     async def ensure_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self.session is not None and not self.session.closed and self._session_loop is not loop:
+            # Made in another (probably finished) event loop, where it can be neither used nor closed.
+            self.session = None
         if self.session is None or self.session.closed:
+            self._session_loop = loop
             self.session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 connector=aiohttp.TCPConnector(limit=32),
@@ -228,7 +237,7 @@ class _ApiBaseHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
 
     async def close(self) -> None:
         session, self.session = self.session, None
-        if session is not None and not session.closed:
+        if session is not None and not session.closed and self._session_loop is asyncio.get_running_loop():
             await session.close()
 
 
