@@ -118,6 +118,14 @@ async def record_recording_status(cmd: commands.RecordRecordingStatus, svc: Serv
     """Apply Twilio's recording callback; duplicates and out-of-order callbacks are harmless."""
     async with svc.uow() as uow:
         call = await _call_by_sid(uow, cmd.call_sid)
+        if not call.recorded:
+            # The caller was never told: this audio must not be kept. Discard it at Twilio.
+            if cmd.status in ("in-progress", "completed"):
+                call.found_unconsented_recording(
+                    recording_sid=cmd.recording_sid, twilio_status=cmd.status, now=svc.clock.now()
+                )
+                await uow.commit()
+            return
         recording = await uow.recordings.get_for_call(call.id)
         if recording is None:
             # Twilio holds audio we never asked for (or our request's record was lost). Adopt it so it
@@ -202,6 +210,18 @@ async def stop_recording_after_transfer(event: events.TransferCompleted, svc: Se
     if recording.recording_sid is None:
         raise RuntimeError("recording not started at Twilio yet; retry the stop later")
     await svc.telephony.stop_recording(recording.call_sid, recording.recording_sid)
+    async with svc.uow() as uow:
+        await uow.commit()  # records (consumer, event id): a redelivery does not stop twice
+
+
+async def discard_unconsented_recording(event: events.UnconsentedRecordingFound, svc: Services) -> None:
+    """Stop a live unconsented recording (its completed callback brings us back), delete a finished one."""
+    if event.twilio_status == "in-progress":
+        await svc.telephony.stop_recording(event.call_sid, event.recording_sid)
+    else:
+        await svc.telephony.delete_recording(event.recording_sid)
+    async with svc.uow() as uow:
+        await uow.commit()
 
 
 def storage_key(recording: Recording) -> str:
@@ -313,6 +333,7 @@ COMMAND_HANDLERS: dict[type[commands.Command], CommandHandler] = {
 EVENT_HANDLERS: dict[type[events.Event], list[tuple[str, EventHandler]]] = {
     events.RecordingRequested: [("telephony.start-recording", start_twilio_recording)],
     events.TransferCompleted: [("telephony.stop-recording", stop_recording_after_transfer)],
+    events.UnconsentedRecordingFound: [("telephony.discard-unconsented", discard_unconsented_recording)],
     events.RecordingCompletedAtTwilio: [("archive", archive_recording)],
     events.RecordingArchived: [("telephony.delete-recording", delete_twilio_copy)],
 }

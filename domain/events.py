@@ -96,6 +96,14 @@ class CallScorabilityRecorded(CallEvent, frozen=True, kw_only=True):
     reason: str | None
 
 
+class UnconsentedRecordingFound(CallEvent, frozen=True, kw_only=True):
+    """Twilio reported audio for a call that was not to be recorded; it is discarded at Twilio."""
+
+    call_sid: str
+    recording_sid: str
+    twilio_status: str
+
+
 class TransferStarted(CallEvent, frozen=True, kw_only=True):
     pass
 
@@ -168,6 +176,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CallScorabilityRecorded,
         TransferStarted,
         TransferCompleted,
+        UnconsentedRecordingFound,
         RecordingRequested,
         RecordingStarted,
         RecordingCompletedAtTwilio,

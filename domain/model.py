@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from domain import events
-from domain.events import Event, RecordingEvent
 from domain.errors import InvalidTransition
+from domain.events import Event, RecordingEvent
 
 # The platform's caller disclosure. One wording for every org; changing it means a new version, so
 # each call's consent record says exactly which wording the caller heard.
@@ -28,6 +28,11 @@ PLATFORM_GREETING = "Thanks for calling Allison Voice. How can I help you today?
 def new_id() -> str:
     """An unguessable identifier (122 random bits)."""
     return str(uuid.uuid4())
+
+
+def unique_numbers(numbers: list[str]) -> list[str]:
+    """The numbers in their given order, each once."""
+    return list(dict.fromkeys(n.strip() for n in numbers))
 
 
 def greeting_with_disclosure(greeting: str, recorded: bool) -> str:
@@ -63,7 +68,7 @@ class Organization:
     ) -> None:
         self.id = id
         self.name = name
-        self.phone_numbers = list(phone_numbers)
+        self.phone_numbers = unique_numbers(phone_numbers)
         self.greeting = greeting
         self.recording_enabled = recording_enabled
         self.recording_changed_by = recording_changed_by
@@ -77,6 +82,7 @@ class Organization:
         cls, *, id: str, name: str, phone_numbers: list[str], greeting: str, now: datetime
     ) -> Organization:
         """A new organization records nothing: its recording toggle starts off."""
+        phone_numbers = unique_numbers(phone_numbers)
         org = cls(id=id, name=name, phone_numbers=phone_numbers, greeting=greeting, created_at=now)
         org.events.append(
             events.OrganizationCreated(
@@ -86,6 +92,7 @@ class Organization:
         return org
 
     def update_profile(self, *, name: str, phone_numbers: list[str], greeting: str, now: datetime) -> None:
+        phone_numbers = unique_numbers(phone_numbers)
         if (name, sorted(phone_numbers), greeting) == (self.name, sorted(self.phone_numbers), self.greeting):
             return
         self.name, self.phone_numbers, self.greeting = name, list(phone_numbers), greeting
@@ -298,6 +305,24 @@ class Call:
         self.events.append(
             events.CallScorabilityRecorded(
                 occurred_at=now, org_id=self.org_id, call_id=self.id, scorable=scorable, reason=reason
+            )
+        )
+
+    def found_unconsented_recording(self, *, recording_sid: str, twilio_status: str, now: datetime) -> None:
+        """Twilio holds audio of a call whose caller was not told it is recorded: it must not be kept.
+
+        The event asks for the audio to be stopped (if still live) and deleted at Twilio, unarchived.
+        """
+        if self.recorded:
+            raise InvalidTransition("a recorded call's audio is archived, not discarded")
+        self.events.append(
+            events.UnconsentedRecordingFound(
+                occurred_at=now,
+                org_id=self.org_id,
+                call_id=self.id,
+                call_sid=self.call_sid,
+                recording_sid=recording_sid,
+                twilio_status=twilio_status,
             )
         )
 

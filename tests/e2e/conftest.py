@@ -46,7 +46,9 @@ class RunningService:
         return httpx.Client(base_url=self.base_url, timeout=10, headers={"Authorization": f"Bearer {token}"})
 
 
-def start_service(tmp_path: Path, standin: TwilioStandin, extra_env: dict[str, str] | None = None) -> RunningService:
+def start_service(
+    tmp_path: Path, standin: TwilioStandin, extra_env: dict[str, str] | None = None
+) -> RunningService:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     var_dir = tmp_path / "var"

@@ -142,7 +142,9 @@ def test_a_recorded_call_is_disclosed_captured_after_answer_archived_verbatim_an
     callback(service, call_sid, recording_sid, "in-progress")
     audio = service.standin.complete_recording(recording_sid, duration=42, size=300_000)
     service.driver.stream_status(stream_status_payload(call_sid, "stream-stopped"))
-    assert service.driver.call_status(call_status_payload(call_sid, "completed", duration=44)).status_code == 204
+    assert (
+        service.driver.call_status(call_status_payload(call_sid, "completed", duration=44)).status_code == 204
+    )
     callback(service, call_sid, recording_sid, "completed", duration=42)
     callback(service, call_sid, recording_sid, "completed", duration=42)  # Twilio retried
     callback(service, call_sid, recording_sid, "in-progress")  # late and out of order
@@ -188,7 +190,9 @@ def test_call_ending_before_the_completed_callback_still_archives_once(service: 
     wait_for(lambda: service.standin.delete_count(recording_sid) == 1, "one DELETE")
 
 
-def test_an_unrecorded_call_has_no_disclosure_no_capture_and_says_recording_off(service: RunningService) -> None:
+def test_an_unrecorded_call_has_no_disclosure_no_capture_and_says_recording_off(
+    service: RunningService,
+) -> None:
     make_org(service, "gamma", "+15550100003", recording=False)
     call_sid, params = arrive(service, "+15550100003")
     assert params["recording"] == "off"
@@ -244,7 +248,9 @@ def test_missing_audio_is_explained_as_no_audio(service: RunningService) -> None
 def test_forged_or_missing_signatures_are_refused_and_change_nothing(service: RunningService) -> None:
     make_org(service, "zeta", "+15550100006", recording=True)
     for signature in ("forged", "missing"):
-        r = service.driver.voice(voice_payload(new_sid("CA"), from_=CALLER, to="+15550100006"), signature=signature)
+        r = service.driver.voice(
+            voice_payload(new_sid("CA"), from_=CALLER, to="+15550100006"), signature=signature
+        )
         assert r.status_code == 403
     call_sid, params = arrive(service, "+15550100006")
     r = service.driver.stream_status(stream_status_payload(call_sid, "stream-started"), signature="forged")
@@ -309,7 +315,8 @@ def test_a_non_engagement_call_keeps_its_recording(service: RunningService) -> N
     recording_sid = recording_sid_of(service, call_sid)
     with service.internal() as internal:
         r = internal.post(
-            f"/internal/v1/calls/{params['call_id']}/scorability", json={"scorable": False, "reason": "robocall"}
+            f"/internal/v1/calls/{params['call_id']}/scorability",
+            json={"scorable": False, "reason": "robocall"},
         )
         assert r.status_code == 204
     audio = service.standin.complete_recording(recording_sid, duration=4)
@@ -381,6 +388,8 @@ def test_serve_is_ready_quickly_and_survives_a_restart_with_work_pending(
     try:
         archived(restarted, "nu", params["call_id"])
         assert fetch_recording(restarted, "nu", params["call_id"]).content == audio
-        wait_for(lambda: twilio_standin.delete_count(recording_sid) == 1, "one DELETE after restart", timeout=20)
+        wait_for(
+            lambda: twilio_standin.delete_count(recording_sid) == 1, "one DELETE after restart", timeout=20
+        )
     finally:
         stop_pid(restarted.pid)
