@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -362,7 +364,7 @@ def test_calls_page_newest_first_with_a_cursor_and_refuse_a_bad_limit(service: R
             assert "error" in r.json()
 
 
-def test_serve_is_ready_quickly_and_survives_a_restart_with_work_pending(
+def test_serve_is_ready_quickly_and_work_committed_before_a_crash_is_done_after_restart(
     tmp_path: Path, twilio_standin: Any
 ) -> None:
     from tests.e2e.conftest import start_service
@@ -380,6 +382,7 @@ def test_serve_is_ready_quickly_and_survives_a_restart_with_work_pending(
         callback(service, call_sid, recording_sid, "completed", duration=6)
         time.sleep(0.5)
         assert call_detail(service, "nu", params["call_id"])["recording"]["status"] == "processing"
+        os.killpg(service.pid, signal.SIGKILL)  # a crash: no graceful shutdown
     finally:
         stop_pid(service.pid)
     assert twilio_standin.delete_count(recording_sid) == 0  # never deleted what we do not hold
