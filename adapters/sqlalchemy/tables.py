@@ -130,7 +130,8 @@ recordings = Table(
     Column("error_code", String(32)),
     Column("failure_reason", Text),
     Column("version", Integer, nullable=False),
-    Index("ix_recordings_status", "status"),
+    Column("updated_at", UTCDateTime),  # set on every write: how long a recording has sat in its state
+    Index("ix_recordings_status_updated", "status", "updated_at"),
 )
 
 outbox = Table(
@@ -149,6 +150,9 @@ outbox = Table(
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("last_error", Text),
+    # A relay's lease on a message it is publishing (several relays on PostgreSQL, issue 4).
+    Column("claimed_by", String(64)),
+    Column("claimed_until", UTCDateTime),
     Index("ix_outbox_pending", "published_at", "next_attempt_at", "seq"),
 )
 

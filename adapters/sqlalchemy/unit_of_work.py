@@ -77,15 +77,17 @@ class _Repository(Generic[A]):
         result = await self.conn.execute(select(self.table).where(*where))
         return self._remember(result.first())
 
-    async def flush(self) -> list[ev.Event]:
+    async def flush(self, now: datetime) -> list[ev.Event]:
+        stamp = {"updated_at": now} if "updated_at" in self.table.c else {}
         new_events: list[ev.Event] = []
         for tracked in self.tracked.values():
             aggregate = tracked.aggregate
             row = self.to_row(aggregate)
             if tracked.snapshot is None:
-                await self.conn.execute(insert(self.table).values(**row))
+                await self.conn.execute(insert(self.table).values(**row, **stamp))
             elif row != tracked.snapshot:
                 row["version"] = aggregate.version + 1
+                row.update(stamp)
                 result = await self.conn.execute(
                     update(self.table)
                     .where(self.table.c.id == aggregate.id, self.table.c.version == aggregate.version)
@@ -139,7 +141,7 @@ class SqlAlchemyOrganizationRepository(_Repository[Organization]):
             version=m["version"],
         )
 
-    async def flush(self) -> list[ev.Event]:
+    async def flush(self, now: datetime) -> list[ev.Event]:
         # phone_numbers lives in its own table; strip it from the column values written.
         new_events: list[ev.Event] = []
         for tracked in self.tracked.values():
@@ -506,7 +508,7 @@ class SqlAlchemyUnitOfWork:
         try:
             new_events: list[ev.Event] = []
             for repo in self._repositories:
-                new_events.extend(await repo.flush())
+                new_events.extend(await repo.flush(now))
             await self.outbox.add(new_events, now)
             if self.processed_by is not None:
                 await self.processed.add(*self.processed_by, now)
