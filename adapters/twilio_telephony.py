@@ -26,7 +26,7 @@ import base64
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -43,7 +43,8 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient  # type: ignore[
 from twilio.http.response import Response as TwilioResponse  # type: ignore[import-untyped]
 from twilio.rest import Client  # type: ignore[import-untyped]
 
-from application.ports import MediaNotFound, MediaStream, TelephonyError
+from adapters.retry import NO_RETRY, RetryPolicy, Sleep, retrying
+from application.ports import MediaNotFound, MediaStream, ProviderRecording, TelephonyError
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -247,7 +248,19 @@ class _ApiBaseHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
 class TwilioTelephony:
     """``Telephony`` on Twilio. Use as ``async with TwilioTelephony(...) as t:`` or call ``aclose()``."""
 
-    def __init__(self, account_sid: str, auth_token: str, api_base: str = DEFAULT_API_BASE) -> None:
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        api_base: str = DEFAULT_API_BASE,
+        *,
+        retry: RetryPolicy = NO_RETRY,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        """``retry``: how calls that are safe to repeat are retried on network errors, 429 and 5xx
+        (honouring ``Retry-After``): stop, delete, list, opening media; a start only on 429."""
+        self._retry = retry
+        self._sleep = sleep
         api_base = api_base.rstrip("/")
         self._api_origin = _origin(api_base)  # validates api_base
         self._api_base = api_base
@@ -280,7 +293,7 @@ class TwilioTelephony:
 
     async def start_recording(self, call_sid: str, status_callback_url: str) -> str:
         _check_sid(call_sid, "call sid")
-        instance = await self._sdk(
+        instance = await self._retried(
             f"start recording of call {call_sid}",
             lambda: self._client.calls(call_sid).recordings.create_async(
                 recording_channels="dual",
@@ -288,6 +301,7 @@ class TwilioTelephony:
                 recording_status_callback_method="POST",
                 recording_status_callback_event=list(RECORDING_STATUS_CALLBACK_EVENTS),
             ),
+            only_throttled=True,  # a 5xx may have started one: never start a second
         )
         sid = getattr(instance, "sid", None)
         if not isinstance(sid, str) or not sid:
@@ -297,7 +311,7 @@ class TwilioTelephony:
     async def stop_recording(self, call_sid: str, recording_sid: str) -> None:
         _check_sid(call_sid, "call sid")
         _check_sid(recording_sid, "recording sid")
-        await self._sdk(
+        await self._retried(
             f"stop recording {recording_sid} of call {call_sid}",
             lambda: self._client.calls(call_sid).recordings(recording_sid).update_async(status="stopped"),
         )
@@ -305,7 +319,7 @@ class TwilioTelephony:
     async def delete_recording(self, recording_sid: str) -> bool:
         _check_sid(recording_sid, "recording sid")
         try:
-            await self._sdk(
+            await self._retried(
                 f"delete recording {recording_sid}",
                 lambda: self._client.recordings(recording_sid).delete_async(),
             )
@@ -314,6 +328,41 @@ class TwilioTelephony:
                 return False
             raise
         return True
+
+    async def list_call_recordings(self, call_sid: str) -> list[ProviderRecording]:
+        _check_sid(call_sid, "call sid")
+        instances = await self._retried(
+            f"list recordings of call {call_sid}",
+            lambda: self._client.recordings.list_async(call_sid=call_sid, page_size=100),
+        )
+        return [
+            ProviderRecording(
+                sid=str(instance.sid),
+                call_sid=str(instance.call_sid or call_sid),
+                status=str(instance.status or ""),
+                duration_s=_duration(instance.duration),
+                media_url=instance.media_url or None,
+                error_code=None if instance.error_code in (None, 0, "0") else str(instance.error_code),
+            )
+            for instance in instances
+        ]
+
+    async def _retried(
+        self, what: str, call: Callable[[], Awaitable[_T]], *, only_throttled: bool = False
+    ) -> _T:
+        def retryable(error: Exception) -> bool:
+            if not isinstance(error, TwilioTelephonyError) or not error.retryable:
+                return False
+            return error.status == 429 or not only_throttled
+
+        return await retrying(
+            lambda: self._sdk(what, call),
+            self._retry,
+            retryable=retryable,
+            retry_after=lambda error: getattr(error, "retry_after", None),
+            sleep=self._sleep,
+            what=what,
+        )
 
     async def _sdk(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
         token = _last_response.set(None)
@@ -375,6 +424,26 @@ class TwilioTelephony:
     async def open_media(
         self, recording_sid: str, media_url: str | None = None
     ) -> AsyncIterator[MediaStream]:
+        """Open the media, retrying the request (not a download that broke off midway)."""
+        async with AsyncExitStack() as stack:
+            attempts = 0
+            while True:
+                attempts += 1
+                try:
+                    media = await stack.enter_async_context(self._open_media_once(recording_sid, media_url))
+                    break
+                except TwilioTelephonyError as error:
+                    retryable = error.retryable and not isinstance(error, MediaNotFound)
+                    delay = self._retry.delay(attempts, error.retry_after) if retryable else None
+                    if delay is None:
+                        raise
+                    await self._sleep(delay)
+            yield media
+
+    @asynccontextmanager
+    async def _open_media_once(
+        self, recording_sid: str, media_url: str | None = None
+    ) -> AsyncIterator[MediaStream]:
         _check_sid(recording_sid, "recording sid")
         url = self.media_url_for(recording_sid, media_url)
         what = f"download recording {recording_sid}"
@@ -422,6 +491,15 @@ class TwilioTelephony:
                 await chunks.aclose()
         finally:
             response.release()
+
+
+def _duration(value: object) -> int | None:
+    """Twilio's duration: seconds as a string, ``-1`` while unknown."""
+    try:
+        seconds = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds >= 0 else None
 
 
 async def _read_some(response: aiohttp.ClientResponse, limit: int = 512) -> str:

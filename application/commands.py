@@ -70,3 +70,29 @@ class RecordScorability(Command):
 class TransferCall(Command):
     call_id: str
     stage: str  # started | completed
+
+
+@dataclass(frozen=True)
+class RegisterWebhookEndpoint(Command):
+    org_id: str
+    url: str
+    event_types: list[str]
+
+
+@dataclass(frozen=True)
+class DeleteWebhookEndpoint(Command):
+    org_id: str
+    endpoint_id: str
+
+
+@dataclass(frozen=True)
+class RotateWebhookSecret(Command):
+    org_id: str
+    endpoint_id: str
+
+
+@dataclass(frozen=True)
+class RetryWebhookDelivery(Command):
+    org_id: str
+    endpoint_id: str
+    delivery_id: str

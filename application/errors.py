@@ -15,6 +15,12 @@ class NotFound(ApplicationError):
     code = "not_found"
 
 
+class InvalidInput(ApplicationError):
+    """A request names something that is not a valid value (an unknown status, for instance)."""
+
+    code = "invalid_request"
+
+
 class UnknownNumber(ApplicationError):
     """A call came in on a number no org and no platform line owns."""
 
@@ -39,12 +45,20 @@ class ArchiveVerificationFailed(ApplicationError):
     code = "archive_verification_failed"
 
 
+class WebhookTargetRefused(ApplicationError):
+    """A webhook URL this service must never send to (not https, or not a public internet address)."""
+
+    code = "webhook_url_refused"
+
+
 __all__ = [
     "ApplicationError",
     "ArchiveVerificationFailed",
     "ConcurrencyConflict",
     "DomainError",
+    "InvalidInput",
     "NotFound",
     "PhoneNumberTaken",
     "UnknownNumber",
+    "WebhookTargetRefused",
 ]

@@ -7,13 +7,20 @@ the slow or external work (Twilio, the recording store) each in its own unit of 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from application import commands
-from application.errors import ArchiveVerificationFailed, NotFound, PhoneNumberTaken, UnknownNumber
+from application import commands, webhooks
+from application.errors import (
+    ArchiveVerificationFailed,
+    InvalidInput,
+    NotFound,
+    PhoneNumberTaken,
+    UnknownNumber,
+)
 from application.services import Services
 from domain import events
 from domain.model import Call, CallStatus, Organization, Recording, RecordingStatus
@@ -150,7 +157,7 @@ async def end_call(cmd: commands.EndCall, svc: Services) -> None:
         try:
             status = CallStatus(cmd.status)
         except ValueError:
-            raise NotFound(f"unknown call status {cmd.status!r}") from None
+            raise InvalidInput(f"CallStatus: unknown call status {cmd.status!r}") from None
         call.end(status=status, duration_s=cmd.duration_s, now=svc.clock.now())
         await uow.commit()
 
@@ -191,9 +198,19 @@ async def start_twilio_recording(event: events.RecordingRequested, svc: Services
             recording.never_captured(svc.clock.now())
             await uow.commit()
             return
-    recording_sid = await svc.telephony.start_recording(
-        event.call_sid, svc.settings.recording_status_callback
-    )
+    # A start whose answer we never committed (a crash, a lost response) may already have created a
+    # recording at Twilio: adopt it rather than start a second one nobody would archive or delete.
+    live = [
+        r
+        for r in await svc.telephony.list_call_recordings(event.call_sid)
+        if r.status in ("in-progress", "paused", "stopped", "processing", "completed")
+    ]
+    if live:
+        recording_sid = live[-1].sid  # newest first: the oldest is the one we started
+    else:
+        recording_sid = await svc.telephony.start_recording(
+            event.call_sid, svc.settings.recording_status_callback
+        )
     async with svc.uow() as uow:
         recording = await uow.recordings.get(event.recording_id)
         assert recording is not None
@@ -234,12 +251,27 @@ def storage_key(recording: Recording) -> str:
     return f"{prefix}/{day}/{recording.call_id}/{recording.id}.mp3"
 
 
+async def _measure_source(svc: Services, recording: Recording) -> tuple[int, str]:
+    """Size and SHA-256 of Twilio's copy, read once more and kept nowhere."""
+    assert recording.recording_sid is not None
+    digest = hashlib.sha256()
+    size = 0
+    async with svc.telephony.open_media(recording.recording_sid, recording.media_url) as media:
+        async for chunk in media.chunks:
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
 async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Services) -> None:
     """Stream Twilio's audio into the store, verify size and SHA-256, then mark it archived.
 
-    Nothing is held in memory whole. If the download is short, or the store holds other bytes than
-    were downloaded, this raises and the recording stays ``completed`` (Twilio copy untouched) until
-    a retry succeeds.
+    Nothing is held in memory whole. Verified means: the download is as long as Twilio announced;
+    the store, measuring what it now holds (``store.verify``: a verifying read), has exactly the
+    downloaded size and SHA-256; and, with ``recheck_source_audio``, a second read of Twilio's copy
+    has them too (a download that arrived whole but corrupted is caught only that way). Otherwise
+    this raises and the recording stays ``completed`` (Twilio copy untouched) until a retry
+    succeeds; a retry writes the same key again.
     """
     async with svc.uow() as uow:
         recording = await uow.recordings.get(event.recording_id)
@@ -278,13 +310,28 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
             f"download of {recording.recording_sid} was {downloaded} bytes, "
             f"Twilio announced {expected_length}"
         )
-    stored = await svc.store.verify(key)
+    reading_back = asyncio.ensure_future(svc.store.verify(key))
+    rereading = asyncio.ensure_future(
+        _measure_source(svc, recording) if svc.settings.recheck_source_audio else asyncio.sleep(0)
+    )
+    try:
+        stored, source = await asyncio.gather(reading_back, rereading)
+    except BaseException:
+        reading_back.cancel()
+        rereading.cancel()
+        await asyncio.gather(reading_back, rereading, return_exceptions=True)
+        raise
     for measured_by, obj in (("write", written), ("read-back", stored)):
         if obj is None or obj.size != downloaded or obj.sha256 != sha256:
             raise ArchiveVerificationFailed(
                 f"{measured_by} of {key} does not match the download "
                 f"({downloaded} bytes, sha256 {sha256}): {obj}"
             )
+    if source is not None and source != (downloaded, sha256):
+        raise ArchiveVerificationFailed(
+            f"Twilio's copy of {recording.recording_sid} reads as {source[0]} bytes, sha256 {source[1]}; "
+            f"the download had {downloaded} bytes, sha256 {sha256}: it was damaged on the way"
+        )
     async with svc.uow() as uow:
         recording = await uow.recordings.get(event.recording_id)
         assert recording is not None
@@ -327,6 +374,10 @@ COMMAND_HANDLERS: dict[type[commands.Command], CommandHandler] = {
     commands.EndCall: end_call,
     commands.RecordScorability: record_scorability,
     commands.TransferCall: transfer_call,
+    commands.RegisterWebhookEndpoint: webhooks.register_webhook_endpoint,
+    commands.DeleteWebhookEndpoint: webhooks.delete_webhook_endpoint,
+    commands.RotateWebhookSecret: webhooks.rotate_webhook_secret,
+    commands.RetryWebhookDelivery: webhooks.retry_webhook_delivery,
 }
 
 # Each event handler is a named consumer: the name is what ``(consumer, event id)`` dedupe records.
@@ -335,5 +386,14 @@ EVENT_HANDLERS: dict[type[events.Event], list[tuple[str, EventHandler]]] = {
     events.TransferCompleted: [("telephony.stop-recording", stop_recording_after_transfer)],
     events.UnconsentedRecordingFound: [("telephony.discard-unconsented", discard_unconsented_recording)],
     events.RecordingCompletedAtTwilio: [("archive", archive_recording)],
-    events.RecordingArchived: [("telephony.delete-recording", delete_twilio_copy)],
+    events.RecordingArchived: [
+        ("telephony.delete-recording", delete_twilio_copy),
+        ("calls.settle", webhooks.settle_call),
+    ],
+    # call.ended: settle the call once it ended and its recording settled, then one delivery per endpoint
+    events.CallEnded: [("calls.settle", webhooks.settle_call)],
+    events.RecordingAbsent: [("calls.settle", webhooks.settle_call)],
+    events.RecordingFailed: [("calls.settle", webhooks.settle_call)],
+    events.CallScorabilityRecorded: [("calls.settle", webhooks.settle_or_withdraw)],
+    events.CallSettled: [("webhooks.enqueue", webhooks.enqueue_call_ended)],
 }

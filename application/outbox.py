@@ -39,7 +39,11 @@ class OutboxRelay:
         retry_base: timedelta = timedelta(seconds=1),
         retry_cap: timedelta = timedelta(minutes=5),
         poll_interval: float = 1.0,
+        relay_id: str | None = None,
+        lease: timedelta = timedelta(seconds=30),
     ) -> None:
+        """``relay_id`` makes this relay lease what it publishes, so several relays can share the
+        outbox (each lease must outlast one publish); without it the relay assumes it is alone."""
         self.uow_factory = uow_factory
         self.publisher = publisher
         self.clock = clock
@@ -47,6 +51,8 @@ class OutboxRelay:
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self.poll_interval = poll_interval
+        self.relay_id = relay_id
+        self.lease = lease
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: dict[str, asyncio.Task[None]] = {}  # aggregate id → its message being handled
         self._wake = asyncio.Event()
@@ -58,9 +64,19 @@ class OutboxRelay:
     async def run_once(self) -> int:
         """Start handling every due message whose aggregate has none in flight; returns how many."""
         async with self.uow_factory() as uow:
-            due = await uow.outbox.due(
-                now=self.clock.now(), limit=self.batch_size, exclude_aggregates=set(self._in_flight)
-            )
+            if self.relay_id is None:
+                due = await uow.outbox.due(
+                    now=self.clock.now(), limit=self.batch_size, exclude_aggregates=set(self._in_flight)
+                )
+            else:
+                due = await uow.outbox.claim(
+                    relay=self.relay_id,
+                    now=self.clock.now(),
+                    lease=self.lease,
+                    limit=self.batch_size,
+                    exclude_aggregates=set(self._in_flight),
+                )
+                await uow.commit()
         started = 0
         for message in due:
             if message.aggregate_id in self._in_flight:

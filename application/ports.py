@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from domain.webhooks import SendResult
+
 
 class Clock(Protocol):
     """Tells the time. Always timezone-aware UTC."""
@@ -37,6 +39,22 @@ class MediaStream:
     content_type: str
     content_length: int | None
     chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True)
+class ProviderRecording:
+    """A recording as the provider lists it.
+
+    ``status`` is the provider's own word: ``in-progress``, ``paused``, ``stopped``, ``processing``,
+    ``completed``, ``absent`` or ``failed``. ``duration_s`` is None until the provider knows it.
+    """
+
+    sid: str
+    call_sid: str
+    status: str
+    duration_s: int | None = None
+    media_url: str | None = None
+    error_code: str | None = None
 
 
 class Telephony(Protocol):
@@ -66,6 +84,13 @@ class Telephony(Protocol):
 
     async def delete_recording(self, recording_sid: str) -> bool:
         """Delete the provider's copy. Returns False when it was already gone (404), True otherwise."""
+        ...
+
+    async def list_call_recordings(self, call_sid: str) -> list[ProviderRecording]:
+        """The recordings the provider holds for a call (not those deleted), newest first.
+
+        How the reconciliation sweep finds what a lost status callback never told us.
+        """
         ...
 
 
@@ -117,3 +142,41 @@ class RecordingStore(Protocol):
         ``expires_in`` is capped at ``max_url_lifetime``.
         """
         ...
+
+
+# --- webhooks -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookMessage:
+    """One try of one webhook: the exact body to sign and send, and the secrets that sign it."""
+
+    url: str
+    message_id: str  # the ``webhook-id`` header: the same on every try
+    body: bytes
+    secrets: tuple[str, ...]  # ``whsec_…``; each adds a signature (two during a rotation)
+
+
+class WebhookSender(Protocol):
+    """Sends Standard Webhooks v1 messages to subscriber URLs, never to our own networks."""
+
+    async def check_target(self, url: str) -> None:
+        """Raise ``WebhookTargetRefused`` for a URL that must not be used (scheme, or a host that
+        resolves to a loopback, private, link-local, metadata or otherwise non-public address)."""
+        ...
+
+    async def send(self, message: WebhookMessage) -> SendResult:
+        """Sign and POST ``message.body`` byte for byte; the target is checked again first.
+
+        Never raises for what the receiver or the network did: a refused target, a timeout or a
+        connection error comes back as a result without a status code.
+        """
+        ...
+
+
+class SecretBox(Protocol):
+    """Keeps webhook signing secrets unreadable at rest (a database dump does not hand them out)."""
+
+    def seal(self, secret: str) -> str: ...
+
+    def open(self, sealed: str) -> str: ...

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from application.ports import Clock, RecordingStore, Telephony
+from application.ports import Clock, RecordingStore, SecretBox, Telephony, WebhookSender
 from application.unit_of_work import UnitOfWork, UnitOfWorkFactory
-from domain.model import CallKind
+from domain.model import INSTANT_HANGUP, CallKind
 
 
 @dataclass(frozen=True)
@@ -15,6 +15,15 @@ class ServiceSettings:
     public_url: str
     platform_lines: dict[str, CallKind] = field(default_factory=dict)
     playback_url_ttl: timedelta = timedelta(minutes=15)
+    # The signed recording URL sent in webhooks (capped by the store, at most 7 days on S3).
+    webhook_url_ttl: timedelta = timedelta(hours=24)
+    # Before an archive counts as verified, read Twilio's copy a second time and compare SHA-256s:
+    # the only way to catch a download that arrived whole but corrupted (Twilio sends no checksum).
+    recheck_source_audio: bool = True
+    # call.ended waits this long past the call's end for the scorability verdict (when it has none).
+    scorability_wait: timedelta = timedelta(0)
+    # Answered, then ended within this long: an instant hangup, non-engagement.
+    instant_hangup: timedelta = INSTANT_HANGUP
 
     @property
     def recording_status_callback(self) -> str:
@@ -31,14 +40,14 @@ class Services:
     clock: Clock
     settings: ServiceSettings
     processed_by: tuple[str, str] | None = None
+    webhook_sender: WebhookSender | None = None
+    secret_box: SecretBox | None = None
 
     def uow(self) -> UnitOfWork:
         return self.uow_factory(processed_by=self.processed_by)
 
     def for_consumer(self, consumer: str, event_id: str) -> Services:
-        return Services(
-            self.uow_factory, self.telephony, self.store, self.clock, self.settings, (consumer, event_id)
-        )
+        return replace(self, processed_by=(consumer, event_id))
 
 
 def parse_platform_lines(spec: str) -> dict[str, CallKind]:

@@ -9,13 +9,15 @@ shared one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self
 
-from domain.model import Call, CallKind, Organization, Recording
+from domain.audit import AuditEntry
+from domain.model import Call, CallKind, Organization, Recording, RecordingStatus
+from domain.webhooks import DeliveryAttempt, WebhookDelivery, WebhookEndpoint
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class CallQuery:
     after: CallCursor | None = None
     started_from: datetime | None = None
     started_to: datetime | None = None
+    # available | processing | not_recorded | failed, as ``application.views.recording_view`` says
+    recording_status: str | None = None
 
 
 class OrganizationRepository(Protocol):
@@ -50,12 +54,23 @@ class CallRepository(Protocol):
         """Newest first by (started_at, id), strictly after ``query.after``."""
         ...
 
+    async def settling(self, *, ended_before: datetime, limit: int) -> list[Call]:
+        """Ended calls not settled yet, ended before ``ended_before``, whose recording has settled
+        (or that have none), oldest end first: those whose scorability wait is over."""
+        ...
+
 
 class RecordingRepository(Protocol):
     def add(self, recording: Recording) -> None: ...
     async def get(self, recording_id: str) -> Recording | None: ...
     async def get_for_call(self, call_id: str) -> Recording | None: ...
     async def get_for_calls(self, call_ids: list[str]) -> dict[str, Recording]: ...
+    async def stuck(
+        self, *, statuses: Collection[RecordingStatus], updated_before: datetime, limit: int
+    ) -> list[Recording]:
+        """Recordings in one of ``statuses`` whose last write is older than ``updated_before``
+        (least recently written first): the reconciliation sweep's work list."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -78,21 +93,83 @@ class Outbox(Protocol):
         """Unpublished messages whose next attempt is due, oldest first."""
         ...
 
+    async def claim(
+        self,
+        *,
+        relay: str,
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        exclude_aggregates: set[str],
+    ) -> list[OutboxMessage]:
+        """Like ``due``, and lease the messages to ``relay`` until ``now + lease`` (on commit).
+
+        Messages another relay holds an unexpired lease on are left out, so several relays can share
+        one outbox without publishing a message twice in a row of work; one aggregate's messages
+        still go out one after another, in order.
+        """
+        ...
+
     async def mark_published(self, message_id: str, now: datetime) -> None: ...
 
     async def defer(self, message_id: str, *, next_attempt_at: datetime, error: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class DeliveryCursor:
+    """Keyset position in an endpoint's deliveries: the last row of the previous page."""
+
+    created_at: datetime
+    id: str
+
+
+class WebhookEndpointRepository(Protocol):
+    def add(self, endpoint: WebhookEndpoint) -> None: ...
+    async def get(self, endpoint_id: str) -> WebhookEndpoint | None: ...
+    async def for_org(self, org_id: str) -> list[WebhookEndpoint]:
+        """The org's endpoints that are not deleted, oldest first."""
+        ...
+
+
+class WebhookDeliveryRepository(Protocol):
+    def add(self, delivery: WebhookDelivery) -> None: ...
+    async def get(self, delivery_id: str) -> WebhookDelivery | None: ...
+    async def due(self, *, now: datetime, limit: int) -> list[WebhookDelivery]:
+        """Pending deliveries whose next try is due and that nobody holds a live claim on, the
+        longest overdue first (locked for this transaction where the database can)."""
+        ...
+
+    async def for_endpoint(
+        self, endpoint_id: str, *, limit: int, after: DeliveryCursor | None = None
+    ) -> list[WebhookDelivery]:
+        """Newest first by (created_at, id), strictly after ``after``."""
+        ...
+
+    async def pending_for_call(self, call_id: str) -> list[WebhookDelivery]: ...
+    async def attempts(self, delivery_ids: list[str]) -> dict[str, list[DeliveryAttempt]]:
+        """Every recorded try of these deliveries, in order."""
+        ...
 
 
 class ProcessedMessages(Protocol):
     async def contains(self, consumer: str, event_id: str) -> bool: ...
 
 
+class AuditLog(Protocol):
+    def add(self, entry: AuditEntry) -> None:
+        """Append an entry; it is written (with its event) on commit, or the commit fails."""
+        ...
+
+
 class UnitOfWork(Protocol):
+    audit: AuditLog
     organizations: OrganizationRepository
     calls: CallRepository
     recordings: RecordingRepository
     outbox: Outbox
     processed: ProcessedMessages
+    webhook_endpoints: WebhookEndpointRepository
+    webhook_deliveries: WebhookDeliveryRepository
 
     async def __aenter__(self) -> Self: ...
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from application.errors import NotFound
 from application.services import Services
 from application.unit_of_work import CallCursor, CallQuery
-from domain.model import Call, CallKind, Recording, RecordingStatus
+from domain.model import Call, CallKind, Recording, RecordingStatus, non_engagement_reason
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class RecordingView:
 class CallView:
     call: Call
     recording: RecordingView
+    # The platform's verdict or a built-in rule (instant hangup, silent recording): no webhook.
+    non_engagement: bool = False
 
 
 def recording_view(call: Call, recording: Recording | None) -> RecordingView:
@@ -53,6 +55,7 @@ async def list_calls(
     after: CallCursor | None = None,
     started_from: datetime | None = None,
     started_to: datetime | None = None,
+    recording_status: str | None = None,
 ) -> tuple[list[CallView], CallCursor | None]:
     """One page, newest first, and the cursor of the next page (None on the last)."""
     async with svc.uow() as uow:
@@ -64,11 +67,12 @@ async def list_calls(
                 after=after,
                 started_from=started_from,
                 started_to=started_to,
+                recording_status=recording_status,
             )
         )
         page, more = calls[:limit], len(calls) > limit
         recordings = await uow.recordings.get_for_calls([c.id for c in page])
-    views = [CallView(c, recording_view(c, recordings.get(c.id))) for c in page]
+    views = [_view(svc, c, recordings.get(c.id)) for c in page]
     next_cursor = CallCursor(page[-1].started_at, page[-1].id) if more and page else None
     return views, next_cursor
 
@@ -82,7 +86,12 @@ async def get_call(
         if call is None or call.org_id != org_id or call.kind not in kinds:
             raise NotFound("call not found")
         recording = await uow.recordings.get_for_call(call.id)
-    return CallView(call, recording_view(call, recording))
+    return _view(svc, call, recording)
+
+
+def _view(svc: Services, call: Call, recording: Recording | None) -> CallView:
+    reason = non_engagement_reason(call, recording, instant_hangup=svc.settings.instant_hangup)
+    return CallView(call, recording_view(call, recording), reason is not None)
 
 
 def download_filename(call: Call) -> str:

@@ -60,6 +60,14 @@ class RecordingSettingChanged(OrganizationEvent, frozen=True, kw_only=True):
     changed_by: str
 
 
+class WebhookEndpointDisabled(OrganizationEvent, frozen=True, kw_only=True):
+    """One of the org's webhook endpoints stopped receiving deliveries (410 Gone, or failing for days)."""
+
+    endpoint_id: str
+    url: str
+    reason: str
+
+
 # --- calls --------------------------------------------------------------------------------------
 
 
@@ -110,6 +118,29 @@ class TransferStarted(CallEvent, frozen=True, kw_only=True):
 
 class TransferCompleted(CallEvent, frozen=True, kw_only=True):
     call_sid: str
+
+
+class CallSettled(CallEvent, frozen=True, kw_only=True):
+    """The call ended and its recording settled (archived, absent, failed, or none): ``call.ended``.
+
+    ``non_engagement`` names why the call is non-engagement (the scorability verdict, an instant
+    hangup, a silent recording); such a call gets no webhook and no other post-call notification.
+    ``storage_key`` is the archived audio's key, None when there is no archived recording.
+    """
+
+    call_sid: str
+    kind: str
+    status: str
+    from_number: str
+    to_number: str
+    started_at: datetime
+    answered_at: datetime | None
+    ended_at: datetime
+    duration_s: int | None
+    recorded: bool
+    recording_id: str | None
+    storage_key: str | None
+    non_engagement: str | None
 
 
 # --- recordings ---------------------------------------------------------------------------------
@@ -164,18 +195,41 @@ class RecordingStopRequested(RecordingEvent, frozen=True, kw_only=True):
     call_sid: str
 
 
+# --- audit --------------------------------------------------------------------------------------
+
+
+class PrivilegedAccessRecorded(Event, frozen=True, kw_only=True):
+    """The operations team accessed an org's (or the platform lines') calls; written before access."""
+
+    aggregate_type: ClassVar[str] = "audit"
+    audit_id: str
+    actor: str
+    actor_role: str
+    action: str
+    reason: str
+    call_id: str | None
+    call_kind: str | None
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.audit_id
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
+        PrivilegedAccessRecorded,
         OrganizationCreated,
         OrganizationUpdated,
         RecordingSettingChanged,
+        WebhookEndpointDisabled,
         CallStarted,
         CallAnswered,
         CallEnded,
         CallScorabilityRecorded,
         TransferStarted,
         TransferCompleted,
+        CallSettled,
         UnconsentedRecordingFound,
         RecordingRequested,
         RecordingStarted,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from domain import events
@@ -141,6 +141,11 @@ ENDED_STATUSES = frozenset(
     {CallStatus.COMPLETED, CallStatus.BUSY, CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.CANCELED}
 )
 
+# Answered, then ended within this long: an instant hangup (configurable, CALLREC_INSTANT_HANGUP_S).
+INSTANT_HANGUP = timedelta(seconds=3)
+# Twilio's ``absent`` recording with this ErrorCode: the recording was silent.
+SILENT_RECORDING_ERROR = "16102"
+
 
 class Call:
     def __init__(
@@ -164,6 +169,7 @@ class Call:
         scorable: bool | None = None,
         scorability_reason: str | None = None,
         transfer_stage: str | None = None,
+        settled_at: datetime | None = None,
         version: int = 0,
     ) -> None:
         self.id = id
@@ -184,6 +190,7 @@ class Call:
         self.scorable = scorable
         self.scorability_reason = scorability_reason
         self.transfer_stage = transfer_stage
+        self.settled_at = settled_at  # when the call ended and its recording settled: call.ended
         self.version = version
         self.events: list[events.Event] = []
 
@@ -345,6 +352,81 @@ class Call:
         else:
             raise InvalidTransition(f"unknown transfer stage {stage!r}")
 
+    def settle(
+        self,
+        recording: Recording | None,
+        *,
+        now: datetime,
+        scorability_wait: timedelta = timedelta(0),
+        instant_hangup: timedelta = INSTANT_HANGUP,
+    ) -> bool:
+        """Conclude the call once it has ended and its recording has settled: ``CallSettled``.
+
+        Settled means archived, absent or failed (or the call was not recorded, or never answered).
+        Without a scorability verdict yet, the call waits ``scorability_wait`` past its end for one.
+        Happens once; returns whether it happened now. The event says whether the call was
+        non-engagement, which withholds ``call.ended`` and any other post-call notification.
+        """
+        if self.settled_at is not None or not self.ended or self.ended_at is None:
+            return False
+        if recording is not None and recording.status not in SETTLED_STATUSES:
+            return False
+        if self.scorable is None and now < self.ended_at + scorability_wait:
+            return False
+        self.settled_at = now
+        audio = recording.audio if recording is not None and recording.is_archived else None
+        self.events.append(
+            events.CallSettled(
+                occurred_at=now,
+                org_id=self.org_id,
+                call_id=self.id,
+                call_sid=self.call_sid,
+                kind=self.kind.value,
+                status=self.status.value,
+                from_number=self.from_number,
+                to_number=self.to_number,
+                started_at=self.started_at,
+                answered_at=self.answered_at,
+                ended_at=self.ended_at,
+                duration_s=self.duration_s,
+                recorded=self.recorded,
+                recording_id=recording.id if recording is not None else None,
+                storage_key=audio.storage_key if audio is not None else None,
+                non_engagement=non_engagement_reason(self, recording, instant_hangup=instant_hangup),
+            )
+        )
+        return True
+
+
+# --- non-engagement -------------------------------------------------------------------------------
+
+
+def non_engagement_reason(
+    call: Call, recording: Recording | None, *, instant_hangup: timedelta = INSTANT_HANGUP
+) -> str | None:
+    """Why this call is non-engagement (no webhook, no post-call notification), or None.
+
+    The platform's scorability verdict (``robocall``, ``wrong_number``…), or the built-in rules: an
+    instant hangup (answered, then ended within ``instant_hangup``, by our clock and, when Twilio
+    reported it, by ``CallDuration`` too: both must say so) and a silent recording (Twilio
+    ``absent`` with ErrorCode 16102). The recording is kept either way.
+    """
+    if call.scorable is False:
+        return call.scorability_reason or "scorability_filter"
+    if (
+        recording is not None
+        and recording.status == RecordingStatus.ABSENT
+        and recording.error_code == SILENT_RECORDING_ERROR
+    ):
+        return "silent_recording"
+    if call.answered_at is not None and call.ended_at is not None:
+        limit = instant_hangup.total_seconds()
+        by_clock = (call.ended_at - call.answered_at).total_seconds() <= limit
+        by_twilio = call.duration_s is None or call.duration_s <= limit
+        if by_clock and by_twilio:
+            return "instant_hangup"
+    return None
+
 
 # --- Recording ----------------------------------------------------------------------------------
 
@@ -361,6 +443,8 @@ class RecordingStatus(enum.StrEnum):
 
 LIVE_STATUSES = frozenset({RecordingStatus.REQUESTED, RecordingStatus.IN_PROGRESS})
 ARCHIVED_STATUSES = frozenset({RecordingStatus.ARCHIVED, RecordingStatus.TWILIO_DELETED})
+# A recording in one of these will not change any more as far as the call's subscribers care.
+SETTLED_STATUSES = ARCHIVED_STATUSES | {RecordingStatus.ABSENT, RecordingStatus.FAILED}
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``callrec serve | worker | migrate | token``."""
+"""``callrec serve | worker | migrate | token | dlq | reconcile``."""
 
 from __future__ import annotations
 
@@ -44,9 +44,49 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker(_: argparse.Namespace) -> int:
-    print("callrec worker runs the Kafka consumers (CALLREC_BUS=kafka); not available yet", file=sys.stderr)
-    return 2
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from adapters.sqlalchemy.engine import migrate
+    from entrypoints.worker import run_worker
+
+    settings = Settings.from_env()
+    if settings.bus != "kafka":
+        print("callrec worker runs the Kafka consumers: set CALLREC_BUS=kafka", file=sys.stderr)
+        return 2
+    if make_url(settings.database_url).get_backend_name() == "sqlite":
+        migrate(settings.database_url)
+    asyncio.run(run_worker(settings, args.consumer))
+    return 0
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from entrypoints.worker import dlq_list, dlq_replay
+
+    settings = Settings.from_env()
+    if args.dlq_command == "list":
+        return asyncio.run(dlq_list(settings, as_json=args.json, pending_only=args.pending))
+    return asyncio.run(dlq_replay(settings, event_ids=args.event_id, consumer=args.consumer))
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from entrypoints.reconcile import reconcile_once
+
+    settings = Settings.from_env()
+    if args.stuck_after is not None:
+        from dataclasses import replace
+        from datetime import timedelta
+
+        settings = replace(settings, reconcile_stuck_after=timedelta(seconds=args.stuck_after))
+    report = asyncio.run(reconcile_once(settings, drain_s=args.drain_s))
+    print(report)
+    for recording_id, error in report.failed:
+        print(f"  {recording_id}: {error}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +97,31 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
-    sub.add_parser("worker", help="run the Kafka consumers").set_defaults(func=_worker)
+    worker = sub.add_parser("worker", help="run the Kafka consumers (CALLREC_BUS=kafka)")
+    worker.add_argument(
+        "--consumer", action="append", help="run only this consumer (repeatable; default: all)"
+    )
+    worker.set_defaults(func=_worker)
+    dlq = sub.add_parser("dlq", help="the dead-letter topic callrec.dlq.v1")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="show the dead letters")
+    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    dlq_list.add_argument("--pending", action="store_true", help="only those not replayed yet")
+    dlq_replay = dlq_sub.add_parser(
+        "replay", help="send dead letters back to their consumers (default: all not replayed yet)"
+    )
+    dlq_replay.add_argument("--event-id", action="append", default=[], help="only this event (repeatable)")
+    dlq_replay.add_argument("--consumer", help="only those this consumer gave up on")
+    dlq.set_defaults(func=_dlq)
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=_migrate)
+    reconcile = sub.add_parser("reconcile", help="resume the work of recordings stuck in a state")
+    reconcile.add_argument(
+        "--stuck-after", type=float, help="seconds unchanged before a recording counts as stuck"
+    )
+    reconcile.add_argument(
+        "--drain-s", type=float, default=60.0, help="seconds to hand on the resumed work (0: leave it)"
+    )
+    reconcile.set_defaults(func=_reconcile)
     token = sub.add_parser("token", help="print a dashboard bearer token")
     token.add_argument("--org", required=True)
     token.add_argument("--role", required=True, choices=["member", "admin", "ops_admin"])

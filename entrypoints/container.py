@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from typing import Any
 
 from dependency_injector import containers, providers
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.clock import SystemClock
+from adapters.fernet_secret_box import FernetSecretBox
 from adapters.filesystem_store import FilesystemRecordingStore
 from adapters.inprocess_bus import InProcessEventPublisher
+from adapters.kafka import KafkaEventPublisher, KafkaOptions
+from adapters.retry import RetryPolicy
+from adapters.s3_store import S3RecordingStore
 from adapters.sqlalchemy.engine import create_engine
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from adapters.twilio_telephony import TwilioTelephony
+from adapters.webhook_sender import StandardWebhookSender
 from application.messagebus import EventDispatcher, MessageBus
 from application.outbox import OutboxRelay
 from application.ports import Clock
+from application.reconcile import RecordingReconciler
 from application.services import Services
+from application.webhook_delivery import WebhookDeliveryScheduler
 from entrypoints.config import Settings
 
 
@@ -29,7 +40,14 @@ async def _engine(url: str) -> AsyncIterator[AsyncEngine]:
 
 async def _telephony(settings: Settings) -> AsyncIterator[TwilioTelephony]:
     telephony = TwilioTelephony(
-        settings.twilio_account_sid, settings.twilio_auth_token, api_base=settings.twilio_api_base
+        settings.twilio_account_sid,
+        settings.twilio_auth_token,
+        api_base=settings.twilio_api_base,
+        retry=RetryPolicy(
+            max_attempts=settings.twilio_max_attempts,
+            base_s=settings.twilio_retry_base_s,
+            max_retry_after_s=settings.twilio_max_retry_after_s,
+        ),
     )
     yield telephony
     await telephony.aclose()
@@ -65,6 +83,84 @@ def _filesystem_store(settings: Settings, clock: Clock) -> FilesystemRecordingSt
     )
 
 
+def _s3_store(settings: Settings) -> S3RecordingStore:
+    assert settings.s3_bucket is not None, "CALLREC_S3_BUCKET is required when CALLREC_STORAGE=s3"
+    return S3RecordingStore(
+        settings.s3_bucket,
+        region=settings.s3_region,
+        endpoint_url=settings.s3_endpoint_url,
+        public_endpoint_url=settings.s3_public_endpoint_url,
+        platform_bucket=settings.s3_platform_bucket,
+        sse=settings.s3_sse,
+        kms_key_id=settings.s3_kms_key_id,
+        part_size=settings.s3_part_size,
+        multipart_threshold=settings.s3_multipart_threshold,
+        upload_concurrency=settings.s3_upload_concurrency,
+        max_attempts=settings.s3_max_attempts,
+        addressing_style=settings.s3_addressing_style,
+    )
+
+
+async def _open_store(store: Any) -> AsyncIterator[Any]:
+    """The S3 store's client starts and stops with the app (the filesystem store needs neither)."""
+    if isinstance(store, S3RecordingStore):
+        await store.open()
+    yield store
+    if isinstance(store, S3RecordingStore):
+        await store.aclose()
+
+
+def _reconciler(services: Services, settings: Settings) -> RecordingReconciler:
+    return RecordingReconciler(services, stuck_after=settings.reconcile_stuck_after)
+
+
+def kafka_options(settings: Settings) -> KafkaOptions:
+    return KafkaOptions(
+        bootstrap=settings.kafka_bootstrap,
+        topic_prefix=settings.kafka_topic_prefix,
+        group_prefix=settings.kafka_group_prefix,
+        partitions=settings.kafka_partitions,
+        replication=settings.kafka_replication,
+        max_attempts=settings.kafka_max_attempts,
+        retry_backoff_s=settings.kafka_retry_backoff_s,
+        message_time_limit_s=settings.kafka_message_time_limit_s,
+        max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=min(3000, settings.kafka_session_timeout_ms // 3),
+    )
+
+
+def _relay(uow_factory: UnitOfWorkFactory, publisher: Any, clock: Clock, settings: Settings) -> OutboxRelay:
+    retry_base = timedelta(seconds=settings.relay_retry_base_s)
+    if settings.bus != "kafka":
+        return OutboxRelay(uow_factory, publisher, clock, retry_base=retry_base)
+    # Several API processes may each run a relay: they lease what they publish. While Kafka is down
+    # events are retried at most every 30 s, so they go out soon after it is back.
+    return OutboxRelay(
+        uow_factory,
+        publisher,
+        clock,
+        retry_base=retry_base,
+        retry_cap=timedelta(seconds=30),
+        relay_id=f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        lease=timedelta(seconds=settings.relay_lease_s),
+    )
+
+
+def _webhook_sender(settings: Settings) -> StandardWebhookSender:
+    return StandardWebhookSender(
+        allow_private_networks=settings.webhook_allow_private_networks, timeout_s=settings.webhook_timeout_s
+    )
+
+
+def _webhook_scheduler(services: Services, settings: Settings) -> WebhookDeliveryScheduler:
+    return WebhookDeliveryScheduler(
+        services,
+        poll_interval=settings.webhook_poll_interval_s,
+        lease=timedelta(seconds=settings.webhook_timeout_s * 2 + 30),
+    )
+
+
 class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
 
@@ -73,8 +169,15 @@ class Container(containers.DeclarativeContainer):
     commit_signal = providers.Singleton(CommitSignal)
     uow_factory = providers.Singleton(UnitOfWorkFactory, engine, commit_signal, clock)
     telephony = providers.Resource(_telephony, settings)
-    store = providers.Singleton(_filesystem_store, settings, clock)
+    store = providers.Selector(
+        settings.provided.storage,
+        filesystem=providers.Singleton(_filesystem_store, settings, clock),
+        s3=providers.Singleton(_s3_store, settings),
+    )
+    store_lifecycle = providers.Resource(_open_store, store)
     service_settings = providers.Callable(lambda s: s.service_settings, settings)
+    secret_box = providers.Singleton(FernetSecretBox, settings.provided.webhook_secret_key)
+    webhook_sender = providers.Singleton(_webhook_sender, settings)
 
     services = providers.Singleton(
         Services,
@@ -83,16 +186,20 @@ class Container(containers.DeclarativeContainer):
         store=store,
         clock=clock,
         settings=service_settings,
+        webhook_sender=webhook_sender,
+        secret_box=secret_box,
     )
     bus = providers.Singleton(MessageBus, services)
     dispatcher = providers.Singleton(EventDispatcher, services)
-    publisher = providers.Singleton(InProcessEventPublisher, dispatcher)
-    relay = providers.Singleton(
-        lambda uow_factory, publisher, clock, settings: OutboxRelay(
-            uow_factory, publisher, clock, retry_base=timedelta(seconds=settings.relay_retry_base_s)
-        ),
-        uow_factory,
-        publisher,
-        clock,
-        settings,
+    kafka_options = providers.Singleton(kafka_options, settings)
+    publisher = providers.Selector(
+        settings.provided.bus,
+        inprocess=providers.Singleton(InProcessEventPublisher, dispatcher),
+        kafka=providers.Singleton(KafkaEventPublisher, kafka_options),
     )
+    relay = providers.Singleton(_relay, uow_factory, publisher, clock, settings)
+    # The reconciliation sweep: ``run_forever(stop, settings.reconcile_interval_s)`` beside the workers.
+    reconciler = providers.Singleton(_reconciler, services, settings)
+    # Webhook deliveries: ``run_forever(stop)`` in ``callrec serve`` and/or ``callrec worker``
+    # (see entrypoints/webhooks.py); several may run at once, they claim what they send.
+    webhook_scheduler = providers.Singleton(_webhook_scheduler, services, settings)

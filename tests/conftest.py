@@ -8,6 +8,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sqlalchemy.engine import create_engine, migrate
+from tests.kafka_fixtures import kafka_broker, kafka_options, read_topics  # noqa: F401
+from tests.support.s3 import moto_server, s3_bucket, s3_client, s3_proxy, s3_store  # noqa: F401
 from tests.support.services import PostgresServer, create_database, throwaway_postgres
 
 try:  # the Twilio stand-in fixtures

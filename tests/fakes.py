@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -24,7 +24,7 @@ from application.messagebus import EventDispatcher
 from application.services import Services, ServiceSettings
 from application.unit_of_work import CallQuery, OutboxMessage
 from domain import events as ev
-from domain.model import Call, CallKind, Organization, Recording
+from domain.model import Call, CallKind, Organization, Recording, RecordingStatus
 from tests.fakes_store import InMemoryRecordingStore
 from tests.fakes_telephony import FakeTelephony
 
@@ -95,6 +95,12 @@ class FakeDatabase:
     recordings: dict[str, Recording] = field(default_factory=dict)
     outbox: list[OutboxRow] = field(default_factory=list)
     processed: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    recording_updated_at: dict[str, datetime] = field(default_factory=dict)  # the column of that name
+    webhook_endpoints: dict[str, Any] = field(default_factory=dict)
+    webhook_deliveries: dict[str, Any] = field(default_factory=dict)
+    webhook_attempts: dict[str, list[Any]] = field(default_factory=dict)  # delivery id → its tries
+    audit_log: list[Any] = field(default_factory=list)
+    audit_unwritable: bool = False  # a test's switch: the audit log refuses writes
     commits: int = 0
     _seq: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _before_commit: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -218,6 +224,16 @@ class FakeOrganizationRepository(_FakeRepository[Organization]):
 
 
 class FakeCallRepository(_FakeRepository[Call]):
+    def __init__(self, table: dict[str, Call], recordings: dict[str, Recording] | None = None) -> None:
+        super().__init__(table)
+        self._recordings = recordings if recordings is not None else {}
+
+    def _recording_status(self, call: Call) -> str:
+        from application.views import recording_view
+
+        found = [r for r in self._recordings.values() if r.call_id == call.id]
+        return recording_view(call, found[0] if found else None).status
+
     async def get_by_sid(self, call_sid: str) -> Call | None:
         return self._first(lambda call: call.call_sid == call_sid)
 
@@ -231,12 +247,49 @@ class FakeCallRepository(_FakeRepository[Call]):
             and (query.started_from is None or call.started_at >= query.started_from)
             and (query.started_to is None or call.started_at < query.started_to)
             and (query.after is None or (call.started_at, call.id) < (query.after.started_at, query.after.id))
+            and (query.recording_status is None or self._recording_status(call) == query.recording_status)
         ]
         selected.sort(key=lambda call: (call.started_at, call.id), reverse=True)
         return [c for call in selected[: query.limit] if (c := self._remember(call)) is not None]
 
+    async def settling(self, *, ended_before: datetime, limit: int) -> list[Call]:
+        from domain.model import SETTLED_STATUSES
+
+        def recording_settled(call: Call) -> bool:
+            found = [r for r in self._recordings.values() if r.call_id == call.id]
+            return not found or found[0].status in SETTLED_STATUSES
+
+        selected = sorted(
+            (
+                call
+                for call in self._table.values()
+                if call.settled_at is None
+                and call.ended_at is not None
+                and call.ended_at <= ended_before
+                and recording_settled(call)
+            ),
+            key=lambda call: (call.ended_at, call.id),
+        )
+        return [c for call in selected[:limit] if (c := self._remember(call)) is not None]
+
 
 class FakeRecordingRepository(_FakeRepository[Recording]):
+    def __init__(self, table: dict[str, Recording], updated_at: dict[str, datetime] | None = None) -> None:
+        super().__init__(table)
+        self._updated_at = updated_at if updated_at is not None else {}
+
+    async def stuck(
+        self, *, statuses: Collection[RecordingStatus], updated_before: datetime, limit: int
+    ) -> list[Recording]:
+        never = datetime.min.replace(tzinfo=UTC)
+        found = [
+            rec
+            for rec in self._table.values()
+            if rec.status in statuses and self._updated_at.get(rec.id, never) < updated_before
+        ]
+        found.sort(key=lambda rec: (self._updated_at.get(rec.id, never), rec.id))
+        return [r for rec in found[:limit] if (r := self._remember(rec)) is not None]
+
     async def get_for_call(self, call_id: str) -> Recording | None:
         return self._first(lambda rec: rec.call_id == call_id)
 
@@ -244,6 +297,15 @@ class FakeRecordingRepository(_FakeRepository[Recording]):
         wanted = set(call_ids)
         found = [self._remember(rec) for rec in self._table.values() if rec.call_id in wanted]
         return {rec.call_id: rec for rec in found if rec is not None}
+
+
+class FakeAuditLog:
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+        self.pending: list[Any] = []
+
+    def add(self, entry: Any) -> None:
+        self.pending.append(entry)
 
 
 class FakeOutbox:
@@ -306,6 +368,8 @@ class FakeUnitOfWork:
     recordings: FakeRecordingRepository
     outbox: FakeOutbox
     processed: FakeProcessedMessages
+    webhook_endpoints: Any
+    webhook_deliveries: Any
 
     def __init__(
         self,
@@ -330,10 +394,17 @@ class FakeUnitOfWork:
 
     def _begin(self) -> None:
         self.organizations = FakeOrganizationRepository(self.db.organizations)
-        self.calls = FakeCallRepository(self.db.calls)
-        self.recordings = FakeRecordingRepository(self.db.recordings)
+        self.calls = FakeCallRepository(self.db.calls, self.db.recordings)
+        self.recordings = FakeRecordingRepository(self.db.recordings, self.db.recording_updated_at)
         self.outbox = FakeOutbox(self.db)
         self.processed = FakeProcessedMessages(self.db)
+        self.audit = FakeAuditLog(self.db)
+        from tests.fakes_webhooks import FakeWebhookDeliveryRepository, FakeWebhookEndpointRepository
+
+        self.webhook_endpoints = FakeWebhookEndpointRepository(self.db.webhook_endpoints)
+        self.webhook_deliveries = FakeWebhookDeliveryRepository(
+            self.db.webhook_deliveries, self.db.webhook_attempts
+        )
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -342,7 +413,8 @@ class FakeUnitOfWork:
 
     @property
     def _repositories(self) -> list[_FakeRepository[Any]]:
-        return [self.organizations, self.calls, self.recordings]
+        webhooks = [self.webhook_endpoints, self.webhook_deliveries]
+        return [self.organizations, self.calls, self.recordings, *webhooks]
 
     async def commit(self) -> None:
         assert self._open, "commit() outside the unit of work's context"
@@ -350,13 +422,19 @@ class FakeUnitOfWork:
             await self.db._before_commit.pop(0)()
         now = self.clock()
         self._check_constraints()
+        if self.audit.pending and self.db.audit_unwritable:
+            raise RuntimeError("audit log unavailable")
         new_events = [e for repo in self._repositories for e in repo.new_events()]
+        new_events += [e for entry in self.audit.pending for e in entry.events]
         known_ids = {row.message.id for row in self.db.outbox}
         if any(e.id in known_ids for e in new_events):
             raise ConcurrencyConflict("an event with this id is already in the outbox")
         if self.processed_by is not None and self.processed_by in self.db.processed:
             raise ConcurrencyConflict(f"{self.processed_by} was already processed")
+        deliveries_written = bool(self.webhook_deliveries.changes())
         # Nothing below can fail: the commit is all or nothing.
+        for tracked, _ in self.recordings.changes():
+            self.db.recording_updated_at[tracked.aggregate.id] = now
         for repo in self._repositories:
             repo.write()
         for event in new_events:
@@ -379,9 +457,13 @@ class FakeUnitOfWork:
             self.db.processed[self.processed_by] = now
         for repo in self._repositories:
             repo.committed()
+        self.db.audit_log.extend(copy.deepcopy(self.audit.pending))
+        for entry in self.audit.pending:
+            entry.events.clear()
+        self.audit.pending.clear()
         self.db.commits += 1
         self.committed = True
-        if new_events and self.on_events_committed is not None:
+        if (new_events or deliveries_written) and self.on_events_committed is not None:
             self.on_events_committed()
 
     def _check_constraints(self) -> None:
@@ -454,15 +536,22 @@ def make_services(
     clock: FakeClock | None = None,
     public_url: str = PUBLIC_URL,
     platform_lines: dict[str, CallKind] | None = None,
+    webhook_sender: Any = None,
+    settings: ServiceSettings | None = None,
 ) -> Services:
     """``Services`` wired to fakes. Pass the fakes you want to look at afterwards; the rest are made."""
+    from tests.fakes_webhooks import PlainSecretBox, RecordingWebhookSender
+
     clock = clock if clock is not None else FakeClock()
     return Services(
         uow_factory=FakeUnitOfWorkFactory(db, clock),
         telephony=telephony if telephony is not None else FakeTelephony(),
         store=store if store is not None else InMemoryRecordingStore(clock=clock.now),
         clock=clock,
-        settings=ServiceSettings(public_url=public_url, platform_lines=dict(platform_lines or {})),
+        settings=settings
+        or ServiceSettings(public_url=public_url, platform_lines=dict(platform_lines or {})),
+        webhook_sender=webhook_sender if webhook_sender is not None else RecordingWebhookSender(),
+        secret_box=PlainSecretBox(),
     )
 
 

@@ -11,11 +11,11 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from application.ports import MediaNotFound, MediaStream, TelephonyError
+from application.ports import MediaNotFound, MediaStream, ProviderRecording, TelephonyError
 
 __all__ = ["FakeRecording", "FakeTelephony"]
 
-_OPERATIONS = ("start_recording", "stop_recording", "open_media", "delete_recording")
+_OPERATIONS = ("start_recording", "stop_recording", "open_media", "delete_recording", "list_call_recordings")
 
 
 @dataclass
@@ -158,6 +158,14 @@ class FakeTelephony:
         recording.deleted = True
         recording.audio = None
         return True
+
+    async def list_call_recordings(self, call_sid: str) -> list[ProviderRecording]:
+        self._enter("list_call_recordings", call_sid)
+        found = [r for r in self.recordings.values() if r.call_sid == call_sid and not r.deleted]
+        return [
+            ProviderRecording(sid=r.sid, call_sid=r.call_sid, status=r.status, duration_s=r.duration)
+            for r in reversed(found)  # newest first, as Twilio lists them
+        ]
 
     # --- internals ---------------------------------------------------------------------------------
 

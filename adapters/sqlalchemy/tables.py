@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -102,8 +103,11 @@ calls = Table(
     Column("scorability_reason", String(200)),
     Column("transfer_stage", String(16)),
     Column("version", Integer, nullable=False),
+    Column("settled_at", UTCDateTime),  # ended and its recording settled: call.ended (migration 0010)
     # Keyset pagination per org and kind, newest first.
     Index("ix_calls_org_kind_started", "org_id", "kind", "started_at", "id"),
+    # Calls still to be settled (their scorability wait, or a lost event).
+    Index("ix_calls_settling", "settled_at", "ended_at"),
 )
 
 recordings = Table(
@@ -162,4 +166,78 @@ processed_messages = Table(
     Column("consumer", String(64), primary_key=True),
     Column("event_id", ID, primary_key=True),
     Column("processed_at", UTCDateTime, nullable=False),
+)
+
+# --- webhooks (migration 0010) ------------------------------------------------------------------
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("event_types", Text, nullable=False),  # JSON list
+    Column("secrets", Text, nullable=False),  # JSON list of sealed secrets with their expiry
+    Column("status", String(16), nullable=False),
+    Column("disabled_reason", Text),
+    Column("disabled_at", UTCDateTime),
+    Column("failing_since", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime),
+    Column("version", Integer, nullable=False),
+    Index("ix_webhook_endpoints_org", "org_id", "status"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("endpoint_id", ID, ForeignKey("webhook_endpoints.id"), nullable=False),
+    Column("org_id", String(64), nullable=False),
+    Column("message_id", ID, nullable=False),  # the webhook-id header: the event's id
+    Column("event_type", String(64), nullable=False),
+    Column("call_id", ID),
+    Column("payload", Text, nullable=False),
+    Column("recording_key", Text),
+    Column("status", String(16), nullable=False),
+    Column("attempt_count", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime),
+    Column("claimed_until", UTCDateTime),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime),
+    Column("version", Integer, nullable=False),
+    UniqueConstraint("endpoint_id", "message_id", name="uq_webhook_deliveries_endpoint_message"),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at", "id"),
+    Index("ix_webhook_deliveries_call", "call_id"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("delivery_id", ID, ForeignKey("webhook_deliveries.id"), primary_key=True),
+    Column("number", Integer, primary_key=True),
+    Column("attempted_at", UTCDateTime, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("status_code", Integer),
+    Column("latency_ms", Integer, nullable=False),
+    Column("error", Text),
+    Column("next_attempt_at", UTCDateTime),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("actor_role", String(32), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("org_id", String(64)),
+    Column("call_id", ID),
+    Column("call_kind", String(16)),
+    Index("ix_audit_log_org_time", "org_id", "occurred_at"),
 )

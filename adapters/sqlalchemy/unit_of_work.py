@@ -9,21 +9,28 @@ are inserted. The aggregates' events go into the ``outbox`` table in the same tr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
-from sqlalchemy import Row, Table, and_, delete, func, insert, select, tuple_, update
+from sqlalchemy import Row, Table, and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sqlalchemy import tables as t
+from adapters.sqlalchemy.webhooks import (
+    SqlAlchemyWebhookDeliveryRepository,
+    SqlAlchemyWebhookEndpointRepository,
+)
 from application.errors import ConcurrencyConflict
 from application.unit_of_work import CallQuery, OutboxMessage
 from domain import events as ev
+from domain.audit import AuditEntry
 from domain.model import (
+    ENDED_STATUSES,
+    SETTLED_STATUSES,
     ArchivedAudio,
     Call,
     CallKind,
@@ -228,6 +235,7 @@ class SqlAlchemyCallRepository(_Repository[Call]):
             "scorable": call.scorable,
             "scorability_reason": call.scorability_reason,
             "transfer_stage": call.transfer_stage,
+            "settled_at": call.settled_at,
             "version": call.version,
         }
 
@@ -257,6 +265,7 @@ class SqlAlchemyCallRepository(_Repository[Call]):
             scorable=m["scorable"],
             scorability_reason=m["scorability_reason"],
             transfer_stage=m["transfer_stage"],
+            settled_at=m["settled_at"],
             version=m["version"],
         )
 
@@ -276,11 +285,63 @@ class SqlAlchemyCallRepository(_Repository[Call]):
             where.append(c.started_at < query.started_to)
         if query.after is not None:
             where.append(tuple_(c.started_at, c.id) < tuple_(query.after.started_at, query.after.id))
+        source: Any = t.calls
+        if query.recording_status is not None:
+            source = t.calls.outerjoin(t.recordings, t.recordings.c.call_id == c.id)
+            where.append(_recording_status_is(query.recording_status))
         stmt = (
-            select(t.calls).where(and_(*where)).order_by(c.started_at.desc(), c.id.desc()).limit(query.limit)
+            select(t.calls)
+            .select_from(source)
+            .where(and_(*where))
+            .order_by(c.started_at.desc(), c.id.desc())
+            .limit(query.limit)
         )
         result = await self.conn.execute(stmt)
         return [call for row in result if (call := self._remember(row)) is not None]
+
+    async def settling(self, *, ended_before: datetime, limit: int) -> list[Call]:
+        c, r = t.calls.c, t.recordings.c
+        stmt = (
+            select(t.calls)
+            .select_from(t.calls.outerjoin(t.recordings, r.call_id == c.id))
+            .where(
+                c.settled_at.is_(None),  # ix_calls_settling
+                c.ended_at.is_not(None),
+                c.ended_at <= ended_before,
+                or_(r.id.is_(None), r.status.in_([s.value for s in SETTLED_STATUSES])),
+            )
+            .order_by(c.ended_at, c.id)
+            .limit(limit)
+        )
+        result = await self.conn.execute(stmt)
+        return [call for row in result if (call := self._remember(row)) is not None]
+
+
+_ENDED = [s.value for s in ENDED_STATUSES]
+_LIVE = [RecordingStatus.REQUESTED.value, RecordingStatus.IN_PROGRESS.value, RecordingStatus.COMPLETED.value]
+_ARCHIVED = [RecordingStatus.ARCHIVED.value, RecordingStatus.TWILIO_DELETED.value]
+
+
+def _recording_status_is(status: str) -> Any:
+    """SQL twin of ``application.views.recording_view``'s status (an integration test keeps them equal)."""
+    c, r = t.calls.c, t.recordings.c
+    no_recording = r.id.is_(None)
+    if status == "available":
+        return and_(c.recorded.is_(True), r.status.in_(_ARCHIVED), r.storage_key.is_not(None))
+    if status == "failed":
+        return and_(c.recorded.is_(True), r.status == RecordingStatus.FAILED.value)
+    if status == "processing":
+        return and_(
+            c.recorded.is_(True),
+            or_(and_(no_recording, c.status.not_in(_ENDED)), r.status.in_(_LIVE)),
+        )
+    if status == "not_recorded":
+        return or_(
+            c.recorded.is_(False),
+            r.status == RecordingStatus.ABSENT.value,
+            and_(no_recording, c.status.in_(_ENDED)),
+        )
+    raise ValueError(f"unknown recording status filter {status!r}")
 
 
 class SqlAlchemyRecordingRepository(_Repository[Recording]):
@@ -357,6 +418,23 @@ class SqlAlchemyRecordingRepository(_Repository[Recording]):
         found = [rec for row in result if (rec := self._remember(row)) is not None]
         return {rec.call_id: rec for rec in found}
 
+    async def stuck(
+        self, *, statuses: Collection[RecordingStatus], updated_before: datetime, limit: int
+    ) -> list[Recording]:
+        r = t.recordings.c
+        stmt = (
+            select(t.recordings)
+            .where(
+                r.status.in_([status.value for status in statuses]),
+                # ix_recordings_status_updated; rows written before migration 0002 have no updated_at
+                or_(r.updated_at < updated_before, r.updated_at.is_(None)),
+            )
+            .order_by(r.updated_at, r.id)
+            .limit(limit)
+        )
+        result = await self.conn.execute(stmt)
+        return [rec for row in result if (rec := self._remember(row)) is not None]
+
 
 class SqlAlchemyOutbox:
     def __init__(self, conn: AsyncConnection) -> None:
@@ -384,14 +462,15 @@ class SqlAlchemyOutbox:
             ],
         )
 
-    async def due(self, *, now: datetime, limit: int, exclude_aggregates: set[str]) -> list[OutboxMessage]:
+    @staticmethod
+    def _due_query(now: datetime, exclude_aggregates: set[str]) -> Any:
         o = t.outbox.c
         stmt = select(t.outbox).where(o.published_at.is_(None), o.next_attempt_at <= now)
         if exclude_aggregates:
             stmt = stmt.where(o.aggregate_id.not_in(exclude_aggregates))
         # An aggregate's later event waits while an earlier one is still unpublished (kept in order).
         earlier = t.outbox.alias("earlier")
-        stmt = stmt.where(
+        return stmt.where(
             ~select(earlier.c.seq)
             .where(
                 earlier.c.aggregate_id == o.aggregate_id,
@@ -400,7 +479,40 @@ class SqlAlchemyOutbox:
             )
             .exists()
         )
-        result = await self.conn.execute(stmt.order_by(o.seq).limit(limit))
+
+    async def due(self, *, now: datetime, limit: int, exclude_aggregates: set[str]) -> list[OutboxMessage]:
+        stmt = self._due_query(now, exclude_aggregates).order_by(t.outbox.c.seq).limit(limit)
+        return self._messages(await self.conn.execute(stmt))
+
+    async def claim(
+        self, *, relay: str, now: datetime, lease: timedelta, limit: int, exclude_aggregates: set[str]
+    ) -> list[OutboxMessage]:
+        """Due messages no other relay holds a live lease on, leased to ``relay`` (several relays).
+
+        On PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED`` until the claim commits, so two
+        relays claiming at the same moment take different rows; SQLite serializes writers anyway
+        (and is meant for a single relay).
+        """
+        o = t.outbox.c
+        stmt = (
+            self._due_query(now, exclude_aggregates)
+            .where(or_(o.claimed_until.is_(None), o.claimed_until <= now, o.claimed_by == relay))
+            .order_by(o.seq)
+            .limit(limit)
+        )
+        if self.conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(skip_locked=True, of=t.outbox)
+        messages = self._messages(await self.conn.execute(stmt))
+        if messages:
+            await self.conn.execute(
+                update(t.outbox)
+                .where(o.id.in_([m.id for m in messages]))
+                .values(claimed_by=relay, claimed_until=now + lease)
+            )
+        return messages
+
+    @staticmethod
+    def _messages(result: Any) -> list[OutboxMessage]:
         return [
             OutboxMessage(
                 id=m["id"],
@@ -423,7 +535,13 @@ class SqlAlchemyOutbox:
         await self.conn.execute(
             update(t.outbox)
             .where(t.outbox.c.id == message_id)
-            .values(next_attempt_at=next_attempt_at, last_error=error, attempts=t.outbox.c.attempts + 1)
+            .values(
+                next_attempt_at=next_attempt_at,
+                last_error=error,
+                attempts=t.outbox.c.attempts + 1,
+                claimed_by=None,  # the backoff decides when it is due again, for any relay
+                claimed_until=None,
+            )
         )
 
     async def pending_count(self) -> int:
@@ -431,6 +549,44 @@ class SqlAlchemyOutbox:
             select(func.count()).select_from(t.outbox).where(t.outbox.c.published_at.is_(None))
         )
         return int(result.scalar_one())
+
+
+class SqlAlchemyAuditLog:
+    """Append-only: entries are inserted on commit, with their events, and never updated."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.pending: list[AuditEntry] = []
+
+    def add(self, entry: AuditEntry) -> None:
+        self.pending.append(entry)
+
+    async def flush(self, now: datetime) -> list[ev.Event]:
+        if not self.pending:
+            return []
+        await self.conn.execute(
+            insert(t.audit_log),
+            [
+                {
+                    "id": e.id,
+                    "occurred_at": e.occurred_at,
+                    "actor": e.actor,
+                    "actor_role": e.actor_role,
+                    "action": e.action,
+                    "reason": e.reason,
+                    "org_id": e.org_id,
+                    "call_id": e.call_id,
+                    "call_kind": e.call_kind,
+                }
+                for e in self.pending
+            ],
+        )
+        return [event for entry in self.pending for event in entry.events]
+
+    def committed(self) -> None:
+        for entry in self.pending:
+            entry.events.clear()
+        self.pending.clear()
 
 
 class SqlAlchemyProcessedMessages:
@@ -456,6 +612,9 @@ class SqlAlchemyUnitOfWork:
     recordings: SqlAlchemyRecordingRepository
     outbox: SqlAlchemyOutbox
     processed: SqlAlchemyProcessedMessages
+    audit: SqlAlchemyAuditLog
+    webhook_endpoints: SqlAlchemyWebhookEndpointRepository
+    webhook_deliveries: SqlAlchemyWebhookDeliveryRepository
 
     def __init__(
         self,
@@ -484,6 +643,9 @@ class SqlAlchemyUnitOfWork:
         self.recordings = SqlAlchemyRecordingRepository(self._conn)
         self.outbox = SqlAlchemyOutbox(self._conn)
         self.processed = SqlAlchemyProcessedMessages(self._conn)
+        self.audit = SqlAlchemyAuditLog(self._conn)
+        self.webhook_endpoints = SqlAlchemyWebhookEndpointRepository(self._conn)
+        self.webhook_deliveries = SqlAlchemyWebhookDeliveryRepository(self._conn)
         self._committed = False
         return self
 
@@ -499,8 +661,9 @@ class SqlAlchemyUnitOfWork:
             self._conn = None
 
     @property
-    def _repositories(self) -> list[_Repository[Any]]:
-        return [self.organizations, self.calls, self.recordings]
+    def _repositories(self) -> list[Any]:
+        webhooks = [self.webhook_endpoints, self.webhook_deliveries]  # deliveries refer to endpoints
+        return [self.organizations, self.calls, self.recordings, *webhooks, self.audit]
 
     async def commit(self) -> None:
         assert self._conn is not None, "commit() outside the unit of work's context"
@@ -521,7 +684,8 @@ class SqlAlchemyUnitOfWork:
             raise
         for repo in self._repositories:
             repo.committed()
-        if new_events and self.on_events_committed is not None:
+        # New or re-timed webhook deliveries wake the delivery scheduler like new events wake the relay.
+        if (new_events or self.webhook_deliveries.wrote) and self.on_events_committed is not None:
             self.on_events_committed()
 
     async def rollback(self) -> None:

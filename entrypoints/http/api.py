@@ -1,4 +1,8 @@
-"""Dashboard users → service: settings, calls and recordings of the caller's own org only."""
+"""Dashboard users → service: settings, calls and recordings of the caller's own org only.
+
+Every object is looked up within the caller's org: another org's call answers 404 exactly like a
+missing one, and no URL is minted and no storage touched for it.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +10,33 @@ import base64
 import binascii
 import json
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, put
 from litestar.datastructures import State
 from litestar.exceptions import ValidationException
-from litestar.params import Parameter
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.response import Redirect
 
 from application import commands, views
-from application.messagebus import MessageBus
-from application.services import Services
+from application.errors import NotFound
 from application.unit_of_work import CallCursor
 from domain.model import DISCLOSURE_TEXT, CallKind
 from domain.model import Organization as OrganizationModel
-from entrypoints.http.auth import Principal, admin_guard, dashboard_guard
-from entrypoints.http.schemas import Call, CallList, Recording, RecordingSetting, RecordingSettingUpdate
+from entrypoints.http.auth import admin_guard, customer_guard, principal_of
+from entrypoints.http.deps import Bus, ServicesDep
+from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND
+from entrypoints.http.schemas import (
+    Call,
+    CallList,
+    Recording,
+    RecordingSetting,
+    RecordingSettingUpdate,
+)
 
 CUSTOMER = (CallKind.CUSTOMER,)
+MAX_CURSOR_LENGTH = 512
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -40,10 +53,10 @@ def decode_cursor(value: str) -> CallCursor:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         started_at, call_id = json.loads(raw)
         parsed = datetime.fromisoformat(started_at)
-        if parsed.tzinfo is None or not isinstance(call_id, str):
+        if parsed.tzinfo is None or not isinstance(call_id, str) or len(call_id) > 64:
             raise ValueError
         return CallCursor(parsed, call_id)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise ValidationException("cursor: malformed cursor") from None
 
 
@@ -59,7 +72,7 @@ def call_body(view: views.CallView, base_path: str = "/api/v1/calls") -> Call:
         answered_at=_iso(call.answered_at),
         ended_at=_iso(call.ended_at),
         duration_s=call.duration_s,
-        non_engagement=call.non_engagement,
+        non_engagement=view.non_engagement,
         recording=Recording(
             status=rec.status,  # type: ignore[arg-type]
             reason=rec.reason,  # type: ignore[arg-type]
@@ -72,89 +85,124 @@ def call_body(view: views.CallView, base_path: str = "/api/v1/calls") -> Call:
     )
 
 
-def _principal(request: Request[Any, Any, State]) -> Principal:
-    principal: Principal = request.scope["state"]["principal"]
-    return principal
-
-
 def _setting(org: OrganizationModel) -> RecordingSetting:
     return RecordingSetting(enabled=org.recording_enabled, disclosure=DISCLOSURE_TEXT)
 
 
-CallId = Annotated[str, Parameter(max_length=64)]
+CallId = Annotated[str, PathParameter(max_length=64, description="The call's id")]
+RecordingFilter = Literal["available", "processing", "not_recorded", "failed"]
+Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")]
+Cursor = Annotated[
+    str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page")
+]
+FromDay = Annotated[date | None, QueryParameter(name="from", description="First day (UTC), inclusive")]
+ToDay = Annotated[date | None, QueryParameter(description="Last day (UTC), inclusive")]
+RecordingQuery = Annotated[
+    RecordingFilter | None, QueryParameter(description="Only calls whose recording has this status")
+]
 
 
 class DashboardApi(Controller):
     path = "/api/v1"
-    guards = [dashboard_guard]
+    guards = [customer_guard]
     tags = ["dashboard"]
 
-    @get("/settings/call-recording")
+    @get("/settings/call-recording", responses={**AUTH_ERRORS, **NOT_FOUND})
     async def get_recording_setting(
-        self, request: Request[Any, Any, State], services: Services
+        self, request: Request[Any, Any, State], services: ServicesDep
     ) -> RecordingSetting:
         """The org's recording toggle and the disclosure callers hear when it is on."""
         async with services.uow() as uow:
-            org = await uow.organizations.get(_principal(request).org_id)
+            org = await uow.organizations.get(principal_of(request).org_id)
         if org is None:
-            from application.errors import NotFound
-
             raise NotFound("organization not found")
         return _setting(org)
 
-    @put("/settings/call-recording", guards=[admin_guard])
+    @put(
+        "/settings/call-recording",
+        guards=[admin_guard],
+        responses={**AUTH_ERRORS, **BODY_ERRORS, **NOT_FOUND},
+    )
     async def put_recording_setting(
-        self, request: Request[Any, Any, State], data: RecordingSettingUpdate, bus: MessageBus
+        self, request: Request[Any, Any, State], data: JSONBody[RecordingSettingUpdate], bus: Bus
     ) -> RecordingSetting:
-        """Turn recording on or off for the next call (admins only)."""
-        principal = _principal(request)
+        """Turn recording on or off for the org's next calls (admins only); calls in progress keep theirs."""
+        principal = principal_of(request)
         org = await bus.handle(
             commands.SetCallRecording(org_id=principal.org_id, enabled=data.enabled, changed_by=principal.sub)
         )
         return _setting(org)
 
-    @get("/calls")
+    @get("/calls", responses={**AUTH_ERRORS, **BAD_REQUEST})
     async def list_calls(
         self,
         request: Request[Any, Any, State],
-        services: Services,
-        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
-        cursor: Annotated[str | None, Parameter(max_length=512)] = None,
-        from_: Annotated[date | None, Parameter(query="from")] = None,
-        to: Annotated[date | None, Parameter(query="to")] = None,
+        services: ServicesDep,
+        limit: Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")] = 50,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page"),
+        ] = None,
+        from_: Annotated[
+            date | None, QueryParameter(name="from", description="First day (UTC), inclusive")
+        ] = None,
+        to: Annotated[date | None, QueryParameter(description="Last day (UTC), inclusive")] = None,
+        recording: Annotated[
+            RecordingFilter | None, QueryParameter(description="Only calls whose recording is")
+        ] = None,
     ) -> CallList:
-        """The org's calls, newest first, a keyset page at a time."""
+        """The org's calls, newest first, one keyset page at a time."""
         after = decode_cursor(cursor) if cursor else None
+        if from_ is not None and to is not None and to < from_:
+            raise ValidationException("to: must not be before from")
         started_from = datetime.combine(from_, time.min, UTC) if from_ else None
-        started_to = datetime.combine(to, time.min, UTC) + timedelta(days=1) if to else None
+        started_to = (
+            None if to is None or to == date.max else datetime.combine(to + timedelta(days=1), time.min, UTC)
+        )
         page, next_cursor = await views.list_calls(
             services,
-            org_id=_principal(request).org_id,
+            org_id=principal_of(request).org_id,
             kinds=CUSTOMER,
             limit=limit,
             after=after,
             started_from=started_from,
             started_to=started_to,
+            recording_status=recording,
         )
         return CallList(
             items=[call_body(v) for v in page],
             next_cursor=encode_cursor(next_cursor) if next_cursor else None,
         )
 
-    @get("/calls/{call_id:str}")
-    async def get_call(self, request: Request[Any, Any, State], call_id: CallId, services: Services) -> Call:
-        """One call with its recording (or the reason there is none)."""
+    @get("/calls/{call_id:str}", responses={**AUTH_ERRORS, **BAD_REQUEST, **NOT_FOUND})
+    async def get_call(
+        self, request: Request[Any, Any, State], call_id: CallId, services: ServicesDep
+    ) -> Call:
+        """One call with its recording, or the reason there is none."""
         view = await views.get_call(
-            services, org_id=_principal(request).org_id, call_id=call_id, kinds=CUSTOMER
+            services, org_id=principal_of(request).org_id, call_id=call_id, kinds=CUSTOMER
         )
         return call_body(view)
 
-    @get("/calls/{call_id:str}/recording", status_code=307)
+    @get(
+        "/calls/{call_id:str}/recording",
+        status_code=307,
+        responses={
+            307: ResponseSpec(None, description="Redirect to a short-lived signed URL of the audio"),
+            **AUTH_ERRORS,
+            **BAD_REQUEST,
+            **NOT_FOUND,
+        },
+    )
     async def get_recording(
-        self, request: Request[Any, Any, State], call_id: CallId, services: Services, download: bool = False
+        self,
+        request: Request[Any, Any, State],
+        call_id: CallId,
+        services: ServicesDep,
+        download: Annotated[bool, QueryParameter(description="Serve the audio as an attachment")] = False,
     ) -> Response[Any]:
-        """307 to a short-lived signed URL of the audio (an attachment with ``download=true``)."""
+        """307 to a short-lived signed URL of the audio (Range requests work on it)."""
         url = await views.recording_url(
-            services, org_id=_principal(request).org_id, call_id=call_id, kinds=CUSTOMER, download=download
+            services, org_id=principal_of(request).org_id, call_id=call_id, kinds=CUSTOMER, download=download
         )
         return Redirect(url, status_code=307, headers={"Cache-Control": "no-store"})

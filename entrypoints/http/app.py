@@ -10,20 +10,31 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, get
+from litestar._openapi.plugin import OpenAPIPlugin
+from litestar._openapi.schema_generation import SchemaCreator
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse
+from litestar.typing import FieldDefinition
 
+from adapters.filesystem_store import FilesystemRecordingStore
 from application.messagebus import MessageBus
 from application.services import Services
 from entrypoints.config import Settings
 from entrypoints.container import Container
+from entrypoints.http.admin import AdminApi
 from entrypoints.http.api import DashboardApi
+from entrypoints.http.auth import build_jwt_auth
+from entrypoints.http.dashboard import TEMPLATES, DashboardPages
 from entrypoints.http.errors import EXCEPTION_HANDLERS
 from entrypoints.http.internal import InternalApi
 from entrypoints.http.media import media_router
+from entrypoints.http.schemas import ErrorBody
 from entrypoints.http.twilio_webhooks import TwilioWebhooks
+from entrypoints.http.webhooks_api import WebhookEndpointsApi
+from entrypoints.webhooks import start_webhook_delivery
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +52,11 @@ async def resolve(provider: Any) -> Any:
     return value
 
 
+def _media_routes(store: Any) -> list[Any]:
+    """The filesystem store's signed URLs are served here; S3 serves its presigned URLs itself."""
+    return [media_router(store)] if isinstance(store, FilesystemRecordingStore) else []
+
+
 def create_app(container: Container | None = None, settings: Settings | None = None) -> Litestar:
     """Build the app. Nothing connects here: resources start in the lifespan."""
     if container is None:
@@ -54,18 +70,31 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         resolved["services"] = await resolve(container.services)
         resolved["bus"] = await resolve(container.bus)
         stop = asyncio.Event()
-        relay_task = None
-        if settings.bus == "inprocess":
-            relay = await resolve(container.relay)
-            app.state.relay = relay
-            container.commit_signal().listeners.append(relay.wake)
-            relay_task = asyncio.create_task(relay.run_forever(stop), name="outbox-relay")
+        # Embedded, the relay hands events to their handlers in-process; with CALLREC_BUS=kafka it
+        # publishes them to Kafka (nothing connects until then) and `callrec worker` handles them.
+        relay = await resolve(container.relay)
+        app.state.relay = relay
+        container.commit_signal().listeners.append(relay.wake)
+        relay_task = asyncio.create_task(relay.run_forever(stop), name="outbox-relay")
+        webhook_task = await start_webhook_delivery(container, stop)
+        app.state.webhook_scheduler = await resolve(container.webhook_scheduler)
+        sweep_task = None
+        if settings.bus == "inprocess" and settings.reconcile_interval_s > 0:
+            reconciler = await resolve(container.reconciler)
+            sweep_task = asyncio.create_task(
+                reconciler.run_forever(stop, settings.reconcile_interval_s), name="reconciliation-sweep"
+            )
         try:
             yield
         finally:
             stop.set()
-            if relay_task is not None:
-                await relay_task
+            if sweep_task is not None:
+                sweep_task.cancel()  # a pass may be archiving a long recording: it is resumed later
+                await asyncio.gather(sweep_task, return_exceptions=True)
+            await relay_task
+            await webhook_task
+            if settings.bus == "kafka":
+                await relay.publisher.stop()
             await container.shutdown_resources()  # type: ignore[misc]
 
     resolved: dict[str, Any] = {}
@@ -78,20 +107,58 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         services: Services = resolved["services"]
         return services
 
+    jwt_auth = build_jwt_auth(settings.jwt_secret)
+
     def on_app_init(config: AppConfig) -> AppConfig:
         config.state = State({"settings": settings, "container": container})
         return config
 
-    return Litestar(
-        route_handlers=[healthz, TwilioWebhooks, InternalApi, DashboardApi, media_router(container.store())],
+    app = Litestar(
+        route_handlers=[
+            healthz,
+            TwilioWebhooks,
+            InternalApi,
+            DashboardApi,
+            AdminApi,
+            WebhookEndpointsApi,
+            DashboardPages,
+            *_media_routes(container.store()),
+        ],
         dependencies={"bus": Provide(provide_bus), "services": Provide(provide_services)},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
-        on_app_init=[on_app_init],
+        on_app_init=[on_app_init, jwt_auth.on_app_init],
         request_max_body_size=settings.max_body_bytes,
+        template_config=TEMPLATES,
         openapi_config=OpenAPIConfig(title="Call recording service", version="1.0.0", path="/schema"),
         debug=False,
     )
+    uniform_error_responses(app)
+    return app
+
+
+def uniform_error_responses(app: Litestar) -> None:
+    """Document every 4xx/5xx with the one error shape the app answers with (``ErrorBody``).
+
+    Litestar documents the validation errors it raises with its own default body; the app's exception
+    handlers answer ``{"error": {"code", "message"}}`` instead, and the document must say so.
+    """
+    openapi = app.plugins.get(OpenAPIPlugin).provide_openapi()
+    schema_creator = SchemaCreator(plugins=app.plugins.openapi)
+    error_ref = schema_creator.for_field_definition(FieldDefinition.from_annotation(ErrorBody))
+    components = openapi.components
+    for name, schema in schema_creator.schema_registry.generate_components_schemas().items():
+        if components.schemas is None:
+            components.schemas = {}
+        components.schemas.setdefault(name, schema)
+    for path_item in (openapi.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch"):
+            operation = getattr(path_item, method, None)
+            if operation is None or not operation.responses:
+                continue
+            for code, response in operation.responses.items():
+                if code.isdigit() and int(code) >= 400 and isinstance(response, OpenAPIResponse):
+                    response.content = {"application/json": OpenAPIMediaType(schema=error_ref)}
 
 
 def app_from_env() -> Any:

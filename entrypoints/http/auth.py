@@ -1,4 +1,11 @@
-"""Bearer authentication: dashboard JWTs (HS256) on /api, the service token on /internal."""
+"""Authentication at the edge.
+
+Dashboard users present a bearer JWT (HS256, ``CALLREC_JWT_SECRET``; claims ``sub``, ``org_id``,
+``role``, ``exp``), checked by Litestar's ``JWTAuth`` middleware: a missing, expired, wrongly signed or
+``alg=none`` token is a 401 before any handler runs. Platform services present the static service
+token on ``/internal`` (excluded from the JWT middleware, checked by ``service_guard``). Twilio
+callbacks and signed media URLs carry their own proof and are excluded too.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +18,19 @@ import jwt
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.security.jwt import JWTAuth, Token
 
 ROLES = ("member", "admin", "ops_admin")
+CUSTOMER_ROLES = ("member", "admin")
+
+# Paths that do not take a dashboard JWT (they authenticate otherwise, or are public).
+JWT_EXCLUDED = ["^/twilio/", "^/internal/", "^/media/", "^/healthz$", "^/schema", "^/dashboard"]
 
 
 @dataclass(frozen=True)
 class Principal:
+    """Who is calling: a dashboard user of one org, with one role."""
+
     sub: str
     org_id: str
     role: str
@@ -32,17 +46,23 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-def decode_token(secret: str, token: str) -> Principal:
-    try:
-        claims = jwt.decode(
-            token, secret, algorithms=["HS256"], options={"require": ["exp", "sub", "org_id", "role"]}
-        )
-    except jwt.PyJWTError as exc:
-        raise NotAuthorizedException(f"invalid token: {exc}") from None
-    role, org_id, sub = claims.get("role"), claims.get("org_id"), claims.get("sub")
-    if role not in ROLES or not isinstance(org_id, str) or not org_id or not isinstance(sub, str):
-        raise NotAuthorizedException("invalid token claims")
-    return Principal(sub=sub, org_id=org_id, role=role)
+async def retrieve_principal(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
+    """The principal named by a verified token; None (a 401) when its claims are not ours."""
+    role, org_id = token.extras.get("role"), token.extras.get("org_id")
+    if role not in ROLES or not isinstance(org_id, str) or not org_id or len(org_id) > 64:
+        return None
+    return Principal(sub=token.sub, org_id=org_id, role=role)
+
+
+def build_jwt_auth(secret: str) -> JWTAuth[Principal, Token]:
+    return JWTAuth[Principal, Token](
+        token_secret=secret,
+        retrieve_user_handler=retrieve_principal,
+        algorithm="HS256",
+        require_claims=["exp", "sub"],
+        exclude=JWT_EXCLUDED,
+        description="Dashboard bearer JWT (HS256) with claims sub, org_id, role, exp.",
+    )
 
 
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
@@ -53,11 +73,6 @@ def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     return token.strip()
 
 
-def principal_from(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    secret: str = connection.app.state.settings.jwt_secret
-    return decode_token(secret, _bearer(connection))
-
-
 def service_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Only platform services, with the service token, reach /internal."""
     expected: str = connection.app.state.settings.service_token
@@ -65,15 +80,26 @@ def service_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHa
         raise NotAuthorizedException("invalid service token", headers={"WWW-Authenticate": "Bearer"})
 
 
-def dashboard_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """A valid dashboard JWT of a customer role (ops_admin uses the admin API only)."""
-    principal = principal_from(connection)
-    if principal.role == "ops_admin":
-        raise PermissionDeniedException("ops_admin uses the admin API")
-    connection.scope["state"]["principal"] = principal
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    user = connection.scope.get("user")
+    if not isinstance(user, Principal):
+        raise NotAuthorizedException("not authenticated")
+    return user
+
+
+def customer_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Members and admins of an org; the operations team uses the admin API instead."""
+    if principal_of(connection).role not in CUSTOMER_ROLES:
+        raise PermissionDeniedException("this endpoint is for an organization's members and admins")
 
 
 def admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    principal = connection.scope["state"].get("principal") or principal_from(connection)
-    if principal.role != "admin":
+    """Only an org's admins change its settings."""
+    if principal_of(connection).role != "admin":
         raise PermissionDeniedException("admin role required")
+
+
+def ops_admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Only the platform's operations team."""
+    if principal_of(connection).role != "ops_admin":
+        raise PermissionDeniedException("ops_admin role required")

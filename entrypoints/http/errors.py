@@ -7,10 +7,13 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from application.errors import ApplicationError, ConcurrencyConflict, NotFound, PhoneNumberTaken
+from application.operations import AuditUnavailable
 from domain.errors import DomainError
+from entrypoints.http.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ def application_error_handler(_: Request[Any, Any, Any], exc: ApplicationError) 
         return error_response(404, exc.code, str(exc) or "not found")
     if isinstance(exc, PhoneNumberTaken):
         return error_response(409, exc.code, str(exc))
+    if isinstance(exc, AuditUnavailable):
+        return error_response(503, exc.code, str(exc))
     if isinstance(exc, ConcurrencyConflict):
         return error_response(409, exc.code, "the object changed concurrently; retry")
     return error_response(400, exc.code, str(exc))
@@ -87,3 +92,18 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     DomainError: domain_error_handler,
     Exception: internal_error_handler,
 }
+
+
+def error_spec(description: str) -> ResponseSpec:
+    """An OpenAPI response in the one error shape."""
+    return ResponseSpec(data_container=ErrorBody, description=description, generate_examples=False)
+
+
+AUTH_ERRORS = {
+    401: error_spec("Missing, expired or invalid bearer token"),
+    403: error_spec("The token's role may not use this endpoint"),
+}
+BAD_REQUEST = {400: error_spec("Malformed request: the message names the offending field")}
+NOT_FOUND = {404: error_spec("No such object in the caller's organization")}
+BODY_ERRORS = {**BAD_REQUEST, 413: error_spec("Request body too large")}
+CONFLICT = {409: error_spec("Conflicts with the current state (e.g. a number another org owns)")}

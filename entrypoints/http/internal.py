@@ -5,15 +5,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, post, put
-from litestar.params import Parameter
+from litestar.params import JSONBody, PathParameter
 
 from application import commands
-from application.messagebus import MessageBus
 from domain.model import Organization as OrganizationModel
 from entrypoints.http.auth import service_guard
+from entrypoints.http.deps import Bus
+from entrypoints.http.errors import BODY_ERRORS, CONFLICT, NOT_FOUND, error_spec
 from entrypoints.http.schemas import Organization, OrganizationUpsert, ScorabilityVerdict, TransferUpdate
 
-IdParam = Annotated[str, Parameter(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+SERVICE_ERRORS = {401: error_spec("Missing or wrong service token")}
+IdParam = Annotated[str, PathParameter(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
 class InternalApi(Controller):
@@ -21,9 +23,13 @@ class InternalApi(Controller):
     guards = [service_guard]
     tags = ["internal"]
 
-    @put("/organizations/{org_id:str}", status_code=200)
+    @put(
+        "/organizations/{org_id:str}",
+        status_code=200,
+        responses={**SERVICE_ERRORS, **BODY_ERRORS, **CONFLICT},
+    )
     async def upsert_organization(
-        self, org_id: IdParam, data: OrganizationUpsert, bus: MessageBus
+        self, org_id: IdParam, data: JSONBody[OrganizationUpsert], bus: Bus
     ) -> Organization:
         """Create or update an org. New orgs record nothing; a number owned elsewhere is a 409."""
         org: OrganizationModel = await bus.handle(
@@ -39,14 +45,22 @@ class InternalApi(Controller):
             recording_enabled=org.recording_enabled,
         )
 
-    @post("/calls/{call_id:str}/scorability", status_code=204)
-    async def scorability(self, call_id: IdParam, data: ScorabilityVerdict, bus: MessageBus) -> None:
+    @post(
+        "/calls/{call_id:str}/scorability",
+        status_code=204,
+        responses={**SERVICE_ERRORS, **BODY_ERRORS, **NOT_FOUND},
+    )
+    async def scorability(self, call_id: IdParam, data: JSONBody[ScorabilityVerdict], bus: Bus) -> None:
         """The scorability filter's verdict; a non-engagement call keeps its recording."""
         await bus.handle(
             commands.RecordScorability(call_id=call_id, scorable=data.scorable, reason=data.reason)
         )
 
-    @post("/calls/{call_id:str}/transfer", status_code=204)
-    async def transfer(self, call_id: IdParam, data: TransferUpdate, bus: MessageBus) -> None:
+    @post(
+        "/calls/{call_id:str}/transfer",
+        status_code=204,
+        responses={**SERVICE_ERRORS, **BODY_ERRORS, **NOT_FOUND, **CONFLICT},
+    )
+    async def transfer(self, call_id: IdParam, data: JSONBody[TransferUpdate], bus: Bus) -> None:
         """A warm transfer: hold stays recorded; ``completed`` stops the recording at Twilio."""
         await bus.handle(commands.TransferCall(call_id=call_id, stage=data.stage))

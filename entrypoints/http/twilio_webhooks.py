@@ -18,8 +18,8 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 from application import commands
 from application.errors import UnknownNumber
 from application.handlers import CallDecision
-from application.messagebus import MessageBus
 from entrypoints.config import Settings
+from entrypoints.http.deps import Bus
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class TwilioWebhooks(Controller):
     include_in_schema = False
 
     @post("/voice", status_code=200)
-    async def voice(self, request: Request[Any, Any, State], bus: MessageBus) -> Response[str]:
+    async def voice(self, request: Request[Any, Any, State], bus: Bus) -> Response[str]:
         """A call arrives: answer with the Stream TwiML, or Reject for a number nobody owns."""
         params = await signed_form(request)
         command = commands.StartCall(
@@ -108,7 +108,7 @@ class TwilioWebhooks(Controller):
         return _twiml(connect_twiml(decision, request.app.state.settings))
 
     @post("/stream-status", status_code=204)
-    async def stream_status(self, request: Request[Any, Any, State], bus: MessageBus) -> None:
+    async def stream_status(self, request: Request[Any, Any, State], bus: Bus) -> None:
         """``stream-started`` means the agent answered; capture begins now and not before."""
         params = await signed_form(request)
         await bus.handle(
@@ -120,7 +120,7 @@ class TwilioWebhooks(Controller):
         )
 
     @post("/recording-status", status_code=204)
-    async def recording_status(self, request: Request[Any, Any, State], bus: MessageBus) -> None:
+    async def recording_status(self, request: Request[Any, Any, State], bus: Bus) -> None:
         """Recording lifecycle callbacks; duplicates and out-of-order ones are harmless."""
         params = await signed_form(request)
         error_code = params.get("ErrorCode") or None
@@ -137,7 +137,7 @@ class TwilioWebhooks(Controller):
         )
 
     @post("/call-status", status_code=204)
-    async def call_status(self, request: Request[Any, Any, State], bus: MessageBus) -> None:
+    async def call_status(self, request: Request[Any, Any, State], bus: Bus) -> None:
         """The call ends (completed, busy, failed, no-answer, canceled)."""
         params = await signed_form(request)
         status = _required(params, "CallStatus")

@@ -756,3 +756,55 @@ def test_the_callback_driver_can_post_to_an_in_process_app() -> None:
     response = driver.call_status(params)
     expected = RequestValidator("token").compute_signature("http://127.0.0.1:8000/twilio/call-status", params)
     assert response.text == expected
+
+
+# --- listing a call's recordings (the reconciliation sweep's question), fake and real ------------
+
+
+async def test_a_calls_recordings_are_listed_with_their_status_and_nothing_of_other_calls(
+    backend: Backend,
+) -> None:
+    call = call_sid()
+    live = await backend.telephony.start_recording(call, CALLBACK_URL)
+    done = await backend.telephony.start_recording(call, CALLBACK_URL)
+    backend.complete(done, size=1000)
+    await backend.telephony.start_recording(call_sid(), CALLBACK_URL)  # another call's
+
+    listed = await backend.telephony.list_call_recordings(call)
+
+    assert {r.sid: r.status for r in listed} == {live: "in-progress", done: "completed"}
+    assert all(r.call_sid == call for r in listed)
+    assert next(r for r in listed if r.sid == done).duration_s == 10
+
+
+async def test_a_deleted_recording_is_no_longer_listed(backend: Backend) -> None:
+    call = call_sid()
+    sid = backend.add_recording(call, status="completed")
+    await backend.telephony.delete_recording(sid)
+
+    assert await backend.telephony.list_call_recordings(call) == []
+
+
+async def test_a_transient_failure_on_listing_is_a_telephony_error(backend: Backend) -> None:
+    if isinstance(backend, StandinBackend):
+        backend.standin.inject_fault("list_recordings", status=503)
+    else:
+        assert isinstance(backend, FakeBackend)
+        backend.fake.fail_next("list_call_recordings")
+    with pytest.raises(TelephonyError):
+        await backend.telephony.list_call_recordings(call_sid())
+
+
+async def test_listing_follows_twilios_pages(
+    telephony: TwilioTelephony,
+    twilio_standin: TwilioStandin,  # noqa: F811
+) -> None:
+    call = call_sid()
+    sids = {twilio_standin.add_recording(call, status="completed") for _ in range(130)}
+
+    listed = await telephony.list_call_recordings(call)
+
+    assert {r.sid for r in listed} == sids
+    pages = twilio_standin.requests("list_recordings")
+    assert len(pages) == 2 and pages[0]["query"]["CallSid"] == [call]
+    assert all(r.media_url and r.media_url.endswith(f"/Recordings/{r.sid}") for r in listed)

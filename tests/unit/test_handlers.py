@@ -415,8 +415,15 @@ async def test_completed_recording_is_archived_verified_and_only_then_deleted_at
     assert telephony.is_deleted(recording_sid)
     assert telephony.delete_count(recording_sid) == 1
     journal = [op for op, _ in telephony.calls]
-    assert journal == ["start_recording", "open_media", "delete_recording"]
-    assert telephony.media_urls_seen == [recording.media_url]
+    # Downloaded once into the store, read once more to prove Twilio's copy is what was stored.
+    assert journal == [
+        "list_call_recordings",  # nothing to adopt: Twilio holds no recording of this call yet
+        "start_recording",
+        "open_media",
+        "open_media",
+        "delete_recording",
+    ]
+    assert telephony.media_urls_seen == [recording.media_url, recording.media_url]
     metadata = store.objects[recording.audio.storage_key].metadata
     assert metadata["call-id"] == decision.call_id
     assert metadata["recording-sid"] == recording_sid
@@ -1229,3 +1236,18 @@ async def test_relay_keeps_one_aggregates_events_in_order_behind_a_failure(
 
     assert db.unpublished() == []
     assert len(operations(telephony, "delete_recording")) == 1
+
+
+async def test_a_retried_start_adopts_the_recording_twilio_already_made_instead_of_starting_another(
+    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+) -> None:
+    """The start succeeded at Twilio but its answer was never committed (a crash): no second recording."""
+    await given_org(bus, recording=True)
+    decision = await incoming(bus, sid(1))
+    existing = telephony.add_recording(sid(1), status="in-progress")
+    await agent_answers(bus, sid(1))
+    await drain(svc)
+
+    assert operations(telephony, "start_recording") == []
+    recording = recording_of(db, decision.call_id)
+    assert recording is not None and recording.recording_sid == existing

@@ -1,0 +1,104 @@
+"""The operations team's access to any org's calls and to the platform's own lines: always audited.
+
+Every access is written to the audit log (with its event, for ``callrec.audit.v1``) and committed
+*before* anything is shown or any URL is minted; if the audit log cannot be written, the access is
+refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from application import views
+from application.errors import ApplicationError, InvalidInput, NotFound
+from application.services import Services
+from application.unit_of_work import CallCursor
+from domain.audit import AuditEntry
+from domain.model import CallKind
+
+log = logging.getLogger(__name__)
+
+
+class AuditUnavailable(ApplicationError):
+    """The audit log could not be written, so the privileged access is refused."""
+
+    code = "audit_unavailable"
+
+
+@dataclass(frozen=True)
+class Operator:
+    sub: str
+    role: str
+
+
+async def _audit(svc: Services, entry: AuditEntry) -> None:
+    try:
+        async with svc.uow() as uow:
+            uow.audit.add(entry)
+            await uow.commit()
+    except Exception as exc:
+        log.error("audit log write failed; refusing %s by %s: %s", entry.action, entry.actor, exc)
+        raise AuditUnavailable("the audit log cannot be written; access refused") from exc
+
+
+async def list_calls(
+    svc: Services,
+    operator: Operator,
+    *,
+    kind: CallKind,
+    org_id: str | None,
+    limit: int,
+    after: CallCursor | None,
+    reason: str | None,
+) -> tuple[list[views.CallView], CallCursor | None]:
+    """Calls of one org (``kind=customer``) or of one of the platform's lines (no org)."""
+    if kind == CallKind.CUSTOMER and not org_id:
+        raise InvalidInput("org_id: required for customer calls")
+    if kind != CallKind.CUSTOMER and org_id:
+        raise InvalidInput("org_id: discovery and support calls belong to no org")
+    await _audit(
+        svc,
+        AuditEntry.record(
+            actor=operator.sub,
+            actor_role=operator.role,
+            action="list_calls",
+            reason=reason or "(none given)",
+            now=svc.clock.now(),
+            org_id=org_id,
+            call_kind=kind.value,
+        ),
+    )
+    return await views.list_calls(svc, org_id=org_id, kinds=(kind,), limit=limit, after=after)
+
+
+async def recording_url(
+    svc: Services, operator: Operator, *, call_id: str, reason: str, download: bool
+) -> str:
+    """A short-lived URL of any call's audio, once the access and its reason are in the audit log."""
+    if not reason.strip():
+        raise InvalidInput("reason: a reason is required")
+    async with svc.uow() as uow:
+        call = await uow.calls.get(call_id)
+        recording = await uow.recordings.get_for_call(call_id) if call else None
+    if call is None or recording is None or not recording.is_archived or recording.audio is None:
+        raise NotFound("no recording available for this call")
+    await _audit(
+        svc,
+        AuditEntry.record(
+            actor=operator.sub,
+            actor_role=operator.role,
+            action="download_recording" if download else "play_recording",
+            reason=reason,
+            now=svc.clock.now(),
+            org_id=call.org_id,
+            call_id=call.id,
+            call_kind=call.kind.value,
+        ),
+    )
+    ttl = min(svc.settings.playback_url_ttl, svc.store.max_url_lifetime)
+    return await svc.store.signed_url(
+        recording.audio.storage_key,
+        expires_in=ttl,
+        download_filename=views.download_filename(call) if download else None,
+    )

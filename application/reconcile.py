@@ -1,0 +1,242 @@
+"""The reconciliation sweep: finds recordings stuck in a state for too long and resumes their work.
+
+Twilio retries status callbacks rarely, a process can die between two steps, a message can end up
+in a dead-letter topic: this sweep is what guarantees that no recording is left behind at Twilio and
+none is deleted there before it is archived. It looks only at recordings whose row has not changed
+for ``stuck_after`` (the ``(status, updated_at)`` index), and it resumes the work only through the
+commands and handlers of the normal flow, which are idempotent: a sweep that races the normal flow,
+or another sweep in another process, changes nothing twice.
+
+=====================  ===========================================  ===================================
+state                  stuck because                                the sweep
+=====================  ===========================================  ===================================
+requested,             the ``completed``/``absent``/``failed``      asks Twilio for the call's
+in_progress            callback was lost                            recordings and applies what Twilio
+                                                                    says as ``RecordRecordingStatus``;
+                                                                    a requested recording that Twilio
+                                                                    never started, of a call that has
+                                                                    ended, is marked absent
+completed              archiving kept failing, or its event was     runs ``archive_recording`` again
+                       lost                                         (download, store, verify)
+archived               the Twilio DELETE kept failing, or its       runs ``delete_twilio_copy`` again
+                       event was lost                               (404 counts as done)
+=====================  ===========================================  ===================================
+
+Run ``sweep()`` on demand (``callrec reconcile``) or ``run_forever(stop, interval_s)`` beside the
+workers (``callrec serve`` on the embedded default does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from application import handlers
+from application.commands import RecordRecordingStatus
+from application.errors import ConcurrencyConflict
+from application.messagebus import MAX_CONFLICT_RETRIES, MessageBus
+from application.ports import ProviderRecording
+from application.services import Services
+from domain import events
+from domain.model import LIVE_STATUSES, Recording, RecordingStatus
+
+__all__ = ["STUCK_STATUSES", "RecordingReconciler", "SweepReport"]
+
+log = logging.getLogger(__name__)
+
+STUCK_STATUSES = (
+    RecordingStatus.REQUESTED,
+    RecordingStatus.IN_PROGRESS,
+    RecordingStatus.COMPLETED,
+    RecordingStatus.ARCHIVED,
+)
+
+# Twilio's recording statuses as the status callback would have reported them.
+_CALLBACK_STATUS = {
+    "in-progress": "in-progress",
+    "paused": "in-progress",
+    "stopped": "in-progress",
+    "processing": "in-progress",
+    "completed": "completed",
+    "absent": "absent",
+    "failed": "failed",
+}
+
+
+@dataclass
+class SweepReport:
+    """What one pass found and did. ``resumed`` counts actions by name; ``failed`` names what raised."""
+
+    examined: int = 0
+    resumed: Counter[str] = field(default_factory=Counter)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (recording id, error)
+
+    def __str__(self) -> str:
+        done = ", ".join(f"{name}={count}" for name, count in sorted(self.resumed.items())) or "nothing"
+        return f"examined {self.examined} stuck recordings; resumed {done}; {len(self.failed)} failed"
+
+
+class RecordingReconciler:
+    """Finds stuck recordings and resumes their work (see the module docstring)."""
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        stuck_after: timedelta = timedelta(minutes=15),
+        batch_size: int = 200,
+        concurrency: int = 4,
+    ) -> None:
+        if stuck_after <= timedelta(0) or batch_size < 1 or concurrency < 1:
+            raise ValueError("stuck_after, batch_size and concurrency must be positive")
+        self.services = services
+        self.stuck_after = stuck_after
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self._bus = MessageBus(services)
+
+    async def sweep(self) -> SweepReport:
+        """One pass over every recording stuck for longer than ``stuck_after``."""
+        svc = self.services
+        async with svc.uow() as uow:
+            stuck = await uow.recordings.stuck(
+                statuses=STUCK_STATUSES,
+                updated_before=svc.clock.now() - self.stuck_after,
+                limit=self.batch_size,
+            )
+        report = SweepReport(examined=len(stuck))
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def resume(recording: Recording) -> None:
+            async with slots:
+                try:
+                    action = await self._resume(recording)
+                except Exception as error:
+                    log.warning(
+                        "reconciling recording %s (%s) failed: %s", recording.id, recording.status, error
+                    )
+                    report.failed.append((recording.id, f"{type(error).__name__}: {error}"))
+                    return
+                if action is not None:
+                    log.info("reconciled recording %s (%s): %s", recording.id, recording.status, action)
+                    report.resumed[action] += 1
+
+        await asyncio.gather(*(resume(recording) for recording in stuck))
+        return report
+
+    async def run_forever(self, stop: asyncio.Event, interval_s: float) -> None:
+        """Sweep now, then every ``interval_s`` seconds until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                report = await self.sweep()
+                if report.resumed or report.failed:
+                    log.info("reconciliation sweep: %s", report)
+            except Exception:
+                log.exception("reconciliation sweep failed")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+            except TimeoutError:
+                pass
+
+    # --- per state --------------------------------------------------------------------------------
+
+    async def _resume(self, recording: Recording) -> str | None:
+        if recording.status in LIVE_STATUSES:
+            return await self._ask_twilio(recording)
+        if recording.status == RecordingStatus.COMPLETED:
+            assert recording.recording_sid is not None
+            completed = events.RecordingCompletedAtTwilio(
+                occurred_at=self.services.clock.now(),
+                org_id=recording.org_id,
+                recording_id=recording.id,
+                call_id=recording.call_id,
+                recording_sid=recording.recording_sid,
+                duration_s=recording.duration_s,
+            )
+            await self._retry_conflicts(lambda: handlers.archive_recording(completed, self.services))
+            return "archive"
+        if recording.status == RecordingStatus.ARCHIVED and recording.audio is not None:
+            assert recording.recording_sid is not None
+            audio = recording.audio
+            archived = events.RecordingArchived(
+                occurred_at=self.services.clock.now(),
+                org_id=recording.org_id,
+                recording_id=recording.id,
+                call_id=recording.call_id,
+                recording_sid=recording.recording_sid,
+                storage_key=audio.storage_key,
+                size_bytes=audio.size_bytes,
+                sha256=audio.sha256,
+                content_type=audio.content_type,
+                duration_s=recording.duration_s,
+            )
+            await self._retry_conflicts(lambda: handlers.delete_twilio_copy(archived, self.services))
+            return "delete-twilio-copy"
+        return None
+
+    async def _ask_twilio(self, recording: Recording) -> str | None:
+        """A live recording nobody has heard of for a while: what does Twilio say about it?"""
+        listed = await self.services.telephony.list_call_recordings(recording.call_sid)
+        ours = _ours(recording, listed)
+        if ours is None:
+            if recording.status == RecordingStatus.REQUESTED and recording.recording_sid is None:
+                return await self._absent_if_call_ended(recording)
+            log.warning(
+                "Twilio lists no recording %s for call %s (recording %s)",
+                recording.recording_sid,
+                recording.call_sid,
+                recording.id,
+            )
+            return None
+        others = [r.sid for r in listed if r.sid != ours.sid]
+        if others:
+            log.warning(
+                "call %s has recordings at Twilio this service does not track: %s", recording.call_sid, others
+            )
+        status = _CALLBACK_STATUS.get(ours.status)
+        if status is None or (status == "in-progress" and recording.status == RecordingStatus.IN_PROGRESS):
+            return None  # still being recorded (a long call), or a status we do not know: look again later
+        await self._bus.handle(
+            RecordRecordingStatus(
+                call_sid=recording.call_sid,
+                recording_sid=ours.sid,
+                status=status,
+                media_url=ours.media_url,
+                duration_s=ours.duration_s,
+                error_code=ours.error_code,
+            )
+        )
+        return f"twilio-said-{status}"
+
+    async def _absent_if_call_ended(self, recording: Recording) -> str | None:
+        async with self.services.uow() as uow:
+            current = await uow.recordings.get(recording.id)
+            call = await uow.calls.get(recording.call_id)
+            if current is None or call is None or not call.ended:
+                return None
+            current.never_captured(self.services.clock.now())
+            if current.status != RecordingStatus.ABSENT:
+                return None
+            await uow.commit()
+        return "never-captured"
+
+    @staticmethod
+    async def _retry_conflicts(run: Callable[[], Awaitable[None]]) -> None:
+        for _ in range(MAX_CONFLICT_RETRIES):
+            try:
+                await run()
+                return
+            except ConcurrencyConflict:
+                continue
+        await run()
+
+
+def _ours(recording: Recording, listed: list[ProviderRecording]) -> ProviderRecording | None:
+    """Our recording among Twilio's: by sid, or (never told its sid) the call's oldest one."""
+    if recording.recording_sid is not None:
+        return next((r for r in listed if r.sid == recording.recording_sid), None)
+    return listed[-1] if listed else None

@@ -1,0 +1,226 @@
+"""The webhook delivery scheduler: sends the deliveries that are due, records every try.
+
+Delivery state lives in the database (``webhook_deliveries``, one row per endpoint and message, and
+``webhook_attempts``, one row per try), so the schedule survives restarts: a pass claims due rows
+(a lease, so several processes can share the work and a crashed sender's claim runs out), sends
+each, and records the try, which decides the next one (``WebhookDelivery.attempted``). A try whose
+result could not be recorded (a crash in between) is sent again when the lease runs out, with the
+same ``webhook-id``: receivers deduplicate on it, as Standard Webhooks asks of them.
+
+Each pass also settles the calls whose scorability wait is over (``CALLREC_SCORABILITY_WAIT_S``)
+and any call a lost event left unsettled.
+
+Run ``run_forever(stop)`` beside the HTTP app (``callrec serve``) and/or in ``callrec worker``;
+``wake()`` after a commit that wrote deliveries makes the first try immediate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+from collections.abc import Callable
+from datetime import timedelta
+
+from application.errors import ConcurrencyConflict
+from application.messagebus import MAX_CONFLICT_RETRIES
+from application.ports import WebhookMessage
+from application.services import Services
+from application.webhooks import message_body, webhook_ports
+from domain.webhooks import JITTER, DeliveryAttempt, DeliveryStatus, SendResult, WebhookDelivery
+
+log = logging.getLogger(__name__)
+
+
+def random_jitter() -> float:
+    return random.uniform(1 - JITTER, 1 + JITTER)
+
+
+class WebhookDeliveryScheduler:
+    def __init__(
+        self,
+        services: Services,
+        *,
+        batch_size: int = 50,
+        concurrency: int = 16,
+        lease: timedelta = timedelta(seconds=60),
+        poll_interval: float = 1.0,
+        settle_batch: int = 100,
+        jitter: Callable[[], float] = random_jitter,
+    ) -> None:
+        """``lease`` must outlast one try (the sender's timeout plus minting the recording URL)."""
+        self.services = services
+        self.batch_size = batch_size
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.settle_batch = settle_batch
+        self.jitter = jitter
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- one pass -------------------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """Settle waiting calls, then start a try for every due delivery; returns how many started."""
+        await self.settle_waiting_calls()
+        free = self.batch_size - len(self._in_flight)
+        if free <= 0:
+            return 0
+        claimed = await self._claim(free)
+        for delivery_id in claimed:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._deliver(delivery_id), name=f"webhook-{delivery_id}")
+            self._in_flight[delivery_id] = task
+            task.add_done_callback(functools.partial(self._done, delivery_id))
+        return len(claimed)
+
+    def _done(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
+        self._in_flight.pop(delivery_id, None)
+        self._slots.release()
+
+    async def settle_waiting_calls(self) -> int:
+        """Settle the calls whose scorability wait is over (and any a lost event left behind)."""
+        svc = self.services
+        now = svc.clock.now()
+        async with svc.uow() as uow:
+            waiting = await uow.calls.settling(
+                ended_before=now - svc.settings.scorability_wait, limit=self.settle_batch
+            )
+        settled = 0
+        for call in waiting:
+            for _ in range(MAX_CONFLICT_RETRIES):
+                try:
+                    async with svc.uow() as uow:
+                        fresh = await uow.calls.get(call.id)
+                        if fresh is None or fresh.settled_at is not None:
+                            break
+                        recording = await uow.recordings.get_for_call(call.id)
+                        if fresh.settle(
+                            recording,
+                            now=svc.clock.now(),
+                            scorability_wait=svc.settings.scorability_wait,
+                            instant_hangup=svc.settings.instant_hangup,
+                        ):
+                            settled += 1
+                        await uow.commit()
+                    break
+                except ConcurrencyConflict:
+                    continue
+        return settled
+
+    async def _claim(self, limit: int) -> list[str]:
+        svc = self.services
+        try:
+            async with svc.uow() as uow:
+                now = svc.clock.now()
+                due = [
+                    d
+                    for d in await uow.webhook_deliveries.due(now=now, limit=limit)
+                    if d.id not in self._in_flight
+                ]
+                for delivery in due:
+                    delivery.claim(now, self.lease)
+                await uow.commit()
+        except ConcurrencyConflict:
+            return []  # another scheduler claimed some of them first: next pass
+        return [d.id for d in due]
+
+    async def _deliver(self, delivery_id: str) -> None:
+        try:
+            await self._try(delivery_id)
+        except Exception:
+            # The claim runs out and the delivery is tried again then.
+            log.exception("webhook delivery %s: the try could not be made or recorded", delivery_id)
+
+    async def _try(self, delivery_id: str) -> None:
+        svc = self.services
+        sender, box = webhook_ports(svc)
+        async with svc.uow() as uow:
+            delivery = await uow.webhook_deliveries.get(delivery_id)
+            if delivery is None or delivery.status != DeliveryStatus.PENDING:
+                return
+            endpoint = await uow.webhook_endpoints.get(delivery.endpoint_id)
+            if endpoint is None or not endpoint.active:
+                reason = (
+                    "the endpoint was deleted"
+                    if endpoint is None or endpoint.deleted_at
+                    else (f"the endpoint is disabled: {endpoint.disabled_reason}")
+                )
+                delivery.cancel(reason, svc.clock.now())
+                await uow.commit()
+                return
+            secrets = tuple(box.open(sealed) for sealed in endpoint.signing_secrets(svc.clock.now()))
+            url = endpoint.url
+        recording_url = None
+        if delivery.recording_key is not None:
+            ttl = min(svc.settings.webhook_url_ttl, svc.store.max_url_lifetime)
+            recording_url = await svc.store.signed_url(delivery.recording_key, expires_in=ttl)
+        body = message_body(delivery.payload, recording_url)
+        result = await sender.send(WebhookMessage(url, delivery.message_id, body, secrets))
+        attempt = await self._record(delivery_id, result)
+        if attempt is not None:
+            log.info(
+                "webhook %s try %d to %s: %s (%s)%s",
+                delivery.message_id,
+                attempt.number,
+                url,
+                attempt.outcome,
+                result.status_code if result.status_code is not None else result.error,
+                f", next at {attempt.next_attempt_at.isoformat()}" if attempt.next_attempt_at else "",
+            )
+
+    async def _record(self, delivery_id: str, result: SendResult) -> DeliveryAttempt | None:
+        """Record the try on the delivery and what it says about the endpoint, in one transaction."""
+        svc = self.services
+        for attempt_no in range(MAX_CONFLICT_RETRIES + 1):
+            try:
+                async with svc.uow() as uow:
+                    delivery: WebhookDelivery | None = await uow.webhook_deliveries.get(delivery_id)
+                    if delivery is None:
+                        return None
+                    now = svc.clock.now()
+                    attempt = delivery.attempted(result, now, jitter=self.jitter())
+                    endpoint = await uow.webhook_endpoints.get(delivery.endpoint_id)
+                    if endpoint is not None:
+                        endpoint.delivered(result.outcome, now)
+                    await uow.commit()
+                    return attempt
+            except ConcurrencyConflict:
+                if attempt_no == MAX_CONFLICT_RETRIES:
+                    raise
+        return None
+
+    # --- loops ----------------------------------------------------------------------------------
+
+    async def drain(self, max_wait_s: float = 30.0) -> None:
+        """Make every try that is due now and wait for them (tests and shutdown)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait_s
+        while loop.time() < deadline:
+            started = await self.run_once()
+            if self._in_flight:
+                await asyncio.wait(list(self._in_flight.values()), timeout=deadline - loop.time())
+            elif not started:
+                return
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("webhook delivery pass failed")
+            wake = asyncio.create_task(self._wake.wait())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait(
+                {wake, stopping}, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+            wake.cancel()
+            stopping.cancel()
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight.values()), timeout=30)

@@ -1,0 +1,398 @@
+"""Archive a large recording from the local Twilio stand-in into a local S3 server, and compare.
+
+    uv run python bench/archive.py [--size-mb 500] [--write docs/performance.md]
+
+Starts a moto server (its own process) and the Twilio stand-in (a thread of this process, which
+does nothing else meanwhile), puts one recording of ``--size-mb`` at the stand-in, then runs each
+way of moving it into S3 in a fresh child process (so each one's peak RSS is its own) and reports
+wall time, throughput and peak RSS:
+
+* ``archive``: the service's own path, ``archive_recording`` with ``TwilioTelephony`` and
+  ``S3RecordingStore`` (streamed multipart upload with per-part SHA-256, the metadata copy, then the
+  verifying read of the object and the second read of Twilio's copy, run side by side);
+* ``raw-multipart-stream``: a bare aioboto3 multipart upload of the same download, same part size,
+  one part at a time, no checksums, no verification;
+* ``raw-multipart-memory``: a bare aioboto3 multipart upload of the same bytes already in memory
+  (the S3 server's own ceiling; no download at all);
+* ``naive``: download the whole recording into memory, then one ``PutObject``.
+
+moto keeps objects in memory (about three times their size) and validates nothing; every object is
+deleted after its run. Figures are from loopback on this machine, not from AWS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODES = ("archive", "raw-multipart-stream", "raw-multipart-memory", "naive")
+MIB = 1024 * 1024
+BUCKET = "callrec-bench"
+
+
+def bench_audio(seed: str, size: int) -> bytes:
+    """Deterministic pseudo-audio of any size (``random.randbytes`` stops short of 256 MiB)."""
+    import random
+
+    rnd = random.Random(seed)
+    block = 64 * MIB
+    return b"".join(rnd.randbytes(min(block, size - offset)) for offset in range(0, size, block))
+
+
+def _rss_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- the child: one way of moving the recording ---------------------------------------------------
+
+
+async def _child(args: argparse.Namespace) -> dict[str, Any]:
+    import aioboto3
+    from aiobotocore.config import AioConfig
+
+    from adapters.s3_store import S3RecordingStore
+    from adapters.twilio_telephony import TwilioTelephony
+    from tests.support.s3 import S3_CREDENTIALS
+
+    session = aioboto3.Session(**S3_CREDENTIALS)
+    config = AioConfig(
+        region_name="us-east-1", s3={"addressing_style": "path"}, request_checksum_calculation="when_required"
+    )
+    key = f"bench/{args.mode}/{args.sid}.mp3"
+    import tests.fakes  # noqa: F401  (imported before the clock starts)
+
+    baseline = _rss_mb("VmRSS")
+    phases: dict[str, float] = {}
+    started = time.perf_counter()
+
+    async with TwilioTelephony(args.account_sid, args.auth_token, api_base=args.standin) as telephony:
+        if args.mode == "archive":
+            phases, key = await _archive(args, telephony)
+            started = time.perf_counter() - phases["total"]  # the handler's own time
+        elif args.mode == "raw-multipart-stream":
+            async with session.client("s3", endpoint_url=args.s3, config=config) as s3:
+                upload = await s3.create_multipart_upload(Bucket=BUCKET, Key=key)
+                parts, number, buffer = [], 0, bytearray()
+                async with telephony.open_media(args.sid) as media:
+                    async for chunk in media.chunks:
+                        buffer += chunk
+                        if len(buffer) >= args.part_size:
+                            number += 1
+                            body, buffer = bytes(buffer[: args.part_size]), buffer[args.part_size :]
+                            r = await s3.upload_part(
+                                Bucket=BUCKET,
+                                Key=key,
+                                UploadId=upload["UploadId"],
+                                PartNumber=number,
+                                Body=body,
+                            )
+                            parts.append({"PartNumber": number, "ETag": r["ETag"]})
+                if buffer:
+                    number += 1
+                    r = await s3.upload_part(
+                        Bucket=BUCKET,
+                        Key=key,
+                        UploadId=upload["UploadId"],
+                        PartNumber=number,
+                        Body=bytes(buffer),
+                    )
+                    parts.append({"PartNumber": number, "ETag": r["ETag"]})
+                await s3.complete_multipart_upload(
+                    Bucket=BUCKET, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+                )
+        elif args.mode == "raw-multipart-memory":
+            data = bench_audio(args.sid, args.size)
+            baseline = _rss_mb("VmRSS")  # the bytes are the input here, not part of the upload's cost
+            started = time.perf_counter()
+            async with session.client("s3", endpoint_url=args.s3, config=config) as s3:
+                upload = await s3.create_multipart_upload(Bucket=BUCKET, Key=key)
+                parts = []
+                for number, offset in enumerate(range(0, len(data), args.part_size), start=1):
+                    r = await s3.upload_part(
+                        Bucket=BUCKET,
+                        Key=key,
+                        UploadId=upload["UploadId"],
+                        PartNumber=number,
+                        Body=data[offset : offset + args.part_size],
+                    )
+                    parts.append({"PartNumber": number, "ETag": r["ETag"]})
+                await s3.complete_multipart_upload(
+                    Bucket=BUCKET, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+                )
+        elif args.mode == "naive":
+            async with telephony.open_media(args.sid) as media:
+                data = b"".join([chunk async for chunk in media.chunks])
+            phases["download"] = time.perf_counter() - started
+            async with session.client("s3", endpoint_url=args.s3, config=config) as s3:
+                await s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+            del data
+        else:
+            raise SystemExit(f"unknown mode {args.mode}")
+
+    seconds = time.perf_counter() - started
+    async with S3RecordingStore(BUCKET, endpoint_url=args.s3, session=session) as store:
+        stored = await store.verify(key)  # outside the timing: only to check the bytes arrived whole
+    assert stored is not None and stored.size == args.size, stored
+    return {
+        "mode": args.mode,
+        "seconds": seconds,
+        "mib_per_s": args.size / MIB / seconds,
+        "baseline_rss_mb": baseline,
+        "peak_rss_mb": _rss_mb("VmHWM"),
+        "sha256": stored.sha256,
+        "phases": phases,
+        "key": key,
+    }
+
+
+async def _archive(args: argparse.Namespace, telephony: Any) -> tuple[dict[str, float], str]:
+    """The service's own ``archive_recording`` on the real adapters (an in-memory database)."""
+    import aioboto3
+
+    from adapters.s3_store import S3RecordingStore
+    from application.handlers import archive_recording, storage_key
+    from domain import events
+    from domain.model import CallKind, Recording, RecordingStatus
+    from tests.fakes import FakeClock, FakeDatabase, make_services
+    from tests.support.s3 import S3_CREDENTIALS
+
+    clock = FakeClock(datetime.now(UTC))
+    recording = Recording(
+        id="rec-bench",
+        call_id="call-bench",
+        org_id="bench",
+        kind=CallKind.CUSTOMER,
+        call_sid="CA" + "0" * 32,
+        status=RecordingStatus.COMPLETED,
+        requested_at=clock.now(),
+        call_started_at=clock.now(),
+        recording_sid=args.sid,
+    )
+    db = FakeDatabase()
+    db.recordings[recording.id] = recording
+    phases: dict[str, float] = {}
+
+    class TimedStore(S3RecordingStore):
+        async def put(self, *a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await super().put(*a, **kw)
+            finally:
+                phases["stream_to_s3"] = time.perf_counter() - t0
+
+        async def _replace_metadata(self, *a: Any, **kw: Any) -> None:
+            t0 = time.perf_counter()
+            try:
+                await super()._replace_metadata(*a, **kw)
+            finally:
+                phases["of_which_metadata_copy"] = time.perf_counter() - t0
+
+    store = TimedStore(
+        BUCKET,
+        endpoint_url=args.s3,
+        session=aioboto3.Session(**S3_CREDENTIALS),
+        part_size=args.part_size,
+        multipart_threshold=args.part_size,
+        upload_concurrency=args.concurrency,
+    )
+    async with store:
+        services = make_services(db=db, telephony=telephony, store=store, clock=clock)  # type: ignore[arg-type]
+        event = events.RecordingCompletedAtTwilio(
+            occurred_at=clock.now(),
+            org_id="bench",
+            recording_id=recording.id,
+            call_id=recording.call_id,
+            recording_sid=args.sid,
+            duration_s=None,
+        )
+        t0 = time.perf_counter()
+        await archive_recording(event, services)
+        phases["total"] = time.perf_counter() - t0
+        phases["verify"] = phases["total"] - phases["stream_to_s3"]
+    archived = db.recordings[recording.id]
+    assert archived.status == RecordingStatus.ARCHIVED and archived.audio is not None
+    return phases, storage_key(archived)
+
+
+# --- the parent: servers, runs, report ------------------------------------------------------------
+
+
+def _run_child(mode: str, common: list[str]) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, *common],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{mode} failed:\n{out.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _report(results: list[dict[str, Any]], args: argparse.Namespace, expected_sha: str) -> str:
+    by_mode = {r["mode"]: r for r in results}
+    ours, raw = by_mode["archive"], by_mode["raw-multipart-stream"]
+    lines = [
+        "# Performance: archiving a recording into S3",
+        "",
+        f"Measured by `bench/archive.py` on {datetime.now(UTC).strftime('%Y-%m-%d')}: one "
+        f"{args.size_mb} MiB recording, served by the local Twilio stand-in (a thread of the otherwise "
+        "idle parent) and "
+        "stored in a local moto S3 server (its own process), both on loopback. Each way of moving it "
+        "ran in a fresh child process, so each peak RSS is that process's own. "
+        f"Machine: {os.cpu_count()} CPUs (1-minute load average {os.getloadavg()[0]:.1f} when the report "
+        f"was written: other work shares them), Python {platform.python_version()}, {platform.machine()}. "
+        f"Parts of {args.part_size // MIB} MiB; the service uploaded {args.concurrency} parts at a time.",
+        "",
+        "| way | wall time | throughput | peak RSS | RSS before it started | bytes arrived intact |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    names = {
+        "archive": "service: `archive_recording` (stream + checksums + verification)",
+        "raw-multipart-stream": "raw aioboto3 multipart, streamed from the stand-in",
+        "raw-multipart-memory": "raw aioboto3 multipart, bytes already in memory",
+        "naive": "naive: download whole, then one PutObject",
+    }
+    for mode in MODES:
+        r = by_mode[mode]
+        intact = "yes" if r["sha256"] == expected_sha else "NO"
+        lines.append(
+            f"| {names[mode]} | {r['seconds']:.1f} s | {r['mib_per_s']:.0f} MiB/s "
+            f"| {r['peak_rss_mb']:.0f} MiB | {r['baseline_rss_mb']:.0f} MiB | {intact} |"
+        )
+    stream, verify = ours["phases"]["stream_to_s3"], ours["phases"]["verify"]
+    copy = ours["phases"].get("of_which_metadata_copy", 0.0)
+    lines += [
+        "",
+        "The service's archive in its phases:",
+        "",
+        f"- streaming Twilio → S3 (download, SHA-256 of every part and of the whole, {args.concurrency} "
+        f"parts in flight, complete, then the metadata copy): {stream:.1f} s, "
+        f"{args.size_mb / stream:.0f} MiB/s ({args.size_mb / stream / raw['mib_per_s']:.2f}x the raw "
+        "streamed multipart upload's "
+        f"{raw['mib_per_s']:.0f} MiB/s);",
+        f"- of which the server-side `CopyObject` that writes the full SHA-256 into the object's metadata "
+        f"(moto copies the object in memory and hashes it): {copy:.1f} s; the upload itself ran at "
+        f"{args.size_mb / max(stream - copy, 1e-9):.0f} MiB/s. Only recordings above the multipart "
+        "threshold (8 MiB) pay for it; a single PUT carries its metadata from the start;",
+        f"- verification (the object read back from S3 and Twilio's copy read again, side by side, both "
+        f"hashed): {verify:.1f} s.",
+        "",
+        f"Peak RSS: the service's archive {ours['peak_rss_mb']:.0f} MiB and the raw streamed upload "
+        f"{raw['peak_rss_mb']:.0f} MiB stay flat (bounded by the parts in flight, not by the recording's "
+        f"length), against {by_mode['naive']['peak_rss_mb']:.0f} MiB for the naive download-then-upload, "
+        "which grows with the recording.",
+        "",
+        "The naive way is the quickest here because moto handles one big request faster than many part "
+        "requests; on a real network it gets no parallelism, any failure starts it over from zero, and its "
+        "memory grows with the recording.",
+        "",
+        "Caveats: moto is a single Python process that keeps every object in memory and verifies no "
+        "checksum; on AWS the upload is network-bound and the part concurrency matters more. The "
+        "verification reads double the bytes moved; for the platform's typical recordings (a few MB) "
+        "it is a few milliseconds.",
+        "",
+        "Raw figures (JSON):",
+        "",
+        "```json",
+        json.dumps(results, indent=2, sort_keys=True),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--size-mb", type=int, default=500)
+    parser.add_argument("--part-size-mb", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--write", type=Path, help="write the report here (e.g. docs/performance.md)")
+    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--standin", help=argparse.SUPPRESS)
+    parser.add_argument("--s3", help=argparse.SUPPRESS)
+    parser.add_argument("--sid", help=argparse.SUPPRESS)
+    parser.add_argument("--account-sid", help=argparse.SUPPRESS)
+    parser.add_argument("--auth-token", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.size = args.size_mb * MIB
+    args.part_size = args.part_size_mb * MIB
+
+    if args.child:
+        args.mode = args.child
+        print(json.dumps(asyncio.run(_child(args))))
+        return
+
+    from tests.support.s3 import moto_server_process, sync_client
+    from tests.twilio_standin import TwilioStandin, new_sid
+
+    with (
+        tempfile.TemporaryDirectory(prefix="callrec-bench-") as tmp,
+        moto_server_process(Path(tmp) / "moto.log") as moto,
+    ):
+        # The stand-in serves from this (otherwise idle) process; the children do the measured work.
+        standin = TwilioStandin()
+        standin.start()
+        try:
+            s3 = sync_client(moto.endpoint_url)
+            s3.create_bucket(Bucket=BUCKET)
+            sid = new_sid("RE")
+            audio = bench_audio(sid, args.size)
+            standin.add_recording(new_sid("CA"), sid=sid, status="completed", audio=audio)
+            expected_sha = hashlib.sha256(audio).hexdigest()
+            del audio
+            common = [
+                f"--size-mb={args.size_mb}",
+                f"--part-size-mb={args.part_size_mb}",
+                f"--concurrency={args.concurrency}",
+                f"--standin={standin.base_url}",
+                f"--s3={moto.endpoint_url}",
+                f"--sid={sid}",
+                f"--account-sid={standin.account_sid}",
+                f"--auth-token={standin.auth_token}",
+            ]
+            results = []
+            for mode in MODES:
+                print(f"running {mode} ...", file=sys.stderr, flush=True)
+                result = _run_child(mode, common)
+                print(
+                    f"  {result['seconds']:.1f} s, {result['mib_per_s']:.0f} MiB/s, "
+                    f"peak RSS {result['peak_rss_mb']:.0f} MiB",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                s3.delete_object(Bucket=BUCKET, Key=result["key"])
+                results.append(result)
+        finally:
+            standin.stop()
+    report = _report(results, args, expected_sha)
+    if args.write:
+        args.write.write_text(report)
+        print(f"wrote {args.write}", file=sys.stderr)
+    else:
+        print(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The operations team's admin API (``ops_admin`` only): every access is audited before it happens."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import PathParameter, QueryParameter
+from litestar.response import Redirect
+
+from application import operations
+from domain.model import CallKind
+from entrypoints.http.api import Cursor, Limit, call_body, decode_cursor, encode_cursor
+from entrypoints.http.auth import ops_admin_guard, principal_of
+from entrypoints.http.deps import ServicesDep
+from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, NOT_FOUND, error_spec
+from entrypoints.http.schemas import CallList
+
+AUDIT_DOWN = {503: error_spec("The audit log cannot be written, so the access is refused")}
+Reason = Annotated[str, QueryParameter(min_length=3, max_length=500, description="Why you need this access")]
+OptionalReason = Annotated[str | None, QueryParameter(max_length=500, description="Why you need this access")]
+
+
+def _operator(request: Request[Any, Any, State]) -> operations.Operator:
+    principal = principal_of(request)
+    return operations.Operator(sub=principal.sub, role=principal.role)
+
+
+class AdminApi(Controller):
+    path = "/api/v1/admin"
+    guards = [ops_admin_guard]
+    tags = ["admin"]
+
+    @get("/calls", responses={**AUTH_ERRORS, **BAD_REQUEST, **AUDIT_DOWN})
+    async def list_calls(
+        self,
+        request: Request[Any, Any, State],
+        services: ServicesDep,
+        kind: Annotated[Literal["customer", "discovery", "support"], QueryParameter()] = "customer",
+        org_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        reason: OptionalReason = None,
+    ) -> CallList:
+        """Calls of any org, or of the platform's discovery and support lines. Audited."""
+        page, next_cursor = await operations.list_calls(
+            services,
+            _operator(request),
+            kind=CallKind(kind),
+            org_id=org_id,
+            limit=limit,
+            after=decode_cursor(cursor) if cursor else None,
+            reason=reason,
+        )
+        cursor_out = encode_cursor(next_cursor) if next_cursor else None
+        return CallList(items=[call_body(v, "/api/v1/admin/calls") for v in page], next_cursor=cursor_out)
+
+    @get(
+        "/calls/{call_id:str}/recording",
+        status_code=307,
+        responses={
+            307: ResponseSpec(None, description="Redirect to a short-lived signed URL of the audio"),
+            **AUTH_ERRORS,
+            **BAD_REQUEST,
+            **NOT_FOUND,
+            **AUDIT_DOWN,
+        },
+    )
+    async def get_recording(
+        self,
+        request: Request[Any, Any, State],
+        call_id: Annotated[str, PathParameter(max_length=64)],
+        reason: Reason,
+        services: ServicesDep,
+        download: bool = False,
+    ) -> Response[Any]:
+        """307 to the audio of any call. The reason is required and audited before the URL is issued."""
+        url = await operations.recording_url(
+            services, _operator(request), call_id=call_id, reason=reason, download=download
+        )
+        return Redirect(url, status_code=307, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,221 @@
+"""The dashboard pages: the Calls page, the call detail panel with a player, and the recording toggle.
+
+Pages take the same JWT as the API, from the HttpOnly, SameSite=Strict cookie ``callrec_session`` that
+``POST /dashboard/session`` sets. Without a valid session a page redirects to the sign-in notice.
+The settings form also checks that the request's Origin is this service: the cookie is SameSite=Strict
+already, the Origin check is a second lock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from litestar import Controller, Request, Response, get, post
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import State
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import NotAuthorizedException
+from litestar.params import Body, QueryParameter
+from litestar.response import Redirect, Template
+from litestar.security.jwt import Token
+from litestar.template.config import TemplateConfig
+
+from application import commands, views
+from application.errors import NotFound
+from domain.model import DISCLOSURE_TEXT, CallKind
+from entrypoints.config import Settings
+from entrypoints.http.api import decode_cursor, encode_cursor
+from entrypoints.http.auth import CUSTOMER_ROLES, Principal, retrieve_principal
+from entrypoints.http.deps import Bus, ServicesDep
+
+COOKIE = "callrec_session"
+CUSTOMER = (CallKind.CUSTOMER,)
+PAGE_SIZE = 50
+FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+
+TEMPLATES = TemplateConfig(directory=Path(__file__).parent / "templates", engine=JinjaTemplateEngine)
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; media-src 'self'",
+    "X-Frame-Options": "DENY",
+}
+LABELS = {"available": "Recording", "processing": "Processing", "failed": "Failed", "not_recorded": "None"}
+REASONS = {
+    "recording_off": "Recording was off when this call happened.",
+    "no_audio": "The call ended before any audio could be captured.",
+}
+
+
+def page(name: str, status: int = 200, **context: Any) -> Template:
+    return Template(template_name=name, context=context, status_code=status, headers=PAGE_HEADERS)
+
+
+async def principal_from_token(request: Request[Any, Any, State], token: str) -> Principal | None:
+    """A customer principal from a dashboard JWT, or None when the token is not valid for the pages."""
+    settings: Settings = request.app.state.settings
+    try:
+        decoded = Token.decode(token, settings.jwt_secret, "HS256", require_claims=["exp", "sub"])
+    except NotAuthorizedException:
+        return None
+    principal = await retrieve_principal(decoded, request)
+    if principal is None or principal.role not in CUSTOMER_ROLES:
+        return None
+    return principal
+
+
+async def session_principal(request: Request[Any, Any, State]) -> Principal | None:
+    token = request.cookies.get(COOKIE)
+    return await principal_from_token(request, token) if token else None
+
+
+def _sign_in() -> Response[Any]:
+    return Redirect("/dashboard/sign-in", status_code=303)
+
+
+def _same_origin(request: Request[Any, Any, State]) -> bool:
+    settings: Settings = request.app.state.settings
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return False
+    expected, actual = urlsplit(settings.public_url), urlsplit(origin)
+    return (actual.scheme, actual.netloc) == (expected.scheme, expected.netloc)
+
+
+class DashboardPages(Controller):
+    path = "/dashboard"
+    include_in_schema = False
+
+    @get("/")
+    async def home(self) -> Response[Any]:
+        return Redirect("/dashboard/calls", status_code=303)
+
+    @get("/sign-in")
+    async def sign_in(self) -> Template:
+        """The sign-in notice: a dashboard session starts from a token the platform issued."""
+        return page("sign_in.html", 401, title="Sign in", message="Your session has ended or never started.")
+
+    @post("/session", status_code=303)
+    async def start_session(self, request: Request[Any, Any, State], data: FormData) -> Response[Any]:
+        """Exchange a dashboard JWT for the session cookie."""
+        settings: Settings = request.app.state.settings
+        token = data.get("token", "").strip()
+        principal = await principal_from_token(request, token) if token else None
+        if principal is None:
+            return page("sign_in.html", 401, title="Sign in", message="That token is not valid.")
+        expires = Token.decode(token, settings.jwt_secret, "HS256").exp
+        response: Response[Any] = Redirect("/dashboard/calls", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            secure=settings.public_url.startswith("https://"),
+            path="/dashboard",
+            expires=int(expires.timestamp()),
+        )
+        return response
+
+    @get("/calls")
+    async def calls(
+        self,
+        request: Request[Any, Any, State],
+        services: ServicesDep,
+        cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
+    ) -> Response[Any]:
+        """The Calls page: newest first, a page at a time."""
+        principal = await session_principal(request)
+        if principal is None:
+            return _sign_in()
+        rows, next_cursor = await views.list_calls(
+            services,
+            org_id=principal.org_id,
+            kinds=CUSTOMER,
+            limit=PAGE_SIZE,
+            after=decode_cursor(cursor) if cursor else None,
+        )
+        return page(
+            "calls.html",
+            title="Calls",
+            principal=principal,
+            calls=rows,
+            labels=LABELS,
+            reasons={"recording_off": "recording was off", "no_audio": "no audio captured"},
+            next_cursor=encode_cursor(next_cursor) if next_cursor else None,
+        )
+
+    @get("/calls/{call_id:str}")
+    async def call_detail(
+        self, request: Request[Any, Any, State], call_id: str, services: ServicesDep
+    ) -> Response[Any]:
+        """The call detail panel: a player and a download link when the recording is available."""
+        principal = await session_principal(request)
+        if principal is None:
+            return _sign_in()
+        try:
+            view = await views.get_call(services, org_id=principal.org_id, call_id=call_id, kinds=CUSTOMER)
+        except NotFound:
+            return page("message.html", 404, title="Not found", principal=principal, message="No such call.")
+        status = view.recording.status
+        explanation = REASONS.get(view.recording.reason or "", "")
+        if status == "processing":
+            explanation = "The recording is being processed."
+        elif status == "failed":
+            explanation = "The recording failed."
+        return page(
+            "call.html",
+            title="Call",
+            principal=principal,
+            call=view.call,
+            recording=view.recording,
+            explanation=explanation,
+        )
+
+    @get("/calls/{call_id:str}/audio")
+    async def call_audio(
+        self, request: Request[Any, Any, State], call_id: str, services: ServicesDep, download: bool = False
+    ) -> Response[Any]:
+        """Redirect the player (or the download link) to a short-lived signed URL of the audio."""
+        principal = await session_principal(request)
+        if principal is None:
+            raise NotAuthorizedException("no dashboard session")
+        url = await views.recording_url(
+            services, org_id=principal.org_id, call_id=call_id, kinds=CUSTOMER, download=download
+        )
+        return Redirect(url, status_code=307, headers={"Cache-Control": "no-store"})
+
+    @get("/settings")
+    async def settings_page(self, request: Request[Any, Any, State], services: ServicesDep) -> Response[Any]:
+        """The recording toggle (admins can change it) and the disclosure callers hear."""
+        principal = await session_principal(request)
+        if principal is None:
+            return _sign_in()
+        async with services.uow() as uow:
+            org = await uow.organizations.get(principal.org_id)
+        if org is None:
+            return page(
+                "message.html", 404, title="Settings", principal=principal, message="No organization."
+            )
+        return page(
+            "settings.html",
+            title="Settings",
+            principal=principal,
+            enabled=org.recording_enabled,
+            disclosure=DISCLOSURE_TEXT,
+        )
+
+    @post("/settings", status_code=303)
+    async def change_settings(
+        self, request: Request[Any, Any, State], bus: Bus, data: FormData
+    ) -> Response[Any]:
+        """Flip the toggle from the settings page (admins, same origin only)."""
+        principal = await session_principal(request)
+        if principal is None:
+            return _sign_in()
+        if principal.role != "admin" or not _same_origin(request):
+            return page("message.html", 403, title="Forbidden", principal=principal, message="Not allowed.")
+        await bus.handle(
+            commands.SetCallRecording(principal.org_id, data.get("enabled") == "true", principal.sub)
+        )
+        return Redirect("/dashboard/settings", status_code=303)

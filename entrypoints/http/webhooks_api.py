@@ -1,0 +1,286 @@
+"""Org admins → service: webhook endpoints, their deliveries and manual retries.
+
+Admins only (members and the operations team get 403). Every endpoint and delivery is looked up
+within the caller's org: another org's answers 404 like a missing one. A secret is shown once, in
+the answer to the request that made it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import State
+from litestar.exceptions import ValidationException
+from litestar.params import JSONBody, PathParameter, QueryParameter
+
+from application import commands, webhooks
+from application.unit_of_work import DeliveryCursor
+from domain.webhooks import EndpointStatus
+from domain.webhooks import WebhookEndpoint as EndpointModel
+from entrypoints.http.auth import admin_guard, principal_of
+from entrypoints.http.deps import Bus, ServicesDep
+from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND, error_spec
+from entrypoints.http.schemas import Strict
+
+EventType = Literal["call.ended"]
+MAX_CURSOR_LENGTH = 512
+
+
+class WebhookEndpointCreate(Strict):
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048, description="https URL of the receiver")]
+    events: Annotated[list[EventType], msgspec.Meta(min_length=1, max_length=10)] = msgspec.field(
+        default_factory=lambda: ["call.ended"]
+    )
+
+
+class WebhookEndpoint(msgspec.Struct):
+    id: str
+    url: str
+    events: list[str]
+    status: Literal["active", "disabled"]
+    disabled_reason: str | None
+    disabled_at: str | None
+    failing_since: str | None
+    created_at: str
+    previous_secret_expires_at: str | None  # during a rotation's overlap, when the old secret stops
+
+
+class WebhookEndpointWithSecret(msgspec.Struct):
+    """The endpoint and its signing secret (``whsec_…``): shown this once, never again."""
+
+    id: str
+    url: str
+    events: list[str]
+    secret: str
+    status: Literal["active", "disabled"]
+    created_at: str
+    previous_secret_expires_at: str | None
+
+
+class WebhookEndpointList(msgspec.Struct):
+    items: list[WebhookEndpoint]
+
+
+class WebhookAttempt(msgspec.Struct):
+    number: int
+    attempted_at: str
+    outcome: Literal["succeeded", "gone", "failed"]
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    next_attempt_at: str | None
+
+
+class WebhookDelivery(msgspec.Struct):
+    id: str
+    webhook_id: str  # the ``webhook-id`` header, the same on every try
+    event_type: str
+    call_id: str | None
+    status: Literal["pending", "succeeded", "exhausted", "failed", "cancelled"]
+    attempt_count: int
+    next_attempt_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: str
+    completed_at: str | None
+    attempts: list[WebhookAttempt]
+
+
+class WebhookDeliveryList(msgspec.Struct):
+    items: list[WebhookDelivery]
+    next_cursor: str | None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return webhooks.iso(value)
+
+
+def _previous_expiry(endpoint: EndpointModel) -> str | None:
+    expiring = [s.expires_at for s in endpoint.secrets if s.expires_at is not None]
+    return _iso(max(expiring)) if expiring else None
+
+
+def _status(endpoint: EndpointModel) -> Literal["active", "disabled"]:
+    return "active" if endpoint.status == EndpointStatus.ACTIVE else "disabled"
+
+
+def endpoint_body(endpoint: EndpointModel) -> WebhookEndpoint:
+    return WebhookEndpoint(
+        id=endpoint.id,
+        url=endpoint.url,
+        events=list(endpoint.event_types),
+        status=_status(endpoint),
+        disabled_reason=endpoint.disabled_reason,
+        disabled_at=_iso(endpoint.disabled_at),
+        failing_since=_iso(endpoint.failing_since),
+        created_at=_iso(endpoint.created_at) or "",
+        previous_secret_expires_at=_previous_expiry(endpoint),
+    )
+
+
+def _with_secret(result: webhooks.EndpointWithSecret) -> WebhookEndpointWithSecret:
+    endpoint = result.endpoint
+    return WebhookEndpointWithSecret(
+        id=endpoint.id,
+        url=endpoint.url,
+        events=list(endpoint.event_types),
+        secret=result.secret,
+        status=_status(endpoint),
+        created_at=_iso(endpoint.created_at) or "",
+        previous_secret_expires_at=_previous_expiry(endpoint),
+    )
+
+
+def delivery_body(view: webhooks.DeliveryView) -> WebhookDelivery:
+    d = view.delivery
+    return WebhookDelivery(
+        id=d.id,
+        webhook_id=d.message_id,
+        event_type=d.event_type,
+        call_id=d.call_id,
+        status=d.status.value,  # type: ignore[arg-type]
+        attempt_count=d.attempt_count,
+        next_attempt_at=_iso(d.next_attempt_at),
+        last_status_code=d.last_status_code,
+        last_error=d.last_error,
+        created_at=_iso(d.created_at) or "",
+        completed_at=_iso(d.completed_at),
+        attempts=[
+            WebhookAttempt(
+                number=a.number,
+                attempted_at=_iso(a.attempted_at) or "",
+                outcome=a.outcome.value,  # type: ignore[arg-type]
+                status_code=a.status_code,
+                latency_ms=a.latency_ms,
+                error=a.error,
+                next_attempt_at=_iso(a.next_attempt_at),
+            )
+            for a in view.attempts
+        ],
+    )
+
+
+def encode_cursor(cursor: DeliveryCursor) -> str:
+    raw = json.dumps([cursor.created_at.isoformat(), cursor.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> DeliveryCursor:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        created_at, delivery_id = json.loads(raw)
+        parsed = datetime.fromisoformat(created_at)
+        if parsed.tzinfo is None or not isinstance(delivery_id, str) or len(delivery_id) > 64:
+            raise ValueError
+        return DeliveryCursor(parsed, delivery_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ValidationException("cursor: malformed cursor") from None
+
+
+EndpointId = Annotated[str, PathParameter(max_length=64, description="The webhook endpoint's id")]
+DeliveryId = Annotated[str, PathParameter(max_length=64, description="The delivery's id")]
+REFUSED_URL = {400: error_spec("Malformed request, or a URL that is not https or not a public address")}
+INVALID_STATE = {409: error_spec("The endpoint is disabled")}
+
+
+class WebhookEndpointsApi(Controller):
+    path = "/api/v1/webhook-endpoints"
+    guards = [admin_guard]
+    tags = ["webhooks"]
+
+    @post("/", status_code=201, responses={**AUTH_ERRORS, **BODY_ERRORS, **REFUSED_URL})
+    async def create_endpoint(
+        self, request: Request[Any, Any, State], data: JSONBody[WebhookEndpointCreate], bus: Bus
+    ) -> WebhookEndpointWithSecret:
+        """Subscribe an https URL to ``call.ended``. The answer holds the signing secret, shown once."""
+        result = await bus.handle(
+            commands.RegisterWebhookEndpoint(
+                org_id=principal_of(request).org_id, url=data.url, event_types=list(data.events)
+            )
+        )
+        return _with_secret(result)
+
+    @get("/", responses={**AUTH_ERRORS})
+    async def list_endpoints(
+        self, request: Request[Any, Any, State], services: ServicesDep
+    ) -> WebhookEndpointList:
+        """The org's endpoints (without secrets), with why any of them was disabled."""
+        found = await webhooks.list_endpoints(services, org_id=principal_of(request).org_id)
+        return WebhookEndpointList(items=[endpoint_body(e) for e in found])
+
+    @get("/{endpoint_id:str}", responses={**AUTH_ERRORS, **NOT_FOUND})
+    async def get_endpoint(
+        self, request: Request[Any, Any, State], endpoint_id: EndpointId, services: ServicesDep
+    ) -> WebhookEndpoint:
+        """One endpoint (without its secret)."""
+        endpoint = await webhooks.get_endpoint(
+            services, org_id=principal_of(request).org_id, endpoint_id=endpoint_id
+        )
+        return endpoint_body(endpoint)
+
+    @delete("/{endpoint_id:str}", status_code=204, responses={**AUTH_ERRORS, **NOT_FOUND})
+    async def delete_endpoint(
+        self, request: Request[Any, Any, State], endpoint_id: EndpointId, bus: Bus
+    ) -> None:
+        """Remove an endpoint; nothing more is sent to it."""
+        await bus.handle(
+            commands.DeleteWebhookEndpoint(org_id=principal_of(request).org_id, endpoint_id=endpoint_id)
+        )
+
+    @post("/{endpoint_id:str}/rotate-secret", status_code=200, responses={**AUTH_ERRORS, **NOT_FOUND})
+    async def rotate_secret(
+        self, request: Request[Any, Any, State], endpoint_id: EndpointId, bus: Bus
+    ) -> WebhookEndpointWithSecret:
+        """A new secret, shown once. For 24 hours messages carry signatures by both old and new."""
+        result = await bus.handle(
+            commands.RotateWebhookSecret(org_id=principal_of(request).org_id, endpoint_id=endpoint_id)
+        )
+        return _with_secret(result)
+
+    @get("/{endpoint_id:str}/deliveries", responses={**AUTH_ERRORS, **NOT_FOUND, **BAD_REQUEST})
+    async def list_deliveries(
+        self,
+        request: Request[Any, Any, State],
+        endpoint_id: EndpointId,
+        services: ServicesDep,
+        limit: Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")] = 50,
+        cursor: Annotated[
+            str | None,
+            QueryParameter(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page"),
+        ] = None,
+    ) -> WebhookDeliveryList:
+        """The endpoint's deliveries, newest first, each with its tries (status, response code,
+        latency, next retry)."""
+        page, next_cursor = await webhooks.list_deliveries(
+            services,
+            org_id=principal_of(request).org_id,
+            endpoint_id=endpoint_id,
+            limit=limit,
+            after=decode_cursor(cursor) if cursor else None,
+        )
+        return WebhookDeliveryList(
+            items=[delivery_body(v) for v in page],
+            next_cursor=encode_cursor(next_cursor) if next_cursor else None,
+        )
+
+    @post(
+        "/{endpoint_id:str}/deliveries/{delivery_id:str}/retry",
+        status_code=202,
+        responses={**AUTH_ERRORS, **NOT_FOUND, **INVALID_STATE},
+    )
+    async def retry_delivery(
+        self, request: Request[Any, Any, State], endpoint_id: EndpointId, delivery_id: DeliveryId, bus: Bus
+    ) -> WebhookDelivery:
+        """Try a delivery again now; the answer is the delivery as scheduled (the try follows)."""
+        view = await bus.handle(
+            commands.RetryWebhookDelivery(
+                org_id=principal_of(request).org_id, endpoint_id=endpoint_id, delivery_id=delivery_id
+            )
+        )
+        return delivery_body(view)

@@ -1,0 +1,317 @@
+"""The dashboard API over HTTP on a real database: authentication, isolation, errors, pagination."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+import pytest
+
+from adapters.sqlalchemy.engine import migrate
+from application import commands
+from application.unit_of_work import CallQuery
+from application.views import recording_view
+from domain.model import CallKind
+from tests.support.app import ApiHarness, api_harness, error_code
+
+ACME, GLOBEX = "acme", "globex"
+ACME_NUMBER, GLOBEX_NUMBER = "+15550000001", "+15550000002"
+
+
+@pytest.fixture
+async def harness(tmp_path: Path, database_url: str) -> AsyncIterator[ApiHarness]:
+    async with api_harness(tmp_path, database_url) as h:
+        await h.org(ACME, ACME_NUMBER)
+        await h.org(GLOBEX, GLOBEX_NUMBER)
+        yield h
+
+
+@pytest.fixture
+async def sqlite_harness(tmp_path: Path) -> AsyncIterator[ApiHarness]:
+    url = f"sqlite+aiosqlite:///{tmp_path}/api.db"
+    await asyncio.to_thread(migrate, url)
+    async with api_harness(tmp_path, url) as h:
+        await h.org(ACME, ACME_NUMBER)
+        await h.org(GLOBEX, GLOBEX_NUMBER)
+        yield h
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def claims(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "sub": "jane",
+        "org_id": ACME,
+        "role": "admin",
+        "exp": int(time.time()) + 600,
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+# --- authentication -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        pytest.param(
+            lambda secret: jwt.encode(claims(exp=int(time.time()) - 5), secret, "HS256"), id="expired"
+        ),
+        pytest.param(
+            lambda secret: jwt.encode(claims(), "another-secret-of-32-bytes-length!", "HS256"), id="wrong-key"
+        ),
+        pytest.param(lambda secret: jwt.encode(claims(), None, algorithm="none"), id="alg-none"),
+        pytest.param(lambda secret: jwt.encode(claims(), secret, "HS512"), id="other-alg"),
+        pytest.param(lambda secret: jwt.encode(claims(exp=None), secret, "HS256"), id="no-exp"),
+        pytest.param(lambda secret: jwt.encode(claims(org_id=None), secret, "HS256"), id="no-org"),
+        pytest.param(lambda secret: jwt.encode(claims(role="root"), secret, "HS256"), id="unknown-role"),
+        pytest.param(lambda secret: jwt.encode(claims(sub=None), secret, "HS256"), id="no-sub"),
+        pytest.param(lambda secret: "not.a.jwt", id="garbage"),
+    ],
+)
+async def test_a_bad_token_is_a_401_in_the_error_shape(
+    sqlite_harness: ApiHarness, make_token: object
+) -> None:
+    token = make_token(sqlite_harness.settings.jwt_secret)  # type: ignore[operator]
+    response = await sqlite_harness.client.get("/api/v1/calls", headers=bearer(token))
+    assert response.status_code == 401
+    assert error_code(response) == "unauthorized"
+
+
+async def test_the_service_token_cannot_use_the_dashboard_api_nor_a_jwt_the_internal_one(
+    sqlite_harness: ApiHarness,
+) -> None:
+    h = sqlite_harness
+    assert (await h.client.get("/api/v1/calls", headers=h.service_auth)).status_code == 401
+    body = {"name": "x", "phone_numbers": ["+15550009999"], "greeting": "hi"}
+    for role in ("member", "admin", "ops_admin"):
+        r = await h.client.put("/internal/v1/organizations/x", json=body, headers=h.auth(ACME, role))
+        assert r.status_code == 401
+
+
+# --- tenant isolation ---------------------------------------------------------------------------
+
+
+async def test_lists_hold_only_the_callers_own_calls(harness: ApiHarness) -> None:
+    own = {await harness.archived_call(ACME_NUMBER), await harness.unrecorded_call(ACME_NUMBER)}
+    theirs = await harness.archived_call(GLOBEX_NUMBER)
+    response = await harness.client.get("/api/v1/calls", headers=harness.auth(ACME, "member"))
+    assert {c["id"] for c in response.json()["items"]} == own
+    for suffix in ("", "/recording", "/recording?download=true"):
+        r = await harness.client.get(f"/api/v1/calls/{theirs}{suffix}", headers=harness.auth(ACME, "admin"))
+        assert r.status_code == 404 and "location" not in r.headers
+        assert error_code(r) == "not_found"
+
+
+async def test_a_foreign_call_and_a_missing_call_answer_identically(harness: ApiHarness) -> None:
+    theirs = await harness.archived_call(GLOBEX_NUMBER)
+    foreign = await harness.client.get(f"/api/v1/calls/{theirs}", headers=harness.auth(ACME))
+    missing = await harness.client.get("/api/v1/calls/" + "0" * 36, headers=harness.auth(ACME))
+    assert (foreign.status_code, foreign.json()) == (missing.status_code, missing.json())
+
+
+async def test_call_ids_are_unguessable(harness: ApiHarness) -> None:
+    ids = [await harness.unrecorded_call(ACME_NUMBER) for _ in range(3)]
+    for call_id in ids:
+        assert len(call_id) == 36 and call_id[14] == "4"  # random UUIDs, not sequence numbers
+
+
+# --- the call list ------------------------------------------------------------------------------
+
+
+async def test_the_recording_filter_matches_what_each_call_says(harness: ApiHarness) -> None:
+    archived = await harness.archived_call(ACME_NUMBER)
+    await harness.bus.handle(commands.SetCallRecording(ACME, False, "x"))
+    off = await harness.unrecorded_call(ACME_NUMBER)
+    await harness.bus.handle(commands.SetCallRecording(ACME, True, "x"))
+    ringing = await harness.unrecorded_call(ACME_NUMBER)  # recorded, not answered yet: processing
+    expected = {"available": {archived}, "not_recorded": {off}, "processing": {ringing}, "failed": set()}
+    for status, ids in expected.items():
+        r = await harness.client.get(
+            f"/api/v1/calls?recording={status}", headers=harness.auth(ACME, "member")
+        )
+        assert r.status_code == 200, r.text
+        assert {c["id"] for c in r.json()["items"]} == ids, status
+        assert all(c["recording"]["status"] == status for c in r.json()["items"])
+    # and the SQL filter agrees with the view for every call the org has
+    async with harness.services.uow() as uow:
+        calls = await uow.calls.page(CallQuery(org_id=ACME, kinds=(CallKind.CUSTOMER,), limit=100))
+        recordings = await uow.recordings.get_for_calls([c.id for c in calls])
+    assert {c.id: recording_view(c, recordings.get(c.id)).status for c in calls} == {
+        archived: "available",
+        off: "not_recorded",
+        ringing: "processing",
+    }
+
+
+async def test_date_filters_select_whole_utc_days(sqlite_harness: ApiHarness) -> None:
+    h = sqlite_harness
+    call_id = await h.unrecorded_call(ACME_NUMBER)
+    today = datetime.now(UTC).date()
+    yesterday = today - timedelta(days=1)
+
+    async def ids(query: str) -> set[str]:
+        r = await h.client.get(f"/api/v1/calls?{query}", headers=h.auth(ACME, "member"))
+        assert r.status_code == 200, r.text
+        return {c["id"] for c in r.json()["items"]}
+
+    assert await ids(f"from={today}&to={today}") == {call_id}
+    assert await ids(f"to={yesterday}") == set()
+    assert await ids(f"from={today + timedelta(days=1)}") == set()
+    bad = await h.client.get(f"/api/v1/calls?from={today}&to={yesterday}", headers=h.auth(ACME))
+    assert bad.status_code == 400 and "to" in bad.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=201",
+        "limit=ten",
+        "cursor=%%%",
+        "cursor=bm90LWpzb24",
+        "from=yesterday",
+        "recording=gone",
+    ],
+)
+async def test_bad_list_parameters_are_a_400_naming_the_parameter(
+    sqlite_harness: ApiHarness, query: str
+) -> None:
+    r = await sqlite_harness.client.get(f"/api/v1/calls?{query}", headers=sqlite_harness.auth(ACME, "member"))
+    assert r.status_code == 400, r.text
+    error_code(r)
+    assert query.split("=")[0] in r.json()["error"]["message"]
+
+
+# --- bodies -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b'{"enabled": tru', None),
+        (b'{"enabled": "yes"}', "enabled"),
+        (b'{"enabled": true, "mode": "all"}', "mode"),
+        (b"{}", "enabled"),
+        (b"[]", None),
+    ],
+)
+async def test_a_rejected_body_is_a_400_and_changes_nothing(
+    sqlite_harness: ApiHarness, body: bytes, named: str | None
+) -> None:
+    h = sqlite_harness
+    r = await h.client.put(
+        "/api/v1/settings/call-recording",
+        content=body,
+        headers={**h.auth(ACME), "content-type": "application/json"},
+    )
+    assert r.status_code == 400, r.text
+    error_code(r)
+    if named:
+        assert named in r.json()["error"]["message"]
+    setting = await h.client.get("/api/v1/settings/call-recording", headers=h.auth(ACME))
+    assert setting.json()["enabled"] is True
+
+
+async def test_an_oversized_body_is_a_413_and_changes_nothing(sqlite_harness: ApiHarness) -> None:
+    h = sqlite_harness
+    huge = b'{"enabled": false, "pad": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    r = await h.client.put(
+        "/api/v1/settings/call-recording",
+        content=huge,
+        headers={**h.auth(ACME), "content-type": "application/json"},
+    )
+    assert r.status_code == 413
+    assert error_code(r) == "payload_too_large"
+    setting = await h.client.get("/api/v1/settings/call-recording", headers=h.auth(ACME))
+    assert setting.json()["enabled"] is True
+
+
+async def test_a_member_cannot_change_the_toggle(sqlite_harness: ApiHarness) -> None:
+    h = sqlite_harness
+    r = await h.client.put(
+        "/api/v1/settings/call-recording", json={"enabled": False}, headers=h.auth(ACME, "member")
+    )
+    assert r.status_code == 403
+    assert (await h.client.get("/api/v1/settings/call-recording", headers=h.auth(ACME))).json()[
+        "enabled"
+    ] is True
+
+
+# --- playback -----------------------------------------------------------------------------------
+
+
+async def test_playback_redirects_to_a_short_lived_url_that_serves_ranges(sqlite_harness: ApiHarness) -> None:
+    h = sqlite_harness
+    audio = bytes(range(256)) * 100
+    call_id = await h.archived_call(ACME_NUMBER, audio=audio)
+    r = await h.client.get(f"/api/v1/calls/{call_id}/recording", headers=h.auth(ACME, "member"))
+    assert r.status_code == 307 and r.headers["cache-control"] == "no-store"
+    location = r.headers["location"]
+    expires = int(location.split("expires=")[1].split("&")[0])
+    assert 0 < expires - time.time() <= 15 * 60 + 5
+    media = await h.client.get(location, headers={"Range": "bytes=10-19"})
+    assert media.status_code == 206 and media.content == audio[10:20]
+    download = await h.client.get(f"/api/v1/calls/{call_id}/recording?download=true", headers=h.auth(ACME))
+    served = await h.client.get(download.headers["location"])
+    disposition = served.headers["content-disposition"]
+    assert (
+        disposition.startswith("attachment") and f"call-" in disposition and f"-{call_id}.mp3" in disposition
+    )
+    assert served.content == audio
+
+
+async def test_the_call_detail_has_the_contract_fields(sqlite_harness: ApiHarness) -> None:
+    h = sqlite_harness
+    call_id = await h.archived_call(ACME_NUMBER)
+    body = (await h.client.get(f"/api/v1/calls/{call_id}", headers=h.auth(ACME, "member"))).json()
+    assert {
+        "id",
+        "from",
+        "to",
+        "status",
+        "started_at",
+        "answered_at",
+        "ended_at",
+        "duration_s",
+        "recording",
+    } <= set(body)
+    assert set(body["recording"]) == {
+        "status",
+        "reason",
+        "duration_s",
+        "size_bytes",
+        "content_type",
+        "playback_url",
+        "download_url",
+    }
+    assert body["recording"]["playback_url"] == f"/api/v1/calls/{call_id}/recording"
+
+
+# --- OpenAPI ------------------------------------------------------------------------------------
+
+
+async def test_the_openapi_document_lists_every_endpoint_with_its_errors(sqlite_harness: ApiHarness) -> None:
+    doc = (await sqlite_harness.client.get("/schema/openapi.json")).json()
+    paths = doc["paths"]
+    for path, method in [
+        ("/api/v1/settings/call-recording", "get"),
+        ("/api/v1/settings/call-recording", "put"),
+        ("/api/v1/calls", "get"),
+        ("/api/v1/calls/{call_id}", "get"),
+        ("/api/v1/calls/{call_id}/recording", "get"),
+        ("/internal/v1/organizations/{org_id}", "put"),
+        ("/internal/v1/calls/{call_id}/scorability", "post"),
+        ("/internal/v1/calls/{call_id}/transfer", "post"),
+    ]:
+        operation = paths[path][method]
+        assert operation.get("description") or operation.get("summary"), (path, method)
+        assert "401" in operation["responses"], (path, method)
+        assert "ErrorBody" in str(operation["responses"]["401"]), (path, method)

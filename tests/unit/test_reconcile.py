@@ -1,0 +1,431 @@
+"""The reconciliation sweep with in-memory fakes: what it finds, and how it resumes the work."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import timedelta
+
+import pytest
+
+from application.commands import (
+    EndCall,
+    RecordRecordingStatus,
+    RecordStreamEvent,
+    SetCallRecording,
+    StartCall,
+    UpsertOrganization,
+)
+from application.handlers import CallDecision
+from application.messagebus import MessageBus
+from application.ports import TelephonyError
+from application.reconcile import RecordingReconciler
+from application.services import Services
+from domain import events
+from domain.model import Recording, RecordingStatus
+from tests.fakes import FakeClock, FakeDatabase, FakeTelephony, InMemoryRecordingStore, drain, make_services
+
+ORG, NUMBER = "org-acme", "+15550001111"
+ACCOUNT_SID = "AC" + "0" * 32
+STUCK_AFTER = timedelta(minutes=15)
+
+
+def sid(n: int) -> str:
+    return f"CA{n:032x}"
+
+
+def audio_of(size: int = 100 * 1024) -> bytes:
+    return b"ID3" + random.Random(size).randbytes(size - 3)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def telephony() -> FakeTelephony:
+    return FakeTelephony()
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> InMemoryRecordingStore:
+    return InMemoryRecordingStore(clock=clock.now)
+
+
+@pytest.fixture
+def db() -> FakeDatabase:
+    return FakeDatabase()
+
+
+@pytest.fixture
+def svc(
+    db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore, clock: FakeClock
+) -> Services:
+    return make_services(db=db, telephony=telephony, store=store, clock=clock)
+
+
+@pytest.fixture
+def bus(svc: Services) -> MessageBus:
+    return MessageBus(svc)
+
+
+@pytest.fixture
+def reconciler(svc: Services) -> RecordingReconciler:
+    return RecordingReconciler(svc, stuck_after=STUCK_AFTER)
+
+
+async def recorded_call_in_progress(bus: MessageBus, svc: Services, call_sid: str) -> CallDecision:
+    decision: CallDecision = await bus.handle(StartCall(call_sid, ACCOUNT_SID, "+15557654321", NUMBER))
+    await bus.handle(RecordStreamEvent(call_sid, "MZ" + call_sid[2:], "stream-started"))
+    await drain(svc)
+    return decision
+
+
+@pytest.fixture
+async def org(bus: MessageBus) -> None:
+    await bus.handle(UpsertOrganization(ORG, "Acme", [NUMBER], "Hi, Acme here."))
+    await bus.handle(SetCallRecording(ORG, True, "admin@acme"))
+
+
+def twilio_sid_of(telephony: FakeTelephony, call_sid: str) -> str:
+    [recording_sid] = [r.sid for r in telephony.recordings.values() if r.call_sid == call_sid]
+    return recording_sid
+
+
+def recording_of(db: FakeDatabase, call_id: str) -> Recording:
+    recording = db.recording_for_call(call_id)
+    assert recording is not None
+    return recording
+
+
+def lose_pending_events(db: FakeDatabase, clock: FakeClock) -> None:
+    """As if every unpublished event had gone to a dead-letter topic: nobody will deliver it."""
+    for row in db.outbox:
+        if row.published_at is None:
+            row.published_at = clock.now()
+
+
+async def complete_with_callback(
+    bus: MessageBus, telephony: FakeTelephony, call_sid: str, audio: bytes
+) -> str:
+    recording_sid = twilio_sid_of(telephony, call_sid)
+    telephony.set_audio(recording_sid, audio)
+    telephony.complete_recording(recording_sid, duration=30)
+    await bus.handle(RecordRecordingStatus(call_sid, recording_sid, "completed", duration_s=30))
+    return recording_sid
+
+
+# --- lost callbacks ------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("org")
+async def test_a_lost_completed_callback_is_found_by_the_sweep_and_the_recording_archived(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    store: InMemoryRecordingStore,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+) -> None:
+    decision = await recorded_call_in_progress(bus, svc, sid(1))
+    recording_sid = twilio_sid_of(telephony, sid(1))
+    audio = audio_of()
+    telephony.set_audio(recording_sid, audio)
+    telephony.complete_recording(recording_sid, duration=30)  # ...and its callback never arrives
+    await bus.handle(EndCall(sid(1), "completed", 31))
+
+    clock.advance(STUCK_AFTER + timedelta(seconds=1))
+    report = await reconciler.sweep()
+    await drain(svc)
+
+    assert report.resumed == {"twilio-said-completed": 1} and report.failed == []
+    recording = recording_of(db, decision.call_id)
+    assert recording.status == RecordingStatus.TWILIO_DELETED
+    assert recording.audio is not None and store.data(recording.audio.storage_key) == audio
+    assert recording.duration_s == 30
+    assert telephony.delete_count(recording_sid) == 1
+
+
+@pytest.mark.usefixtures("org")
+async def test_nothing_is_touched_before_it_has_been_stuck_long_enough(
+    bus: MessageBus,
+    svc: Services,
+    telephony: FakeTelephony,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+) -> None:
+    await recorded_call_in_progress(bus, svc, sid(1))
+    telephony.complete_recording(twilio_sid_of(telephony, sid(1)))
+
+    clock.advance(STUCK_AFTER - timedelta(seconds=1))
+    report = await reconciler.sweep()
+
+    assert report.examined == 0
+    assert [op for op, _ in telephony.calls] == ["list_call_recordings", "start_recording"]
+
+
+@pytest.mark.usefixtures("org")
+async def test_a_long_call_still_being_recorded_is_left_alone(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+) -> None:
+    decision = await recorded_call_in_progress(bus, svc, sid(1))
+    commits = db.commits
+
+    clock.advance(hours=2)
+    report = await reconciler.sweep()
+
+    assert report.examined == 1 and not report.resumed
+    assert db.commits == commits
+    assert recording_of(db, decision.call_id).status == RecordingStatus.IN_PROGRESS
+
+
+@pytest.mark.usefixtures("org")
+async def test_a_lost_absent_callback_marks_the_recording_absent_and_deletes_nothing(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+) -> None:
+    decision = await recorded_call_in_progress(bus, svc, sid(1))
+    telephony.recordings[twilio_sid_of(telephony, sid(1))].status = "absent"
+
+    clock.advance(STUCK_AFTER * 2)
+    report = await reconciler.sweep()
+    await drain(svc)
+
+    assert report.resumed == {"twilio-said-absent": 1}
+    assert recording_of(db, decision.call_id).status == RecordingStatus.ABSENT
+    assert [op for op, _ in telephony.calls if op == "delete_recording"] == []
+
+
+@pytest.mark.usefixtures("org")
+async def test_a_recording_twilio_started_but_whose_sid_was_never_saved_is_adopted_and_archived(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+) -> None:
+    decision: CallDecision = await bus.handle(StartCall(sid(1), ACCOUNT_SID, "+15557654321", NUMBER))
+    await bus.handle(RecordStreamEvent(sid(1), "MZ1", "stream-started"))
+    lose_pending_events(db, clock)  # the start request went out, its answer was lost with the process
+    recording_sid = telephony.add_recording(sid(1), status="completed", audio=audio_of())
+
+    clock.advance(STUCK_AFTER * 2)
+    report = await reconciler.sweep()
+    await drain(svc)
+
+    assert report.resumed == {"twilio-said-completed": 1}
+    recording = recording_of(db, decision.call_id)
+    assert (recording.recording_sid, recording.status) == (recording_sid, RecordingStatus.TWILIO_DELETED)
+
+
+@pytest.mark.usefixtures("org")
+async def test_a_requested_recording_twilio_never_started_of_an_ended_call_becomes_absent(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+) -> None:
+    decision: CallDecision = await bus.handle(StartCall(sid(1), ACCOUNT_SID, "+15557654321", NUMBER))
+    await bus.handle(RecordStreamEvent(sid(1), "MZ1", "stream-started"))
+    lose_pending_events(db, clock)
+    await bus.handle(EndCall(sid(1), "completed", 2))
+
+    clock.advance(STUCK_AFTER * 2)
+    report = await reconciler.sweep()
+
+    assert report.resumed == {"never-captured": 1}
+    assert recording_of(db, decision.call_id).status == RecordingStatus.ABSENT
+
+
+# --- failed archives and failed deletes ----------------------------------------------------------
+
+
+@pytest.mark.usefixtures("org")
+async def test_an_archive_whose_event_was_lost_after_failing_is_done_by_the_sweep(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    store: InMemoryRecordingStore,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+) -> None:
+    decision = await recorded_call_in_progress(bus, svc, sid(1))
+    audio = audio_of()
+    store.fail_next("put")
+    recording_sid = await complete_with_callback(bus, telephony, sid(1), audio)
+    await drain(svc, check=False)
+    lose_pending_events(db, clock)
+    assert recording_of(db, decision.call_id).status == RecordingStatus.COMPLETED
+
+    clock.advance(STUCK_AFTER * 2)
+    report = await reconciler.sweep()
+    assert recording_of(db, decision.call_id).status == RecordingStatus.ARCHIVED
+    assert telephony.delete_count(recording_sid) == 0  # the delete follows the archive's own event
+    await drain(svc)
+
+    assert report.resumed == {"archive": 1}
+    recording = recording_of(db, decision.call_id)
+    assert recording.status == RecordingStatus.TWILIO_DELETED
+    assert recording.audio is not None and store.data(recording.audio.storage_key) == audio
+    assert telephony.delete_count(recording_sid) == 1
+    assert len(db.events_of(events.RecordingArchived)) == 1
+
+
+@pytest.mark.usefixtures("org")
+async def test_a_sweep_whose_archive_fails_again_keeps_the_twilio_copy_and_says_so(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    store: InMemoryRecordingStore,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+) -> None:
+    decision = await recorded_call_in_progress(bus, svc, sid(1))
+    store.fail_next("put")  # the archive's
+    store.fail_next("put")  # the sweep's
+    recording_sid = await complete_with_callback(bus, telephony, sid(1), audio_of())
+    await drain(svc, check=False)
+    lose_pending_events(db, clock)
+
+    clock.advance(STUCK_AFTER * 2)
+    report = await reconciler.sweep()
+
+    assert [recording_id for recording_id, _ in report.failed] == [recording_of(db, decision.call_id).id]
+    assert "StorageError" in report.failed[0][1]
+    assert recording_of(db, decision.call_id).status == RecordingStatus.COMPLETED
+    assert telephony.delete_count(recording_sid) == 0
+
+
+@pytest.mark.usefixtures("org")
+async def test_a_twilio_delete_whose_event_was_lost_after_failing_is_done_by_the_sweep(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+) -> None:
+    decision = await recorded_call_in_progress(bus, svc, sid(1))
+    telephony.fail_next("delete_recording")
+    recording_sid = await complete_with_callback(bus, telephony, sid(1), audio_of())
+    await drain(svc, check=False)
+    lose_pending_events(db, clock)
+    assert recording_of(db, decision.call_id).status == RecordingStatus.ARCHIVED
+
+    clock.advance(STUCK_AFTER * 2)
+    report = await reconciler.sweep()
+
+    assert report.resumed == {"delete-twilio-copy": 1}
+    assert recording_of(db, decision.call_id).status == RecordingStatus.TWILIO_DELETED
+    assert telephony.is_deleted(recording_sid)
+
+
+@pytest.mark.usefixtures("org")
+async def test_two_sweeps_racing_archive_once_and_delete_once(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    store: InMemoryRecordingStore,
+    clock: FakeClock,
+) -> None:
+    decision = await recorded_call_in_progress(bus, svc, sid(1))
+    store.fail_next("put")
+    recording_sid = await complete_with_callback(bus, telephony, sid(1), audio_of())
+    await drain(svc, check=False)
+    lose_pending_events(db, clock)
+    clock.advance(STUCK_AFTER * 2)
+
+    first, second = (RecordingReconciler(svc, stuck_after=STUCK_AFTER) for _ in range(2))
+    await asyncio.gather(first.sweep(), second.sweep())
+    await drain(svc)
+
+    assert recording_of(db, decision.call_id).status == RecordingStatus.TWILIO_DELETED
+    assert len(db.events_of(events.RecordingArchived)) == 1
+    assert telephony.delete_count(recording_sid) == 1
+
+
+# --- robustness ----------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("org")
+async def test_one_recording_failing_does_not_stop_the_sweep_for_the_others(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    clock: FakeClock,
+) -> None:
+    first = await recorded_call_in_progress(bus, svc, sid(1))
+    second = await recorded_call_in_progress(bus, svc, sid(2))
+    for call_sid in (sid(1), sid(2)):
+        telephony.complete_recording(twilio_sid_of(telephony, call_sid))
+    telephony.fail_next("list_call_recordings", error=TelephonyError("Twilio answered 503"))
+
+    clock.advance(STUCK_AFTER * 2)
+    report = await RecordingReconciler(svc, stuck_after=STUCK_AFTER, concurrency=1).sweep()
+    await drain(svc)
+
+    assert report.examined == 2 and report.resumed == {"twilio-said-completed": 1}
+    assert len(report.failed) == 1 and "503" in report.failed[0][1]
+    statuses = {recording_of(db, d.call_id).status for d in (first, second)}
+    assert statuses == {RecordingStatus.IN_PROGRESS, RecordingStatus.TWILIO_DELETED}
+
+    report = await RecordingReconciler(svc, stuck_after=STUCK_AFTER).sweep()  # the next pass
+    await drain(svc)
+    assert report.resumed == {"twilio-said-completed": 1}
+
+
+@pytest.mark.usefixtures("org")
+async def test_settled_recordings_are_never_examined(
+    bus: MessageBus,
+    svc: Services,
+    telephony: FakeTelephony,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+) -> None:
+    await recorded_call_in_progress(bus, svc, sid(1))
+    await complete_with_callback(bus, telephony, sid(1), audio_of())
+    await drain(svc)
+    await recorded_call_in_progress(bus, svc, sid(2))
+    await bus.handle(RecordRecordingStatus(sid(2), twilio_sid_of(telephony, sid(2)), "absent"))
+
+    clock.advance(days=30)
+    report = await reconciler.sweep()
+
+    assert report.examined == 0
+
+
+async def test_run_forever_sweeps_until_stopped(svc: Services) -> None:
+    reconciler = RecordingReconciler(svc)
+    passes = 0
+    original = reconciler.sweep
+
+    async def counting() -> object:
+        nonlocal passes
+        passes += 1
+        return await original()
+
+    reconciler.sweep = counting  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = asyncio.create_task(reconciler.run_forever(stop, interval_s=0.01))
+    await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, timeout=1)
+    assert passes >= 3
