@@ -407,8 +407,8 @@ def non_engagement_reason(
     """Why this call is non-engagement (no webhook, no post-call notification), or None.
 
     The platform's scorability verdict (``robocall``, ``wrong_number``…), or the built-in rules: an
-    instant hangup (answered, then ended within ``instant_hangup``, by our clock and, when Twilio
-    reported it, by ``CallDuration`` too: both must say so) and a silent recording (Twilio
+    instant hangup (answered, then ended within ``instant_hangup`` by our clock and by Twilio's
+    ``CallDuration``, both known and both saying so, with no longer audio) and a silent recording (Twilio
     ``absent`` with ErrorCode 16102). The recording is kept either way.
     """
     if call.scorable is False:
@@ -419,11 +419,13 @@ def non_engagement_reason(
         and recording.error_code == SILENT_RECORDING_ERROR
     ):
         return "silent_recording"
-    if call.answered_at is not None and call.ended_at is not None:
+    if call.answered_at is not None and call.ended_at is not None and call.duration_s is not None:
         limit = instant_hangup.total_seconds()
         by_clock = (call.ended_at - call.answered_at).total_seconds() <= limit
-        by_twilio = call.duration_s is None or call.duration_s <= limit
-        if by_clock and by_twilio:
+        by_twilio = call.duration_s <= limit
+        # Audio longer than the limit is proof of engagement, whatever the timestamps say.
+        by_audio = recording is None or recording.duration_s is None or recording.duration_s <= limit
+        if by_clock and by_twilio and by_audio:
             return "instant_hangup"
     return None
 

@@ -84,6 +84,8 @@ class OutboxRow:
     next_attempt_at: datetime
     published_at: datetime | None = None
     last_error: str | None = None
+    claimed_by: str | None = None  # a relay's lease, as the columns of that name
+    claimed_until: datetime | None = None
 
 
 @dataclass
@@ -341,8 +343,29 @@ class FakeOutbox:
             row.next_attempt_at = next_attempt_at
             row.last_error = error
             row.message = dataclasses.replace(row.message, attempts=row.message.attempts + 1)
+            row.claimed_by = row.claimed_until = None
 
         self.pending_writes.append(write)
+
+    async def claim(
+        self, *, relay: str, now: datetime, lease: timedelta, limit: int, exclude_aggregates: set[str]
+    ) -> list[OutboxMessage]:
+        """``due`` without what another relay holds a live lease on; the lease is taken on commit."""
+        free = {
+            r.message.id
+            for r in self._db.outbox
+            if r.claimed_until is None or r.claimed_until <= now or r.claimed_by == relay
+        }
+        due = await self.due(now=now, limit=len(self._db.outbox), exclude_aggregates=exclude_aggregates)
+        claimed = [m for m in due if m.id in free][:limit]
+
+        def write() -> None:
+            for message in claimed:
+                row = self._row(message.id)
+                row.claimed_by, row.claimed_until = relay, now + lease
+
+        self.pending_writes.append(write)
+        return claimed
 
     async def pending_count(self) -> int:
         return sum(1 for r in self._db.outbox if r.published_at is None)

@@ -20,12 +20,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from adapters.kafka.options import KafkaOptions
 from tests.support.kafka import TansuBroker, running_tansu
 
-__all__ = ["kafka_broker", "kafka_options", "read_all", "read_topics", "test_kafka_options"]
+__all__ = ["kafka_broker", "kafka_options", "kafka_test_options", "read_all", "read_topics"]
 
 ReadTopics = Callable[..., Awaitable[list[ConsumerRecord[bytes, bytes]]]]
 
 
-def test_kafka_options(bootstrap: str, **overrides: Any) -> KafkaOptions:
+def kafka_test_options(bootstrap: str, **overrides: Any) -> KafkaOptions:
     """Options for a test: its own namespace on the broker, fast retries, short timeouts."""
     namespace = f"t{uuid.uuid4().hex[:10]}."
     settings: dict[str, Any] = {
@@ -48,9 +48,6 @@ def test_kafka_options(bootstrap: str, **overrides: Any) -> KafkaOptions:
     return KafkaOptions(**settings)
 
 
-test_kafka_options.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
-
-
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
     with running_tansu(tmp_path_factory.mktemp("tansu")) as broker:
@@ -59,7 +56,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBrok
 
 @pytest.fixture
 def kafka_options(kafka_broker: TansuBroker) -> KafkaOptions:
-    return test_kafka_options(kafka_broker.bootstrap)
+    return kafka_test_options(kafka_broker.bootstrap)
 
 
 async def read_all(

@@ -31,7 +31,6 @@ from tests.e2e.test_recording_lifecycle import (
     call_detail,
     callback,
     make_org,
-    recording_sid_of,
     wait_for,
 )
 from tests.kafka_fixtures import read_all
@@ -155,12 +154,24 @@ def kafka_stack(
         stop_pid(service.pid)
 
 
+def twilio_recording_of(service: RunningService, call_sid: str, timeout: float = 40.0) -> str:
+    """The recording Twilio was asked to start (a worker taking over partitions needs some seconds)."""
+
+    def probe() -> str | None:
+        for sid, info in service.standin.state()["recordings"].items():
+            if info["call_sid"] == call_sid:
+                return str(sid)
+        return None
+
+    return wait_for(probe, f"Twilio recording of {call_sid}", timeout)
+
+
 def recorded_call(service: RunningService, number: str, audio_size: int) -> dict[str, Any]:
     """One whole recorded call, as Twilio would drive it; returns what identifies it."""
     call_sid, params = arrive(service, number)
     assert params["recording"] == "on"
     assert service.driver.stream_status(stream_status_payload(call_sid, "stream-started")).status_code == 204
-    recording_sid = recording_sid_of(service, call_sid)
+    recording_sid = twilio_recording_of(service, call_sid)
     callback(service, call_sid, recording_sid, "in-progress")
     audio = service.standin.complete_recording(recording_sid, duration=20, size=audio_size)
     service.driver.stream_status(stream_status_payload(call_sid, "stream-stopped"))
