@@ -15,6 +15,7 @@ import random
 from datetime import timedelta
 from typing import Protocol
 
+from application.polling import PollingLoop
 from application.ports import Clock
 from application.unit_of_work import OutboxMessage, UnitOfWorkFactory
 
@@ -27,7 +28,7 @@ class EventPublisher(Protocol):
         ...
 
 
-class OutboxRelay:
+class OutboxRelay(PollingLoop):
     def __init__(
         self,
         uow_factory: UnitOfWorkFactory,
@@ -109,31 +110,3 @@ class OutboxRelay:
         async with self.uow_factory() as uow:
             await uow.outbox.mark_published(message.id, self.clock.now())
             await uow.commit()
-
-    async def drain(self, max_wait_s: float = 10.0) -> None:
-        """Handle everything due now and wait for it (tests and shutdown)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_wait_s
-        while loop.time() < deadline:
-            started = await self.run_once()
-            if self._in_flight:
-                await asyncio.wait(list(self._in_flight.values()), timeout=deadline - loop.time())
-            elif not started:
-                return
-
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self._wake.clear()
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("outbox relay pass failed")
-            wake = asyncio.create_task(self._wake.wait())
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait(
-                {wake, stopping}, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            wake.cancel()
-            stopping.cancel()
-        if self._in_flight:
-            await asyncio.wait(list(self._in_flight.values()), timeout=30)

@@ -25,6 +25,7 @@ from datetime import timedelta
 
 from application.errors import ConcurrencyConflict
 from application.messagebus import MAX_CONFLICT_RETRIES
+from application.polling import PollingLoop
 from application.ports import WebhookMessage
 from application.services import Services
 from application.webhooks import message_body, webhook_ports
@@ -37,7 +38,7 @@ def random_jitter() -> float:
     return random.uniform(1 - JITTER, 1 + JITTER)
 
 
-class WebhookDeliveryScheduler:
+class WebhookDeliveryScheduler(PollingLoop):
     def __init__(
         self,
         services: Services,
@@ -196,31 +197,3 @@ class WebhookDeliveryScheduler:
         return None
 
     # --- loops ----------------------------------------------------------------------------------
-
-    async def drain(self, max_wait_s: float = 30.0) -> None:
-        """Make every try that is due now and wait for them (tests and shutdown)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_wait_s
-        while loop.time() < deadline:
-            started = await self.run_once()
-            if self._in_flight:
-                await asyncio.wait(list(self._in_flight.values()), timeout=deadline - loop.time())
-            elif not started:
-                return
-
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self._wake.clear()
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("webhook delivery pass failed")
-            wake = asyncio.create_task(self._wake.wait())
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait(
-                {wake, stopping}, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            wake.cancel()
-            stopping.cancel()
-        if self._in_flight:
-            await asyncio.wait(list(self._in_flight.values()), timeout=30)

@@ -7,7 +7,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dependency_injector import containers, providers
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,9 +16,7 @@ from adapters.clock import SystemClock
 from adapters.fernet_secret_box import FernetSecretBox
 from adapters.filesystem_store import FilesystemRecordingStore
 from adapters.inprocess_bus import InProcessEventPublisher
-from adapters.kafka import KafkaEventPublisher, KafkaOptions
 from adapters.retry import RetryPolicy
-from adapters.s3_store import S3RecordingStore
 from adapters.sqlalchemy.engine import create_engine
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from adapters.twilio_telephony import TwilioTelephony
@@ -30,6 +28,10 @@ from application.reconcile import RecordingReconciler
 from application.services import Services
 from application.webhook_delivery import WebhookDeliveryScheduler
 from entrypoints.config import Settings
+
+if TYPE_CHECKING:  # imported where used: the embedded default starts without aioboto3 or aiokafka
+    from adapters.kafka import KafkaEventPublisher, KafkaOptions
+    from adapters.s3_store import S3RecordingStore
 
 
 async def _engine(url: str) -> AsyncIterator[AsyncEngine]:
@@ -84,6 +86,8 @@ def _filesystem_store(settings: Settings, clock: Clock) -> FilesystemRecordingSt
 
 
 def _s3_store(settings: Settings) -> S3RecordingStore:
+    from adapters.s3_store import S3RecordingStore
+
     assert settings.s3_bucket is not None, "CALLREC_S3_BUCKET is required when CALLREC_STORAGE=s3"
     return S3RecordingStore(
         settings.s3_bucket,
@@ -103,10 +107,11 @@ def _s3_store(settings: Settings) -> S3RecordingStore:
 
 async def _open_store(store: Any) -> AsyncIterator[Any]:
     """The S3 store's client starts and stops with the app (the filesystem store needs neither)."""
-    if isinstance(store, S3RecordingStore):
+    closes = hasattr(store, "open") and hasattr(store, "aclose")
+    if closes:
         await store.open()
     yield store
-    if isinstance(store, S3RecordingStore):
+    if closes:
         await store.aclose()
 
 
@@ -115,6 +120,8 @@ def _reconciler(services: Services, settings: Settings) -> RecordingReconciler:
 
 
 def kafka_options(settings: Settings) -> KafkaOptions:
+    from adapters.kafka import KafkaOptions
+
     return KafkaOptions(
         bootstrap=settings.kafka_bootstrap,
         topic_prefix=settings.kafka_topic_prefix,
@@ -128,6 +135,12 @@ def kafka_options(settings: Settings) -> KafkaOptions:
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=min(3000, settings.kafka_session_timeout_ms // 3),
     )
+
+
+def _kafka_publisher(options: KafkaOptions) -> KafkaEventPublisher:
+    from adapters.kafka import KafkaEventPublisher
+
+    return KafkaEventPublisher(options)
 
 
 def _relay(uow_factory: UnitOfWorkFactory, publisher: Any, clock: Clock, settings: Settings) -> OutboxRelay:
@@ -195,7 +208,7 @@ class Container(containers.DeclarativeContainer):
     publisher = providers.Selector(
         settings.provided.bus,
         inprocess=providers.Singleton(InProcessEventPublisher, dispatcher),
-        kafka=providers.Singleton(KafkaEventPublisher, kafka_options),
+        kafka=providers.Singleton(_kafka_publisher, kafka_options),
     )
     relay = providers.Singleton(_relay, uow_factory, publisher, clock, settings)
     # The reconciliation sweep: ``run_forever(stop, settings.reconcile_interval_s)`` beside the workers.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -14,6 +15,7 @@ from adapters.kafka.dlq import list_dead_letters, replay_dead_letters
 from adapters.kafka.worker import KafkaWorker
 from entrypoints.config import Settings
 from entrypoints.container import Container, kafka_options
+from entrypoints.reconcile import start_periodic_sweep
 from entrypoints.webhooks import start_webhook_delivery
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,13 @@ async def run_worker(settings: Settings, consumers: Sequence[str] | None = None)
         )
         # Webhook deliveries are database rows: sending them here too is safe (each try is claimed).
         webhook_task = await start_webhook_delivery(container, stop)
+        sweep_task = await start_periodic_sweep(container, stop)  # every worker may run one: idempotent
         await worker.run(stop)
         stop.set()
+        if sweep_task is not None:
+            sweep_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweep_task
         await webhook_task
     finally:
         await container.shutdown_resources()  # type: ignore[misc]

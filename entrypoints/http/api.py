@@ -6,9 +6,6 @@ missing one, and no URL is minted and no storage touched for it.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
@@ -25,6 +22,7 @@ from application.unit_of_work import CallCursor
 from domain.model import DISCLOSURE_TEXT, CallKind
 from domain.model import Organization as OrganizationModel
 from entrypoints.http.auth import admin_guard, customer_guard, principal_of
+from entrypoints.http.cursors import decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND
 from entrypoints.http.schemas import (
@@ -44,20 +42,11 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def encode_cursor(cursor: CallCursor) -> str:
-    raw = json.dumps([cursor.started_at.isoformat(), cursor.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_keyset(cursor.started_at, cursor.id)
 
 
 def decode_cursor(value: str) -> CallCursor:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        started_at, call_id = json.loads(raw)
-        parsed = datetime.fromisoformat(started_at)
-        if parsed.tzinfo is None or not isinstance(call_id, str) or len(call_id) > 64:
-            raise ValueError
-        return CallCursor(parsed, call_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ValidationException("cursor: malformed cursor") from None
+    return CallCursor(*decode_keyset(value))
 
 
 def call_body(view: views.CallView, base_path: str = "/api/v1/calls") -> Call:

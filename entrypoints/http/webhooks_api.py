@@ -7,16 +7,12 @@ the answer to the request that made it.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
-from litestar.exceptions import ValidationException
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from application import commands, webhooks
@@ -24,6 +20,7 @@ from application.unit_of_work import DeliveryCursor
 from domain.webhooks import EndpointStatus
 from domain.webhooks import WebhookEndpoint as EndpointModel
 from entrypoints.http.auth import admin_guard, principal_of
+from entrypoints.http.cursors import decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND, error_spec
 from entrypoints.http.schemas import Strict
@@ -167,20 +164,11 @@ def delivery_body(view: webhooks.DeliveryView) -> WebhookDelivery:
 
 
 def encode_cursor(cursor: DeliveryCursor) -> str:
-    raw = json.dumps([cursor.created_at.isoformat(), cursor.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_keyset(cursor.created_at, cursor.id)
 
 
 def decode_cursor(value: str) -> DeliveryCursor:
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        created_at, delivery_id = json.loads(raw)
-        parsed = datetime.fromisoformat(created_at)
-        if parsed.tzinfo is None or not isinstance(delivery_id, str) or len(delivery_id) > 64:
-            raise ValueError
-        return DeliveryCursor(parsed, delivery_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise ValidationException("cursor: malformed cursor") from None
+    return DeliveryCursor(*decode_keyset(value))
 
 
 EndpointId = Annotated[str, PathParameter(max_length=64, description="The webhook endpoint's id")]
