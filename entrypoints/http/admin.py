@@ -74,7 +74,7 @@ class AdminApi(Controller):
         call_id: Annotated[str, PathParameter(max_length=64)],
         reason: Reason,
         services: ServicesDep,
-        download: bool = False,
+        download: Annotated[bool, QueryParameter(description="Serve the audio as an attachment")] = False,
     ) -> Response[Any]:
         """307 to the audio of any call. The reason is required and audited before the URL is issued."""
         url = await operations.recording_url(

@@ -13,11 +13,11 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from litestar import Controller, Request, Response, get, post
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotAuthorizedException
-from litestar.params import Body, QueryParameter
+from litestar.params import Body, PathParameter, QueryParameter
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.security.jwt import Token
 from litestar.template.config import TemplateConfig
@@ -33,6 +33,8 @@ from entrypoints.http.deps import Bus, ServicesDep
 COOKIE = "callrec_session"
 CUSTOMER = (CallKind.CUSTOMER,)
 PAGE_SIZE = 50
+CallId = Annotated[str, PathParameter(max_length=64)]
+Download = Annotated[bool, QueryParameter(description="Serve the audio as an attachment")]
 FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
 TEMPLATES = TemplateConfig(directory=Path(__file__).parent / "templates", engine=JinjaTemplateEngine)
@@ -147,7 +149,7 @@ class DashboardPages(Controller):
 
     @get("/calls/{call_id:str}")
     async def call_detail(
-        self, request: Request[Any, Any, State], call_id: str, services: ServicesDep
+        self, request: Request[Any, Any, State], call_id: CallId, services: ServicesDep
     ) -> Response[Any]:
         """The call detail panel: a player and a download link when the recording is available."""
         principal = await session_principal(request)
@@ -174,7 +176,11 @@ class DashboardPages(Controller):
 
     @get("/calls/{call_id:str}/audio")
     async def call_audio(
-        self, request: Request[Any, Any, State], call_id: str, services: ServicesDep, download: bool = False
+        self,
+        request: Request[Any, Any, State],
+        call_id: CallId,
+        services: ServicesDep,
+        download: Download = False,
     ) -> Response[Any]:
         """Redirect the player (or the download link) to a short-lived signed URL of the audio."""
         principal = await session_principal(request)
