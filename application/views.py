@@ -77,15 +77,25 @@ async def list_calls(
     return views, next_cursor
 
 
-async def get_call(
+async def _owned_call(
     svc: Services, *, org_id: str | None, call_id: str, kinds: tuple[CallKind, ...]
-) -> CallView:
-    """A call of this org (or of the platform's lines when ``org_id`` is None); another org's is NotFound."""
+) -> tuple[Call, Recording | None]:
+    """The call and its recording, if the call is this org's (or a platform line's when org_id is None).
+
+    Another org's call is NotFound, exactly like a missing one.
+    """
     async with svc.uow() as uow:
         call = await uow.calls.get(call_id)
         if call is None or call.org_id != org_id or call.kind not in kinds:
             raise NotFound("call not found")
-        recording = await uow.recordings.get_for_call(call.id)
+        return call, await uow.recordings.get_for_call(call.id)
+
+
+async def get_call(
+    svc: Services, *, org_id: str | None, call_id: str, kinds: tuple[CallKind, ...]
+) -> CallView:
+    """A call of this org (or of the platform's lines when ``org_id`` is None); another org's is NotFound."""
+    call, recording = await _owned_call(svc, org_id=org_id, call_id=call_id, kinds=kinds)
     return _view(svc, call, recording)
 
 
@@ -102,11 +112,7 @@ async def recording_url(
     svc: Services, *, org_id: str | None, call_id: str, kinds: tuple[CallKind, ...], download: bool
 ) -> str:
     """A short-lived signed URL of the archived audio. Checks ownership before touching storage."""
-    async with svc.uow() as uow:
-        call = await uow.calls.get(call_id)
-        if call is None or call.org_id != org_id or call.kind not in kinds:
-            raise NotFound("call not found")
-        recording = await uow.recordings.get_for_call(call.id)
+    call, recording = await _owned_call(svc, org_id=org_id, call_id=call_id, kinds=kinds)
     if recording is None or not recording.is_archived or recording.audio is None:
         raise NotFound("no recording available for this call")
     ttl = min(svc.settings.playback_url_ttl, svc.store.max_url_lifetime)

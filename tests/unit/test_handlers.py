@@ -65,26 +65,6 @@ def audio_of(size: int = 200 * 1024, seed: int = 7) -> bytes:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def telephony() -> FakeTelephony:
-    return FakeTelephony()
-
-
-@pytest.fixture
-def store(clock: FakeClock) -> InMemoryRecordingStore:
-    return InMemoryRecordingStore(clock=clock.now)
-
-
-@pytest.fixture
-def db() -> FakeDatabase:
-    return FakeDatabase()
-
-
-@pytest.fixture
 def svc(
     db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore, clock: FakeClock
 ) -> Services:
@@ -95,11 +75,6 @@ def svc(
         clock=clock,
         platform_lines={DISCOVERY_LINE: CallKind.DISCOVERY, SUPPORT_LINE: CallKind.SUPPORT},
     )
-
-
-@pytest.fixture
-def bus(svc: Services) -> MessageBus:
-    return MessageBus(svc)
 
 
 async def given_org(

@@ -39,35 +39,10 @@ def audio_of(size: int = 100 * 1024) -> bytes:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def telephony() -> FakeTelephony:
-    return FakeTelephony()
-
-
-@pytest.fixture
-def store(clock: FakeClock) -> InMemoryRecordingStore:
-    return InMemoryRecordingStore(clock=clock.now)
-
-
-@pytest.fixture
-def db() -> FakeDatabase:
-    return FakeDatabase()
-
-
-@pytest.fixture
 def svc(
     db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore, clock: FakeClock
 ) -> Services:
     return make_services(db=db, telephony=telephony, store=store, clock=clock)
-
-
-@pytest.fixture
-def bus(svc: Services) -> MessageBus:
-    return MessageBus(svc)
 
 
 @pytest.fixture

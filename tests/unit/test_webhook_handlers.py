@@ -52,26 +52,6 @@ HOOK = "https://hooks.example.com/callrec"
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def db() -> FakeDatabase:
-    return FakeDatabase()
-
-
-@pytest.fixture
-def telephony() -> FakeTelephony:
-    return FakeTelephony()
-
-
-@pytest.fixture
-def store(clock: FakeClock) -> InMemoryRecordingStore:
-    return InMemoryRecordingStore(clock=clock.now)
-
-
-@pytest.fixture
 def sender() -> RecordingWebhookSender:
     return RecordingWebhookSender()
 
@@ -103,11 +83,6 @@ def svc(
     sender: RecordingWebhookSender,
 ) -> Services:
     return services(db, telephony, store, clock, sender)
-
-
-@pytest.fixture
-def bus(svc: Services) -> MessageBus:
-    return MessageBus(svc)
 
 
 @pytest.fixture

@@ -1,0 +1,34 @@
+"""Fakes shared by the unit tier. Each test module builds its own ``svc`` from them (settings differ)."""
+
+from __future__ import annotations
+
+import pytest
+
+from application.messagebus import MessageBus
+from application.services import Services
+from tests.fakes import FakeClock, FakeDatabase, FakeTelephony, InMemoryRecordingStore
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def telephony() -> FakeTelephony:
+    return FakeTelephony()
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> InMemoryRecordingStore:
+    return InMemoryRecordingStore(clock=clock.now)
+
+
+@pytest.fixture
+def db() -> FakeDatabase:
+    return FakeDatabase()
+
+
+@pytest.fixture
+def bus(svc: Services) -> MessageBus:
+    return MessageBus(svc)
