@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import re
 import socket
 import ssl
@@ -41,6 +42,8 @@ from standardwebhooks import Webhook
 from application.errors import WebhookTargetRefused
 from application.ports import WebhookMessage
 from domain.webhooks import SendResult
+
+log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -196,6 +199,8 @@ class WebhookTargetPolicy:
             raise WebhookTargetRefused("url: must not carry credentials")
         if url.fragment:
             raise WebhookTargetRefused("url: must not have a fragment")
+        if url.port is not None and not 1 <= url.port <= 65535:
+            raise WebhookTargetRefused("url: the port must be from 1 to 65535")
         return url
 
     async def resolve(self, raw: str) -> Target:
@@ -219,13 +224,17 @@ class WebhookTargetPolicy:
             if not addresses:
                 raise WebhookTargetRefused(f"url: {host} does not resolve")
         for address in addresses:
-            if address.is_unspecified or address.is_multicast:
-                raise WebhookTargetRefused(f"url: {host} resolves to {address}, which cannot be reached")
-            if not self.allow_private_networks:
+            reason = "it cannot be reached" if address.is_unspecified or address.is_multicast else None
+            if reason is None and not self.allow_private_networks:
                 reason = non_public_reason(address)
-                if reason is not None:
-                    shown = host if literal is None else raw
-                    raise WebhookTargetRefused(f"url: {shown} is not a public internet address: {reason}")
+            if reason is None:
+                continue
+            if literal is not None:
+                raise WebhookTargetRefused(f"url: {host} is not a public internet address: {reason}")
+            # What a name resolves to stays in our log: telling the caller would let an org admin map
+            # the internal names this service can resolve.
+            log.info("webhook url refused: %s resolves to %s (%s)", host, address, reason)
+            raise WebhookTargetRefused(f"url: {host} does not resolve to a public internet address")
         return Target(url=url, host=host, port=port, addresses=tuple(addresses), literal=literal is not None)
 
 

@@ -23,7 +23,16 @@ from application.errors import (
 )
 from application.services import Services
 from domain import events
-from domain.model import Call, CallStatus, Organization, Recording, RecordingStatus
+from domain.model import (
+    Call,
+    CallStatus,
+    Organization,
+    Recording,
+    RecordingStatus,
+    identifier,
+    is_identifier,
+    unique_numbers,
+)
 
 # --- results returned to the edge ---------------------------------------------------------------
 
@@ -41,23 +50,29 @@ class CallDecision:
 
 
 async def upsert_organization(cmd: commands.UpsertOrganization, svc: Services) -> Organization:
-    """Create or update an org. A number another org already owns is refused; new orgs record nothing."""
+    """Create or update an org. A number another org already owns is refused; new orgs record nothing.
+
+    The id and the numbers are checked against their grammar first, so every later check sees exactly
+    the values that will be stored.
+    """
     now = svc.clock.now()
+    org_id = identifier(cmd.org_id, "organization id")
+    numbers = unique_numbers(cmd.phone_numbers)
     async with svc.uow() as uow:
-        for number in cmd.phone_numbers:
+        for number in numbers:
             owner = await uow.organizations.get_by_phone_number(number)
-            if owner is not None and owner.id != cmd.org_id:
+            if owner is not None and owner.id != org_id:
                 raise PhoneNumberTaken(f"{number} already belongs to another organization")
             if number in svc.settings.platform_lines:
                 raise PhoneNumberTaken(f"{number} is one of the platform's own lines")
-        org = await uow.organizations.get(cmd.org_id)
+        org = await uow.organizations.get(org_id)
         if org is None:
             org = Organization.create(
-                id=cmd.org_id, name=cmd.name, phone_numbers=cmd.phone_numbers, greeting=cmd.greeting, now=now
+                id=org_id, name=cmd.name, phone_numbers=numbers, greeting=cmd.greeting, now=now
             )
             uow.organizations.add(org)
         else:
-            org.update_profile(name=cmd.name, phone_numbers=cmd.phone_numbers, greeting=cmd.greeting, now=now)
+            org.update_profile(name=cmd.name, phone_numbers=numbers, greeting=cmd.greeting, now=now)
         await uow.commit()
         return org
 
@@ -242,13 +257,22 @@ async def discard_unconsented_recording(event: events.UnconsentedRecordingFound,
 
 
 def storage_key(recording: Recording) -> str:
-    """Customer audio lives under its org; the platform's own lines under a prefix of their own."""
+    """Customer audio lives under its org; the platform's own lines under a prefix of their own.
+
+    Every segment is in the identifier grammar, which every store accepts. An id from before the
+    grammar was enforced is written as ``_`` and its UTF-8 in hex (no valid id starts with ``_``, so
+    the two never meet), rather than leaving its audio at Twilio for ever.
+    """
     day = recording.call_started_at.strftime("%Y/%m/%d")
     if recording.org_id is None:
         prefix = f"platform/{recording.kind.value}"
     else:
-        prefix = f"orgs/{recording.org_id}"
-    return f"{prefix}/{day}/{recording.call_id}/{recording.id}.mp3"
+        prefix = f"orgs/{key_segment(recording.org_id)}"
+    return f"{prefix}/{day}/{key_segment(recording.call_id)}/{key_segment(recording.id)}.mp3"
+
+
+def key_segment(value: str) -> str:
+    return value if is_identifier(value) else "_" + value.encode().hex()
 
 
 async def _measure_source(svc: Services, recording: Recording) -> tuple[int, str]:
@@ -297,7 +321,9 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
             measured(),
             content_type=content_type,
             metadata={
-                "org-id": recording.org_id or f"platform-{recording.kind.value}",
+                "org-id": key_segment(recording.org_id)
+                if recording.org_id
+                else f"platform-{recording.kind.value}",
                 "call-id": recording.call_id,
                 "recording-id": recording.id,
                 "recording-sid": recording.recording_sid,

@@ -3,7 +3,10 @@
 The publisher is a port: in-process it dispatches straight to the event handlers; with Kafka it
 produces to the topics. A message is marked published only after the publisher succeeded, so a
 crash in between means it is published again (consumers deduplicate on the event id). A failing
-message is deferred with exponential backoff and jitter and does not hold up the others.
+message is deferred with exponential backoff and jitter and does not hold up the others. With
+``max_attempts`` (the in-process bus, where a failure is a handler's, not a broker's) a message that
+fails that many times is dead-lettered: it stays in the outbox, listed by ``callrec dlq list`` and
+handed back by ``callrec dlq replay``, instead of being retried forever unseen.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class OutboxRelay(PollingLoop):
         poll_interval: float = 1.0,
         relay_id: str | None = None,
         lease: timedelta = timedelta(seconds=30),
+        max_attempts: int | None = None,
     ) -> None:
         """``relay_id`` makes this relay lease what it publishes, so several relays can share the
         outbox (each lease must outlast one publish); without it the relay assumes it is alone."""
@@ -54,6 +58,7 @@ class OutboxRelay(PollingLoop):
         self.poll_interval = poll_interval
         self.relay_id = relay_id
         self.lease = lease
+        self.max_attempts = max_attempts
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: dict[str, asyncio.Task[None]] = {}  # aggregate id → its message being handled
         self._wake = asyncio.Event()
@@ -98,13 +103,25 @@ class OutboxRelay(PollingLoop):
         try:
             await self.publisher.publish(message)
         except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            attempts = message.attempts + 1
+            if self.max_attempts is not None and attempts >= self.max_attempts:
+                log.error(
+                    "event %s %s failed %d times and is dead-lettered (callrec dlq list): %s",
+                    message.type,
+                    message.id,
+                    attempts,
+                    error,
+                )
+                async with self.uow_factory() as uow:
+                    await uow.outbox.dead_letter(message.id, now=self.clock.now(), error=error)
+                    await uow.commit()
+                return
             delay = min(self.retry_cap, self.retry_base * (2 ** min(message.attempts, 20)))
             delay = delay * random.uniform(0.5, 1.0)
-            log.warning("event %s %s failed, retry in %s: %s", message.type, message.id, delay, exc)
+            log.warning("event %s %s failed, retry in %s: %s", message.type, message.id, delay, error)
             async with self.uow_factory() as uow:
-                await uow.outbox.defer(
-                    message.id, next_attempt_at=self.clock.now() + delay, error=str(exc)[:2000]
-                )
+                await uow.outbox.defer(message.id, next_attempt_at=self.clock.now() + delay, error=error)
                 await uow.commit()
             return
         async with self.uow_factory() as uow:

@@ -114,6 +114,13 @@ class Outbox(Protocol):
 
     async def defer(self, message_id: str, *, next_attempt_at: datetime, error: str) -> None: ...
 
+    async def dead_letter(self, message_id: str, *, now: datetime, error: str) -> None:
+        """Stop retrying a message that kept failing: it waits, listed, for ``callrec dlq replay``.
+
+        A dead message no longer holds up its aggregate's later messages.
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class DeliveryCursor:

@@ -8,13 +8,14 @@ outbox in the same transaction as the change.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from domain import events
-from domain.errors import InvalidTransition
+from domain.errors import InvalidTransition, InvalidValue
 from domain.events import Event, RecordingEvent
 
 # The platform's caller disclosure. One wording for every org; changing it means a new version, so
@@ -25,14 +26,49 @@ DISCLOSURE_TEXT = "This call may be recorded for quality, training and dispute r
 PLATFORM_GREETING = "Thanks for calling Allison Voice. How can I help you today?"
 
 
+# One grammar for every identifier a client names or is given (org ids; the UUIDs of calls,
+# recordings and webhook endpoints fit it too): a URL path segment and a storage-key segment as it is,
+# on every store. The edge refuses anything else; the domain checks again with ``fullmatch``.
+IDENTIFIER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}"
+# A phone number in E.164: "+", a digit 1-9, then 6 to 14 digits. No spaces, no trailing newline.
+E164_PATTERN = r"\+[1-9][0-9]{6,14}"
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+_E164 = re.compile(E164_PATTERN)
+
+
 def new_id() -> str:
     """An unguessable identifier (122 random bits)."""
     return str(uuid.uuid4())
 
 
+def is_identifier(value: str) -> bool:
+    return _IDENTIFIER.fullmatch(value) is not None
+
+
+def identifier(value: str, what: str = "id") -> str:
+    """``value`` if it is in the identifier grammar; ``InvalidValue`` otherwise."""
+    if not is_identifier(value):
+        raise InvalidValue(f"{what} must match {IDENTIFIER_PATTERN}")
+    return value
+
+
+def phone_number(value: str) -> str:
+    """``value`` if it is an E.164 number; ``InvalidValue`` otherwise (nothing is stripped or guessed)."""
+    if _E164.fullmatch(value) is None:
+        raise InvalidValue(f"{value[:32]!r} is not an E.164 phone number (+ and 7 to 15 digits)")
+    return value
+
+
 def unique_numbers(numbers: list[str]) -> list[str]:
-    """The numbers in their given order, each once."""
-    return list(dict.fromkeys(n.strip() for n in numbers))
+    """The numbers, each checked to be E.164, in their given order, each once."""
+    return list(dict.fromkeys(phone_number(n) for n in numbers))
+
+
+def duration(value: int | None, what: str = "duration") -> int | None:
+    """A duration in whole seconds, which cannot be negative."""
+    if value is not None and value < 0:
+        raise InvalidValue(f"{what} cannot be negative")
+    return value
 
 
 def greeting_with_disclosure(greeting: str, recorded: bool) -> str:
@@ -82,6 +118,7 @@ class Organization:
         cls, *, id: str, name: str, phone_numbers: list[str], greeting: str, now: datetime
     ) -> Organization:
         """A new organization records nothing: its recording toggle starts off."""
+        identifier(id, "organization id")
         phone_numbers = unique_numbers(phone_numbers)
         org = cls(id=id, name=name, phone_numbers=phone_numbers, greeting=greeting, created_at=now)
         org.events.append(
@@ -289,6 +326,7 @@ class Call:
             return
         if status not in ENDED_STATUSES:
             raise InvalidTransition(f"{status} does not end a call")
+        duration(duration_s, "call duration")
         self.status = status
         self.ended_at = now
         self.duration_s = duration_s
@@ -527,6 +565,7 @@ class Recording:
         error_code: str | None = None,
     ) -> None:
         """Apply a Twilio status callback. Duplicates and late, out-of-order callbacks change nothing."""
+        duration(duration_s, "recording duration")
         if recording_sid and self.recording_sid and recording_sid != self.recording_sid:
             raise InvalidTransition("callback names another recording of this call")
         self._attach_sid(recording_sid, now)

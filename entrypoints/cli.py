@@ -63,9 +63,22 @@ def _worker(args: argparse.Namespace) -> int:
 def _dlq(args: argparse.Namespace) -> int:
     import asyncio
 
+    settings = Settings.from_env()
+    if settings.bus == "inprocess":
+        from entrypoints.outbox_dlq import outbox_dlq_list, outbox_dlq_replay
+
+        if args.dlq_command == "list":
+            return asyncio.run(outbox_dlq_list(settings, as_json=args.json))
+        if args.consumer:
+            print(
+                "--consumer is for the Kafka dead-letter topic; in-process a replay re-runs only the "
+                "consumers that have not handled the event",
+                file=sys.stderr,
+            )
+            return 2
+        return asyncio.run(outbox_dlq_replay(settings, event_ids=args.event_id))
     from entrypoints.worker import dlq_list, dlq_replay
 
-    settings = Settings.from_env()
     if args.dlq_command == "list":
         return asyncio.run(dlq_list(settings, as_json=args.json, pending_only=args.pending))
     return asyncio.run(dlq_replay(settings, event_ids=args.event_id, consumer=args.consumer))
@@ -102,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         "--consumer", action="append", help="run only this consumer (repeatable; default: all)"
     )
     worker.set_defaults(func=_worker)
-    dlq = sub.add_parser("dlq", help="the dead-letter topic callrec.dlq.v1")
+    dlq = sub.add_parser(
+        "dlq", help="dead letters: the outbox's (in-process bus) or the topic callrec.dlq.v1 (Kafka)"
+    )
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_sub.add_parser("list", help="show the dead letters")
     dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -141,6 +141,7 @@ class Settings:
     playback_url_ttl: timedelta = timedelta(minutes=15)
     max_body_bytes: int = 1024 * 1024
     relay_retry_base_s: float = 1.0
+    outbox_max_attempts: int = 10
     # Kafka bus (CALLREC_BUS=kafka); see docs/events.md.
     kafka_topic_prefix: str = ""
     kafka_group_prefix: str = "callrec."
@@ -210,6 +211,7 @@ class Settings:
             playback_url_ttl=timedelta(seconds=float(env.get("CALLREC_PLAYBACK_URL_TTL_S", "900"))),
             max_body_bytes=int(env.get("CALLREC_MAX_BODY_BYTES", str(1024 * 1024))),
             relay_retry_base_s=float(env.get("CALLREC_RELAY_RETRY_BASE_S", "1.0")),
+            outbox_max_attempts=int(env.get("CALLREC_OUTBOX_MAX_ATTEMPTS", "10")),
             kafka_topic_prefix=env.get("CALLREC_KAFKA_TOPIC_PREFIX", ""),
             kafka_group_prefix=env.get("CALLREC_KAFKA_GROUP_PREFIX", "callrec."),
             kafka_partitions=int(env.get("CALLREC_KAFKA_PARTITIONS", "6")),

@@ -146,7 +146,10 @@ def _kafka_publisher(options: KafkaOptions) -> KafkaEventPublisher:
 def _relay(uow_factory: UnitOfWorkFactory, publisher: Any, clock: Clock, settings: Settings) -> OutboxRelay:
     retry_base = timedelta(seconds=settings.relay_retry_base_s)
     if settings.bus != "kafka":
-        return OutboxRelay(uow_factory, publisher, clock, retry_base=retry_base)
+        # In-process a failure is a handler's: after a bounded number of attempts it is dead-lettered.
+        return OutboxRelay(
+            uow_factory, publisher, clock, retry_base=retry_base, max_attempts=settings.outbox_max_attempts
+        )
     # Several API processes may each run a relay: they lease what they publish. While Kafka is down
     # events are retried at most every 30 s, so they go out soon after it is back.
     return OutboxRelay(

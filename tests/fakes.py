@@ -84,6 +84,7 @@ class OutboxRow:
     next_attempt_at: datetime
     published_at: datetime | None = None
     last_error: str | None = None
+    dead_at: datetime | None = None
     claimed_by: str | None = None  # a relay's lease, as the columns of that name
     claimed_until: datetime | None = None
 
@@ -319,7 +320,10 @@ class FakeOutbox:
 
     async def due(self, *, now: datetime, limit: int, exclude_aggregates: set[str]) -> list[OutboxMessage]:
         """Unpublished messages whose next attempt is due, oldest first, one aggregate's in order."""
-        rows = sorted((r for r in self._db.outbox if r.published_at is None), key=lambda r: r.message.seq)
+        rows = sorted(
+            (r for r in self._db.outbox if r.published_at is None and r.dead_at is None),
+            key=lambda r: r.message.seq,
+        )
         waiting: set[str] = set()
         due: list[OutboxMessage] = []
         for row in rows:
@@ -341,6 +345,16 @@ class FakeOutbox:
         def write() -> None:
             row = self._row(message_id)
             row.next_attempt_at = next_attempt_at
+            row.last_error = error
+            row.message = dataclasses.replace(row.message, attempts=row.message.attempts + 1)
+            row.claimed_by = row.claimed_until = None
+
+        self.pending_writes.append(write)
+
+    async def dead_letter(self, message_id: str, *, now: datetime, error: str) -> None:
+        def write() -> None:
+            row = self._row(message_id)
+            row.dead_at = now
             row.last_error = error
             row.message = dataclasses.replace(row.message, attempts=row.message.attempts + 1)
             row.claimed_by = row.claimed_until = None

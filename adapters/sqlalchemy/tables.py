@@ -154,6 +154,8 @@ outbox = Table(
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("last_error", Text),
+    # Set when the in-process relay gave up after CALLREC_OUTBOX_MAX_ATTEMPTS (migration 0011).
+    Column("dead_at", UTCDateTime),
     # A relay's lease on a message it is publishing (several relays on PostgreSQL, issue 4).
     Column("claimed_by", String(64)),
     Column("claimed_until", UTCDateTime),

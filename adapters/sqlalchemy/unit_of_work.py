@@ -9,7 +9,7 @@ are inserted. The aggregates' events go into the ``outbox`` table in the same tr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -465,7 +465,7 @@ class SqlAlchemyOutbox:
     @staticmethod
     def _due_query(now: datetime, exclude_aggregates: set[str]) -> Any:
         o = t.outbox.c
-        stmt = select(t.outbox).where(o.published_at.is_(None), o.next_attempt_at <= now)
+        stmt = select(t.outbox).where(o.published_at.is_(None), o.dead_at.is_(None), o.next_attempt_at <= now)
         if exclude_aggregates:
             stmt = stmt.where(o.aggregate_id.not_in(exclude_aggregates))
         # An aggregate's later event waits while an earlier one is still unpublished (kept in order).
@@ -475,6 +475,7 @@ class SqlAlchemyOutbox:
             .where(
                 earlier.c.aggregate_id == o.aggregate_id,
                 earlier.c.published_at.is_(None),
+                earlier.c.dead_at.is_(None),
                 earlier.c.seq < o.seq,
             )
             .exists()
@@ -544,11 +545,60 @@ class SqlAlchemyOutbox:
             )
         )
 
+    async def dead_letter(self, message_id: str, *, now: datetime, error: str) -> None:
+        await self.conn.execute(
+            update(t.outbox)
+            .where(t.outbox.c.id == message_id)
+            .values(
+                dead_at=now,
+                last_error=error,
+                attempts=t.outbox.c.attempts + 1,
+                claimed_by=None,
+                claimed_until=None,
+            )
+        )
+
+    async def dead_letters(self) -> list[DeadOutboxMessage]:
+        """The messages the relay gave up on, oldest first (``callrec dlq list``)."""
+        o = t.outbox.c
+        result = await self.conn.execute(select(t.outbox).where(o.dead_at.is_not(None)).order_by(o.seq))
+        rows = list(result)
+        messages = self._messages(rows)
+        return [
+            DeadOutboxMessage(
+                message, dead_at=row._mapping["dead_at"], error=row._mapping["last_error"] or ""
+            )
+            for message, row in zip(messages, rows, strict=True)
+        ]
+
+    async def revive(self, message_ids: Sequence[str], *, now: datetime) -> list[str]:
+        """Hand dead messages (all of them when ``message_ids`` is empty) back to the relay, due now,
+        with a fresh count of attempts; returns the ids revived."""
+        o = t.outbox.c
+        stmt = select(o.id).where(o.dead_at.is_not(None))
+        if message_ids:
+            stmt = stmt.where(o.id.in_(list(message_ids)))
+        ids = [row[0] for row in await self.conn.execute(stmt.order_by(o.seq))]
+        if ids:
+            await self.conn.execute(
+                update(t.outbox).where(o.id.in_(ids)).values(dead_at=None, attempts=0, next_attempt_at=now)
+            )
+        return ids
+
     async def pending_count(self) -> int:
         result = await self.conn.execute(
             select(func.count()).select_from(t.outbox).where(t.outbox.c.published_at.is_(None))
         )
         return int(result.scalar_one())
+
+
+@dataclass(frozen=True)
+class DeadOutboxMessage:
+    """A message the in-process relay gave up on, with when and the last error."""
+
+    message: OutboxMessage
+    dead_at: datetime
+    error: str
 
 
 class SqlAlchemyAuditLog:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import PathParameter, QueryParameter
+from litestar.params import QueryParameter
 from litestar.response import Redirect
 
 from application import operations
@@ -16,7 +16,7 @@ from entrypoints.http.api import Cursor, Limit, call_body, decode_cursor, encode
 from entrypoints.http.auth import ops_admin_guard, principal_of
 from entrypoints.http.deps import ServicesDep
 from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, NOT_FOUND, error_spec
-from entrypoints.http.schemas import CallList
+from entrypoints.http.schemas import CallList, IdPath, IdQuery
 
 AUDIT_DOWN = {503: error_spec("The audit log cannot be written, so the access is refused")}
 Reason = Annotated[str, QueryParameter(min_length=3, max_length=500, description="Why you need this access")]
@@ -39,7 +39,7 @@ class AdminApi(Controller):
         request: Request[Any, Any, State],
         services: ServicesDep,
         kind: Annotated[Literal["customer", "discovery", "support"], QueryParameter()] = "customer",
-        org_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        org_id: IdQuery = None,
         limit: Limit = 50,
         cursor: Cursor = None,
         reason: OptionalReason = None,
@@ -71,7 +71,7 @@ class AdminApi(Controller):
     async def get_recording(
         self,
         request: Request[Any, Any, State],
-        call_id: Annotated[str, PathParameter(max_length=64)],
+        call_id: IdPath,
         reason: Reason,
         services: ServicesDep,
         download: Annotated[bool, QueryParameter(description="Serve the audio as an attachment")] = False,

@@ -13,7 +13,7 @@ from litestar import Controller, Request, Response, get, put
 from litestar.datastructures import State
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 from litestar.response import Redirect
 
 from application import commands, views
@@ -28,6 +28,7 @@ from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_F
 from entrypoints.http.schemas import (
     Call,
     CallList,
+    IdPath,
     Recording,
     RecordingSetting,
     RecordingSettingUpdate,
@@ -78,7 +79,7 @@ def _setting(org: OrganizationModel) -> RecordingSetting:
     return RecordingSetting(enabled=org.recording_enabled, disclosure=DISCLOSURE_TEXT)
 
 
-CallId = Annotated[str, PathParameter(max_length=64, description="The call's id")]
+CallId = IdPath
 RecordingFilter = Literal["available", "processing", "not_recorded", "failed"]
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")]
 Cursor = Annotated[

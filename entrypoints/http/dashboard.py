@@ -2,21 +2,22 @@
 
 Pages take the same JWT as the API, from the HttpOnly, SameSite=Strict cookie ``callrec_session`` that
 ``POST /dashboard/session`` sets. Without a valid session a page redirects to the sign-in notice.
-The settings form also checks that the request's Origin is this service: the cookie is SameSite=Strict
-already, the Origin check is a second lock.
+Every form (sign-in, sign-out, settings) also checks that the request's Origin is this service, before
+its body is read: the cookie is SameSite=Strict already, the Origin check is a second lock and stops a
+cross-site form from signing a browser in as someone else (login CSRF).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.enums import RequestEncodingType
 from litestar.exceptions import NotAuthorizedException
-from litestar.params import Body, PathParameter, QueryParameter
+from litestar.params import QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.security.jwt import Token
@@ -29,13 +30,14 @@ from entrypoints.config import Settings
 from entrypoints.http.api import decode_cursor, encode_cursor
 from entrypoints.http.auth import CUSTOMER_ROLES, Principal, retrieve_principal
 from entrypoints.http.deps import Bus, ServicesDep
+from entrypoints.http.forms import FORM_MAX_BYTES, read_form
+from entrypoints.http.schemas import IdPath
 
 COOKIE = "callrec_session"
 CUSTOMER = (CallKind.CUSTOMER,)
 PAGE_SIZE = 50
-CallId = Annotated[str, PathParameter(max_length=64)]
+CallId = IdPath
 Download = Annotated[bool, QueryParameter(description="Serve the audio as an attachment")]
-FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 
 TEMPLATES = TemplateConfig(directory=Path(__file__).parent / "templates", engine=JinjaTemplateEngine)
 PAGE_HEADERS = {
@@ -88,6 +90,7 @@ def _same_origin(request: Request[Any, Any, State]) -> bool:
 class DashboardPages(Controller):
     path = "/dashboard"
     include_in_schema = False
+    request_max_body_size = FORM_MAX_BYTES
 
     @get("/")
     async def home(self) -> Response[Any]:
@@ -99,14 +102,17 @@ class DashboardPages(Controller):
         return page("sign_in.html", 401, title="Sign in", message="Your session has ended or never started.")
 
     @post("/session", status_code=303)
-    async def start_session(self, request: Request[Any, Any, State], data: FormData) -> Response[Any]:
-        """Exchange a dashboard JWT for the session cookie."""
+    async def start_session(self, request: Request[Any, Any, State]) -> Response[Any]:
+        """Exchange a dashboard JWT for the session cookie (same origin only: no login CSRF)."""
+        if not _same_origin(request):
+            return page("message.html", 403, title="Forbidden", message="Not allowed.")
         settings: Settings = request.app.state.settings
-        token = data.get("token", "").strip()
+        token = (await read_form(request)).get("token", "").strip()
         principal = await principal_from_token(request, token) if token else None
         if principal is None:
             return page("sign_in.html", 401, title="Sign in", message="That token is not valid.")
         expires = Token.decode(token, settings.jwt_secret, "HS256").exp
+        lifetime = max(0, int((expires - datetime.now(UTC)).total_seconds()))
         response: Response[Any] = Redirect("/dashboard/calls", status_code=303)
         response.set_cookie(
             COOKIE,
@@ -115,8 +121,17 @@ class DashboardPages(Controller):
             samesite="strict",
             secure=settings.public_url.startswith("https://"),
             path="/dashboard",
-            expires=int(expires.timestamp()),
+            max_age=lifetime,  # the session ends when its token does
         )
+        return response
+
+    @post("/sign-out", status_code=303)
+    async def end_session(self, request: Request[Any, Any, State]) -> Response[Any]:
+        """Forget the session cookie (same origin only)."""
+        if not _same_origin(request):
+            return page("message.html", 403, title="Forbidden", message="Not allowed.")
+        response: Response[Any] = Redirect("/dashboard/sign-in", status_code=303)
+        response.delete_cookie(COOKIE, path="/dashboard")
         return response
 
     @get("/calls")
@@ -212,16 +227,13 @@ class DashboardPages(Controller):
         )
 
     @post("/settings", status_code=303)
-    async def change_settings(
-        self, request: Request[Any, Any, State], bus: Bus, data: FormData
-    ) -> Response[Any]:
+    async def change_settings(self, request: Request[Any, Any, State], bus: Bus) -> Response[Any]:
         """Flip the toggle from the settings page (admins, same origin only)."""
         principal = await session_principal(request)
         if principal is None:
             return _sign_in()
         if principal.role != "admin" or not _same_origin(request):
             return page("message.html", 403, title="Forbidden", principal=principal, message="Not allowed.")
-        await bus.handle(
-            commands.SetCallRecording(principal.org_id, data.get("enabled") == "true", principal.sub)
-        )
+        enabled = (await read_form(request)).get("enabled") == "true"
+        await bus.handle(commands.SetCallRecording(principal.org_id, enabled, principal.sub))
         return Redirect("/dashboard/settings", status_code=303)

@@ -12,7 +12,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from application.errors import ApplicationError, ConcurrencyConflict, NotFound, PhoneNumberTaken
 from application.operations import AuditUnavailable
-from domain.errors import DomainError
+from domain.errors import DomainError, InvalidValue
 from entrypoints.http.schemas import ErrorBody
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,16 @@ def application_error_handler(_: Request[Any, Any, Any], exc: ApplicationError) 
 
 
 def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    if isinstance(exc, InvalidValue):
+        return error_response(400, "invalid_request", str(exc))
     return error_response(409, "invalid_state", str(exc))
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, RecursionError) and "deserializing" in str(exc):
+        # msgspec gives up on JSON nested deeper than the interpreter's recursion limit with a
+        # RecursionError, which Litestar does not turn into a 400 as it does other decode errors.
+        return error_response(400, "invalid_request", "the JSON body is nested too deeply")
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
 

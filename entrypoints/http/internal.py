@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import Controller, post, put
-from litestar.params import JSONBody, PathParameter
+from litestar.params import JSONBody
 
 from application import commands
 from domain.model import Organization as OrganizationModel
 from entrypoints.http.auth import service_guard
 from entrypoints.http.deps import Bus
 from entrypoints.http.errors import BODY_ERRORS, CONFLICT, NOT_FOUND, error_spec
-from entrypoints.http.schemas import Organization, OrganizationUpsert, ScorabilityVerdict, TransferUpdate
+from entrypoints.http.schemas import (
+    IdPath,
+    Organization,
+    OrganizationUpsert,
+    ScorabilityVerdict,
+    TransferUpdate,
+)
 
 SERVICE_ERRORS = {401: error_spec("Missing or wrong service token")}
-IdParam = Annotated[str, PathParameter(max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+IdParam = IdPath
 
 
 class InternalApi(Controller):

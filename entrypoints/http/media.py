@@ -68,23 +68,34 @@ def parse_byte_range(header: str, size: int) -> tuple[int, int] | None:
     match = _SINGLE_RANGE.fullmatch(header.strip())
     if match is None:
         return None
-    first, last = match.groups()
-    if not first:
-        if not last:
+    first, last = (_position(group) for group in match.groups())
+    if first is None:
+        if last is None:
             return None
-        suffix = int(last)
-        if suffix == 0:
+        if last == 0:
             raise RangeNotSatisfiable(size)
         if size == 0:
             return None
-        return max(0, size - suffix), size
-    start = int(first)
-    if last and int(last) < start:
+        return max(0, size - last), size
+    if last is not None and last < first:
         return None
-    if start >= size:
+    if first >= size:
         raise RangeNotSatisfiable(size)
-    end = int(last) if last else size - 1
-    return start, min(end, size - 1) + 1
+    end = last if last is not None else size - 1
+    return first, min(end, size - 1) + 1
+
+
+# Byte positions past this are all "beyond any object" alike; it also keeps ``int()`` away from
+# numbers thousands of digits long (Python refuses to parse those).
+_MAX_POSITION = 10**18
+
+
+def _position(digits: str) -> int | None:
+    """A byte position from the header's digits: None when absent, capped at ``_MAX_POSITION``."""
+    if not digits:
+        return None
+    digits = digits.lstrip("0") or "0"
+    return _MAX_POSITION if len(digits) > 18 else int(digits)
 
 
 def content_disposition(download_filename: str | None) -> str:

@@ -5,8 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import msgspec
+from litestar.params import PathParameter, QueryParameter
 
-PhoneNumber = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9][0-9]{6,14}$", description="E.164 number")]
+from domain.model import E164_PATTERN, IDENTIFIER_PATTERN
+
+PhoneNumber = Annotated[str, msgspec.Meta(pattern=f"^{E164_PATTERN}$", description="E.164 number")]
+ID_PATTERN = f"^{IDENTIFIER_PATTERN}$"
+IdPath = Annotated[
+    str, PathParameter(pattern=ID_PATTERN, max_length=64, description="An id: letters, digits, _ and -")
+]
+IdQuery = Annotated[str | None, QueryParameter(pattern=ID_PATTERN, max_length=64)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 

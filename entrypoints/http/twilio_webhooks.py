@@ -7,11 +7,12 @@ query) of the request: behind a proxy the URL this process sees is not the one T
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
-from litestar.exceptions import PermissionDeniedException
+from litestar.exceptions import PermissionDeniedException, ValidationException
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
@@ -20,27 +21,30 @@ from application.errors import UnknownNumber
 from application.handlers import CallDecision
 from entrypoints.config import Settings
 from entrypoints.http.deps import Bus
+from entrypoints.http.forms import FORM_MAX_BYTES, read_form
 
 log = logging.getLogger(__name__)
 
 MAX_FIELD_LENGTH = 2048
+# X-Twilio-Signature: base64 of an HMAC (SHA-1 today: 28 characters).
+_SIGNATURE = re.compile(r"[A-Za-z0-9+/]{27,88}={0,2}")
 
 
 async def signed_form(request: Request[Any, Any, State]) -> dict[str, str]:
-    """The request's form fields, only if Twilio's signature over them is valid (403 otherwise)."""
+    """The request's form fields, only if Twilio's signature over them is valid (403 otherwise).
+
+    A request without a well-formed signature header is refused before its body is read.
+    """
     settings: Settings = request.app.state.settings
-    form = await request.form()
-    params: dict[str, str] = {}
-    for key, value in form.multi_items():
-        if not isinstance(value, str):
-            raise PermissionDeniedException("unexpected file upload")
-        params[key] = value
+    signature = request.headers.get("x-twilio-signature", "")
+    if not settings.twilio_auth_token or not _SIGNATURE.fullmatch(signature):
+        log.warning("refused a Twilio callback without a signature on %s", request.url.path)
+        raise PermissionDeniedException("invalid Twilio signature")
+    params = await read_form(request)
     url = settings.public_url + request.url.path
     if request.url.query:
         url += "?" + request.url.query
-    signature = request.headers.get("x-twilio-signature", "")
-    validator = RequestValidator(settings.twilio_auth_token)
-    if not settings.twilio_auth_token or not signature or not validator.validate(url, params, signature):
+    if not RequestValidator(settings.twilio_auth_token).validate(url, params, signature):
         log.warning("refused a Twilio callback with a bad signature on %s", request.url.path)
         raise PermissionDeniedException("invalid Twilio signature")
     for key in ("CallSid", "RecordingSid", "StreamSid"):
@@ -52,17 +56,26 @@ async def signed_form(request: Request[Any, Any, State]) -> dict[str, str]:
 def _required(params: dict[str, str], name: str) -> str:
     value = params.get(name, "").strip()
     if not value:
-        from litestar.exceptions import ValidationException
-
         raise ValidationException(f"missing form field {name}")
     return value
 
 
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except ValueError:
+# Twilio ends a call after 24 hours at most; a week leaves room and keeps every value a small integer.
+MAX_SECONDS = 7 * 24 * 3600
+_COUNT = re.compile(r"[0-9]{1,7}")
+
+
+def _count(params: dict[str, str], name: str, maximum: int = MAX_SECONDS) -> int | None:
+    """A whole, non-negative number of at most ``maximum`` (seconds, channels); None when absent.
+
+    ``-1`` is Twilio's "not known yet" (a recording still in progress has that duration), so None too.
+    """
+    value = params.get(name, "")
+    if value in ("", "-1"):
         return None
+    if not _COUNT.fullmatch(value) or int(value) > maximum:
+        raise ValidationException(f"form field {name} must be a whole number from 0 to {maximum}")
+    return int(value)
 
 
 def _twiml(body: str) -> Response[str]:
@@ -85,6 +98,7 @@ def connect_twiml(decision: CallDecision, settings: Settings) -> str:
 class TwilioWebhooks(Controller):
     path = "/twilio"
     include_in_schema = False
+    request_max_body_size = FORM_MAX_BYTES
 
     @post("/voice", status_code=200)
     async def voice(self, request: Request[Any, Any, State], bus: Bus) -> Response[str]:
@@ -130,8 +144,8 @@ class TwilioWebhooks(Controller):
                 recording_sid=_required(params, "RecordingSid"),
                 status=_required(params, "RecordingStatus"),
                 media_url=params.get("RecordingUrl") or None,
-                duration_s=_int(params.get("RecordingDuration")),
-                channels=_int(params.get("RecordingChannels")),
+                duration_s=_count(params, "RecordingDuration"),
+                channels=_count(params, "RecordingChannels", maximum=2),
                 error_code=None if error_code == "0" else error_code,
             )
         )
@@ -147,6 +161,6 @@ class TwilioWebhooks(Controller):
             commands.EndCall(
                 call_sid=_required(params, "CallSid"),
                 status=status,
-                duration_s=_int(params.get("CallDuration")),
+                duration_s=_count(params, "CallDuration"),
             )
         )

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
-from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
 from application import commands, webhooks
 from application.unit_of_work import DeliveryCursor
@@ -23,7 +23,7 @@ from entrypoints.http.auth import admin_guard, principal_of
 from entrypoints.http.cursors import decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND, error_spec
-from entrypoints.http.schemas import Strict
+from entrypoints.http.schemas import IdPath, Strict
 
 EventType = Literal["call.ended"]
 MAX_CURSOR_LENGTH = 512
@@ -171,8 +171,8 @@ def decode_cursor(value: str) -> DeliveryCursor:
     return DeliveryCursor(*decode_keyset(value))
 
 
-EndpointId = Annotated[str, PathParameter(max_length=64, description="The webhook endpoint's id")]
-DeliveryId = Annotated[str, PathParameter(max_length=64, description="The delivery's id")]
+EndpointId = IdPath
+DeliveryId = IdPath
 REFUSED_URL = {400: error_spec("Malformed request, or a URL that is not https or not a public address")}
 INVALID_STATE = {409: error_spec("The endpoint is disabled")}
 

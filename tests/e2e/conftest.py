@@ -98,7 +98,6 @@ def start_service(
         log_path=log_path,
         pid=proc.pid,
     )
-    service.ready_after_s = time.monotonic() - started  # type: ignore[attr-defined]
     return service
 
 

@@ -171,6 +171,26 @@ async def test_a_name_resolving_to_any_non_public_address_is_refused(answers: li
         await sender.check_target("https://hooks.example.com/hook")
 
 
+@pytest.mark.parametrize("answers", [["10.20.30.40"], [PUBLIC, "172.16.9.9"], ["fd00::2"], ["224.0.0.1"]])
+async def test_a_refusal_never_tells_the_caller_what_a_name_resolved_to(answers: list[str]) -> None:
+    sender = StandardWebhookSender(resolver=ScriptedResolver(answers))
+    with pytest.raises(WebhookTargetRefused) as refused:
+        await sender.check_target("https://intranet.example.com/hook")
+    message = str(refused.value)
+    assert "intranet.example.com" in message and "public internet address" in message
+    for address in answers:
+        assert address not in message
+    for word in ("private", "loopback", "link-local", "multicast", "reserved"):
+        assert word not in message
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999"])
+async def test_a_url_with_a_port_outside_1_to_65535_is_refused(port: str) -> None:
+    sender = StandardWebhookSender(resolver=ScriptedResolver([PUBLIC]))
+    with pytest.raises(WebhookTargetRefused, match="port"):
+        await sender.check_target(f"https://hooks.example.com:{port}/hook")
+
+
 async def test_a_rebinding_resolver_never_gets_us_to_loopback(canary: TcpCanary) -> None:
     url = f"https://rebind.example.com:{canary.port}/hook"
     resolver = ScriptedResolver([PUBLIC], ["127.0.0.1"])
