@@ -65,7 +65,11 @@ def _dlq(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     if settings.bus == "inprocess":
+        from adapters.sqlalchemy.engine import migrate
         from entrypoints.outbox_dlq import outbox_dlq_list, outbox_dlq_replay
+
+        if make_url(settings.database_url).get_backend_name() == "sqlite":
+            migrate(settings.database_url)
 
         if args.dlq_command == "list":
             return asyncio.run(outbox_dlq_list(settings, as_json=args.json))

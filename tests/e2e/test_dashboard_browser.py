@@ -149,7 +149,8 @@ def test_pages_without_a_session_and_foreign_calls_show_nothing(service: Running
         assert client.get("/dashboard/calls").status_code == 303
         assert client.get(f"/dashboard/calls/{call_id}/audio").status_code == 401
         token = service.dashboard("umbrella", "admin").headers["Authorization"].split(" ", 1)[1]
-        r = client.post("/dashboard/session", data={"token": token})
+        same_origin = {"Origin": service.base_url}
+        r = client.post("/dashboard/session", data={"token": token}, headers=same_origin)
         assert r.status_code == 303
         assert client.get(f"/dashboard/calls/{call_id}").status_code == 404
         foreign_audio = client.get(f"/dashboard/calls/{call_id}/audio")
@@ -158,5 +159,5 @@ def test_pages_without_a_session_and_foreign_calls_show_nothing(service: Running
             "/dashboard/settings", data={"enabled": "false"}, headers={"Origin": "https://evil.example"}
         )
         assert forged.status_code == 403
-        bad = client.post("/dashboard/session", data={"token": "not-a-token"})
+        bad = client.post("/dashboard/session", data={"token": "not-a-token"}, headers=same_origin)
         assert bad.status_code == 401

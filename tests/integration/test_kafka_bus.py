@@ -436,6 +436,7 @@ async def test_a_poison_message_goes_to_the_dlq_and_later_messages_on_its_partit
         **os.environ,
         "PYTHONPATH": str(PROJECT_ROOT),
         "CALLREC_VAR_DIR": str(tmp_path / "var"),
+        "CALLREC_BUS": "kafka",
         "CALLREC_KAFKA_BOOTSTRAP": options.bootstrap,
         "CALLREC_KAFKA_TOPIC_PREFIX": options.topic_prefix,
         "CALLREC_KAFKA_GROUP_PREFIX": options.group_prefix,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain import events
-from domain.errors import InvalidTransition
+from domain.errors import InvalidTransition, InvalidValue
 from domain.model import (
     DISCLOSURE_TEXT,
     DISCLOSURE_VERSION,
@@ -638,3 +638,33 @@ def test_any_order_of_recording_callbacks_ends_sane_and_completes_at_most_once(
     else:
         assert recording.status == RecordingStatus.REQUESTED
     assert recording.recording_sid == (RE if callbacks or started_first else None)
+
+
+# --- grammar of values (issue 9) -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("org_id", ["a:b", "..", ".", "a/b", "a\n", "_a", "-a", "a b", "x" * 65, ""])
+def test_an_org_id_outside_the_identifier_grammar_is_refused(org_id: str) -> None:
+    with pytest.raises(InvalidValue):
+        Organization.create(id=org_id, name="X", phone_numbers=[], greeting="", now=T0)
+
+
+@pytest.mark.parametrize("number", ["+15550001111\n", " +15550001111", "15550001111", "+0555000111", "+1555"])
+def test_a_number_that_is_not_exactly_e164_is_refused(number: str) -> None:
+    with pytest.raises(InvalidValue):
+        Organization.create(id="acme", name="X", phone_numbers=[number], greeting="", now=T0)
+    with pytest.raises(InvalidValue):
+        org().update_profile(name="X", phone_numbers=[number], greeting="", now=T0)
+
+
+def test_negative_durations_are_refused_and_change_nothing() -> None:
+    call = start_call(org(recording=True))
+    recording = call.answer(at(5))
+    assert recording is not None
+    with pytest.raises(InvalidValue):
+        call.end(status=CallStatus.COMPLETED, duration_s=-1, now=at(9))
+    assert not call.ended and call.duration_s is None
+    recording.started(recording_sid=RE, now=at(6))
+    with pytest.raises(InvalidValue):
+        recording.twilio_status(status="completed", recording_sid=RE, duration_s=-3, now=at(9))
+    assert recording.status == RecordingStatus.IN_PROGRESS and recording.duration_s is None
