@@ -86,8 +86,9 @@ calls = Table(
     Column("kind", String(16), nullable=False),
     Column("call_sid", String(64), nullable=False, unique=True),
     Column("account_sid", String(64), nullable=False),
-    Column("from_number", String(32), nullable=False),
-    Column("to_number", String(32), nullable=False),
+    # Caller addresses are E.164 numbers, "anonymous", or client:/sip: addresses (migration 0011).
+    Column("from_number", String(255), nullable=False),
+    Column("to_number", String(255), nullable=False),
     Column("status", String(16), nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("answered_at", UTCDateTime),

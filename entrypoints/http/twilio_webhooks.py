@@ -25,7 +25,19 @@ from entrypoints.http.forms import FORM_MAX_BYTES, read_form
 
 log = logging.getLogger(__name__)
 
-MAX_FIELD_LENGTH = 2048
+# What a signed callback's fields must look like before they go any further (and into columns of a
+# bounded width): Twilio's SIDs, phone numbers or SIP/client addresses, and numeric error codes.
+_SID = re.compile(r"[A-Za-z0-9]{2,64}")
+_ADDRESS = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
+_GRAMMAR = {
+    "CallSid": _SID,
+    "AccountSid": _SID,
+    "RecordingSid": _SID,
+    "StreamSid": _SID,
+    "From": _ADDRESS,
+    "To": _ADDRESS,
+    "ErrorCode": re.compile(r"[0-9]{1,10}"),
+}
 # X-Twilio-Signature: base64 of an HMAC (SHA-1 today: 28 characters).
 _SIGNATURE = re.compile(r"[A-Za-z0-9+/]{27,88}={0,2}")
 
@@ -47,9 +59,10 @@ async def signed_form(request: Request[Any, Any, State]) -> dict[str, str]:
     if not RequestValidator(settings.twilio_auth_token).validate(url, params, signature):
         log.warning("refused a Twilio callback with a bad signature on %s", request.url.path)
         raise PermissionDeniedException("invalid Twilio signature")
-    for key in ("CallSid", "RecordingSid", "StreamSid"):
-        if len(params.get(key, "")) > MAX_FIELD_LENGTH:
-            raise PermissionDeniedException(f"{key} too long")
+    for key, grammar in _GRAMMAR.items():
+        value = params.get(key, "")
+        if value and not grammar.fullmatch(value):
+            raise ValidationException(f"form field {key} is not a valid value")
     return params
 
 

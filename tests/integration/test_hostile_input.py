@@ -285,3 +285,20 @@ async def test_a_negative_recording_duration_is_refused_but_twilios_unknown_minu
         recording = await uow.recordings.get_for_call((await uow.calls.get_by_sid(call_sid)).id)  # type: ignore[union-attr]
     assert recording is not None and recording.status == RecordingStatus.IN_PROGRESS
     assert recording.duration_s is None
+
+
+async def test_a_sip_caller_is_answered_and_sids_outside_twilios_grammar_are_refused(
+    tmp_path: Path, database_url: str
+) -> None:
+    async with api_harness(tmp_path, database_url) as h:
+        await h.org(ACME, ACME_NUMBER)
+        driver = twilio(h)
+        sip = "sip:" + "long.caller.name" * 8 + "@pbx.example.com"  # wider than any E.164 number
+        call = {"CallSid": "CA" + "3" * 32, "AccountSid": "AC1", "From": sip, "To": ACME_NUMBER}
+        r = await driver.avoice(call)
+        assert r.status_code == 200 and "<Connect>" in r.text, r.text
+        for field, value in (("CallSid", "CA" + "4" * 100), ("CallSid", "CA-1"), ("From", "+1555\x00")):
+            r = await driver.avoice({**call, "CallSid": "CA" + "5" * 32, field: value})
+            assert r.status_code == 400 and field in r.json()["error"]["message"], (field, r.text)
+        async with h.services.uow() as uow:
+            assert await uow.calls.get_by_sid("CA" + "5" * 32) is None
