@@ -64,7 +64,7 @@ RECORDING_STATUS_CALLBACK_EVENTS: Final = ("in-progress", "completed", "absent")
 _API_TIMEOUT_S: Final = 30.0
 _MEDIA_TIMEOUT: Final = aiohttp.ClientTimeout(total=None, connect=15, sock_connect=10, sock_read=60)
 _MAX_MEDIA_REDIRECTS: Final = 5
-_SID_RE: Final = re.compile(r"^[A-Za-z0-9]{2,64}$")
+_SID_RE: Final = re.compile(r"[A-Za-z0-9]{2,64}")
 _T = TypeVar("_T")
 
 # The last response the SDK's http client received in the current task (contextvars are shared by a
@@ -153,7 +153,7 @@ def _form_pairs(values: dict[str, object]) -> list[tuple[str, str]]:
 
 
 def _check_sid(value: str, what: str) -> str:
-    if not _SID_RE.match(value):
+    if not _SID_RE.fullmatch(value):  # `$` alone would let a trailing newline in
         raise TwilioTelephonyError(f"malformed {what}: {value!r}", status=400)
     return value
 

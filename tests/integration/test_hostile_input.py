@@ -20,11 +20,17 @@ import pytest
 
 from adapters.filesystem_store import validate_key
 from adapters.sqlalchemy.engine import migrate
+from adapters.twilio_telephony import TwilioTelephony, TwilioTelephonyError
 from application.handlers import storage_key
 from domain.model import CallKind, Recording, RecordingStatus
 from entrypoints.http.forms import FORM_MAX_BYTES, FORM_MAX_FIELDS, FormRejected, parse_form
 from tests.support.app import ApiHarness, api_harness, error_code
-from tests.twilio_standin import TwilioCallbackDriver, call_status_payload, recording_status_payload
+from tests.twilio_standin import (
+    TwilioCallbackDriver,
+    TwilioStandin,
+    call_status_payload,
+    recording_status_payload,
+)
 
 ACME, GLOBEX = "acme", "globex"
 ACME_NUMBER, GLOBEX_NUMBER = "+15550000001", "+15550000002"
@@ -234,7 +240,7 @@ async def test_json_nested_a_thousand_deep_is_a_400(
 ) -> None:
     headers = harness.service_auth if auth == "service" else harness.auth(ACME, auth)
     deep = "[" * 1000 + "]" * 1000
-    for body in (deep, '{"enabled": %s}' % deep, '{"name": "x", "phone_numbers": %s}' % deep):
+    for body in (deep, f'{{"enabled": {deep}}}', f'{{"name": "x", "phone_numbers": {deep}}}'):
         r = await harness.client.request(
             method, path, content=body, headers={**headers, "Content-Type": "application/json"}
         )
@@ -302,3 +308,15 @@ async def test_a_sip_caller_is_answered_and_sids_outside_twilios_grammar_are_ref
             assert r.status_code == 400 and field in r.json()["error"]["message"], (field, r.text)
         async with h.services.uow() as uow:
             assert await uow.calls.get_by_sid("CA" + "5" * 32) is None
+
+
+async def test_the_twilio_adapter_never_puts_a_sid_with_a_trailing_newline_into_a_url(
+    twilio_standin: TwilioStandin,
+) -> None:
+    async with TwilioTelephony(
+        twilio_standin.account_sid, twilio_standin.auth_token, api_base=twilio_standin.base_url
+    ) as telephony:
+        for sid in ("RE" + "1" * 32 + "\n", "RE1/../x", "RE 1"):
+            with pytest.raises(TwilioTelephonyError, match="malformed"):
+                await telephony.delete_recording(sid)
+    assert twilio_standin.requests("delete_recording") == []

@@ -1,4 +1,4 @@
-"""The embedded bus's dead letters on a real database: bounded retries, ``callrec dlq list`` and ``replay``."""
+"""The embedded bus's dead letters on a real database: bounded retries, ``callrec dlq`` list and replay."""
 
 from __future__ import annotations
 
