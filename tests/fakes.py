@@ -21,6 +21,7 @@ from typing import Any, Generic, Self, TypeVar
 
 from application.errors import ConcurrencyConflict
 from application.messagebus import EventDispatcher
+from application.ports import Telephony
 from application.services import Services, ServiceSettings
 from application.unit_of_work import CallQuery, OutboxMessage
 from domain import events as ev
@@ -554,7 +555,7 @@ class FakeUnitOfWorkFactory:
 def make_services(
     *,
     db: FakeDatabase | None = None,
-    telephony: FakeTelephony | None = None,
+    telephony: Telephony | None = None,
     store: InMemoryRecordingStore | None = None,
     clock: FakeClock | None = None,
     public_url: str = PUBLIC_URL,

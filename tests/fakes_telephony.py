@@ -51,6 +51,7 @@ class FakeTelephony:
     chunk_size: int = 64 * 1024
     audio_size: int = 48 * 1024
     recordings: dict[str, FakeRecording] = field(default_factory=dict)
+    unknown_calls: set[str] = field(default_factory=set)  # calls the provider does not know (404)
     calls: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)  # journal of port calls
     delete_counts: Counter[str] = field(default_factory=Counter)
     media_urls_seen: list[str | None] = field(default_factory=list)
@@ -65,6 +66,10 @@ class FakeTelephony:
             raise ValueError(f"unknown operation {operation!r}; one of {_OPERATIONS}")
         failure = _Failure(times, error or TelephonyError(f"injected failure of {operation}"))
         self._failures.setdefault(operation, []).append(failure)
+
+    def forget_call(self, call_sid: str) -> None:
+        """The provider does not know this call: it lists no recordings of it, and cannot record it."""
+        self.unknown_calls.add(call_sid)
 
     def truncate_next_media(self, times: int = 1, keep_bytes: int | None = None) -> None:
         """The next downloads break off (``TelephonyError`` while iterating) after ``keep_bytes``."""
@@ -122,6 +127,8 @@ class FakeTelephony:
 
     async def start_recording(self, call_sid: str, status_callback_url: str) -> str:
         self._enter("start_recording", call_sid, status_callback_url)
+        if call_sid in self.unknown_calls:
+            raise TelephonyError(f"start recording of call {call_sid}: 404")
         return self.add_recording(call_sid, status_callback_url=status_callback_url)
 
     async def stop_recording(self, call_sid: str, recording_sid: str) -> None:
@@ -161,7 +168,11 @@ class FakeTelephony:
 
     async def list_call_recordings(self, call_sid: str) -> list[ProviderRecording]:
         self._enter("list_call_recordings", call_sid)
-        found = [r for r in self.recordings.values() if r.call_sid == call_sid and not r.deleted]
+        found = [
+            r
+            for r in self.recordings.values()
+            if r.call_sid == call_sid and not r.deleted and call_sid not in self.unknown_calls
+        ]
         return [
             ProviderRecording(sid=r.sid, call_sid=r.call_sid, status=r.status, duration_s=r.duration)
             for r in reversed(found)  # newest first, as Twilio lists them
