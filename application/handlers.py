@@ -271,7 +271,9 @@ async def start_twilio_recording(event: events.RecordingRequested, svc: Services
                 assert recording is not None and call is not None
                 now = svc.clock.now()
                 if recording.recording_sid == recording_sid or (
-                    recording.recording_sid is None and recording.status in LIVE_STATUSES
+                    recording.recording_sid is None
+                    and recording.status in LIVE_STATUSES
+                    and await uow.recordings.get_by_sid(recording_sid) is None
                 ):
                     recording.started(recording_sid=recording_sid, now=now)
                 else:

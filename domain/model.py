@@ -268,8 +268,9 @@ class Call:
     def answer(self, now: datetime) -> Recording | None:
         """The agent answered (its media stream started). Capture starts here, never before.
 
-        Returns the recording to request when this call is recorded; None when it is not, or when
-        this answer is a duplicate or comes after the call ended.
+        Returns the recording to request when this call is recorded; None when it is not, when this
+        answer is a duplicate or comes after the call ended, or when the call already has its
+        recording (Twilio's audio reached us first and was adopted).
         """
         if self.answered_at is not None or self.ended:
             return None
@@ -278,7 +279,7 @@ class Call:
         self.events.append(
             events.CallAnswered(occurred_at=now, org_id=self.org_id, call_id=self.id, call_sid=self.call_sid)
         )
-        if not self.recorded:
+        if not self.recorded or self.recording_id is not None:
             return None
         recording = Recording.request(call=self, now=now)
         self.recording_id = recording.id

@@ -617,6 +617,15 @@ def test_audio_of_an_unrecorded_call_is_discarded_and_can_never_be_archived() ->
     assert call.recording_id is None
 
 
+def test_an_answer_after_twilios_audio_was_adopted_requests_no_second_recording() -> None:
+    call = start_call(org(recording=True))
+    adopted = Recording.request(call=call, now=at(2))
+    call.recording_id = adopted.id
+
+    assert call.answer(at(5)) is None
+    assert call.recording_id == adopted.id and call.answered_at == at(5)
+
+
 def test_discarding_deletes_once_and_says_why() -> None:
     found = Recording.found(call=start_call(org()), recording_sid=RE2, now=at(20))
 

@@ -853,6 +853,23 @@ async def test_audio_twilio_holds_for_a_recorded_call_without_our_request_is_ado
     assert operations(telephony, "start_recording") == []
 
 
+async def test_the_agent_answering_after_twilios_audio_was_adopted_starts_no_second_recording(
+    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+) -> None:
+    await given_org(bus, recording=True)
+    decision = await incoming(bus, sid(1))
+    recording_sid = telephony.add_recording(sid(1), status="in-progress")
+    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, "in-progress"))
+
+    await agent_answers(bus, sid(1))
+    await drain(svc)
+
+    assert operations(telephony, "start_recording") == []
+    [recording] = db.recordings_of_call(decision.call_id)
+    assert recording.recording_sid == recording_sid and recording.status == RecordingStatus.IN_PROGRESS
+    assert db.calls[decision.call_id].answered_at is not None
+
+
 async def test_audio_of_a_call_that_was_not_recorded_is_never_kept(
     bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore
 ) -> None:
