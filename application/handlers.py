@@ -251,10 +251,15 @@ async def start_twilio_recording(event: events.RecordingRequested, svc: Services
             recording.never_captured(svc.clock.now())
             await uow.commit()
             return
+        known = {r.recording_sid for r in await uow.recordings.for_call(call.id)}
     # A start whose answer we never committed (a crash, a lost response) may already have created a
     # recording at Twilio: adopt it rather than start a second one nobody would archive or delete.
     listed = await svc.telephony.list_call_recordings(event.call_sid)
-    live = [r for r in listed if r.status in ("in-progress", "paused", "stopped", "processing", "completed")]
+    live = [
+        r
+        for r in listed
+        if r.status in ("in-progress", "paused", "stopped", "processing", "completed") and r.sid not in known
+    ]
     if live:
         recording_sid = live[-1].sid  # newest first: the oldest is the one we started
     else:

@@ -1016,6 +1016,27 @@ async def test_a_start_adopts_the_oldest_recording_twilio_holds_and_archives_the
     assert telephony.is_deleted(newer) and not telephony.is_deleted(oldest)
 
 
+async def test_a_start_never_takes_a_recording_that_is_already_another_one_of_the_call(
+    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+) -> None:
+    await given_org(bus, recording=True)
+    decision = await incoming(bus, sid(1))
+    await agent_answers(bus, sid(1))  # its start request is still queued
+    theirs = telephony.add_recording(sid(1), status="in-progress")
+    async with svc.uow() as uow:
+        call = await uow.calls.get(decision.call_id)
+        assert call is not None
+        uow.recordings.add(Recording.found(call=call, recording_sid=theirs, now=svc.clock.now()))
+        await uow.commit()
+
+    await drain(svc)
+
+    [started] = operations(telephony, "start_recording")
+    own = recording_of(db, decision.call_id)
+    assert own is not None and own.recording_sid not in (None, theirs)
+    assert own.status == RecordingStatus.IN_PROGRESS and started == (sid(1), CALLBACK_URL)
+
+
 async def test_transfer_completed_stops_every_live_recording_of_the_call(
     bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
 ) -> None:
