@@ -263,7 +263,7 @@ async def test_playback_redirects_to_a_short_lived_url_that_serves_ranges(sqlite
     served = await h.client.get(download.headers["location"])
     disposition = served.headers["content-disposition"]
     assert (
-        disposition.startswith("attachment") and f"call-" in disposition and f"-{call_id}.mp3" in disposition
+        disposition.startswith("attachment") and "call-" in disposition and f"-{call_id}.mp3" in disposition
     )
     assert served.content == audio
 
