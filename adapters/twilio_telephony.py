@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -330,11 +331,17 @@ class TwilioTelephony:
         return True
 
     async def list_call_recordings(self, call_sid: str) -> list[ProviderRecording]:
+        """A call Twilio does not know (404) has no recordings there: an empty list, asked once."""
         _check_sid(call_sid, "call sid")
-        instances = await self._retried(
-            f"list recordings of call {call_sid}",
-            lambda: self._client.recordings.list_async(call_sid=call_sid, page_size=100),
-        )
+        try:
+            instances = await self._retried(
+                f"list recordings of call {call_sid}",
+                lambda: self._client.recordings.list_async(call_sid=call_sid, page_size=100),
+            )
+        except TwilioTelephonyError as error:
+            if error.status == 404:
+                return []
+            raise
         return [
             ProviderRecording(
                 sid=str(instance.sid),
@@ -376,10 +383,22 @@ class TwilioTelephony:
                 f"{what}: Twilio answered {status}: {message}",
                 status=status,
                 code=code,
-                retry_after=self._retry_after_of_last_response(status),
+                retry_after=self._retry_after_of(_last_response.get(), status),
             ) from error
         except TwilioException as error:
-            raise TwilioTelephonyError(f"{what}: {error}") from error
+            # A page of a list that is not 200 is a bare ``TwilioException("Unable to fetch page",
+            # response)``: its status is in that response, and without it a 404 would look like a
+            # network error and be retried.
+            response = next((a for a in error.args if isinstance(a, TwilioResponse)), None)
+            if response is None:
+                raise TwilioTelephonyError(f"{what}: {error}") from error
+            status = response.status_code
+            raise TwilioTelephonyError(
+                f"{what}: Twilio answered {status}: {_read_error(response)}",
+                status=status,
+                code=_error_code(response),
+                retry_after=self._retry_after_of(response, status),
+            ) from error
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise TwilioTelephonyError(f"{what}: network error: {error!r}") from error
         except ValueError as error:  # unreadable JSON in a 2xx answer
@@ -388,8 +407,7 @@ class TwilioTelephony:
             _last_response.reset(token)
 
     @staticmethod
-    def _retry_after_of_last_response(status: int | None) -> float | None:
-        response = _last_response.get()
+    def _retry_after_of(response: TwilioResponse | None, status: int | None) -> float | None:
         if response is None or status not in (429, 503) or response.status_code != status:
             return None
         headers = response.headers
@@ -491,6 +509,24 @@ class TwilioTelephony:
                 await chunks.aclose()
         finally:
             response.release()
+
+
+def _error_body(response: TwilioResponse) -> dict[str, Any]:
+    try:
+        body = json.loads(response.text or "")
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _read_error(response: TwilioResponse) -> str:
+    message = _error_body(response).get("message")
+    return message if isinstance(message, str) else (response.text or "")[:512]
+
+
+def _error_code(response: TwilioResponse) -> int | None:
+    code = _error_body(response).get("code")
+    return code if isinstance(code, int) else None
 
 
 def _duration(value: object) -> int | None:

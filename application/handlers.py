@@ -11,19 +11,25 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from application import commands, webhooks
 from application.errors import (
     ArchiveVerificationFailed,
+    ConcurrencyConflict,
     InvalidInput,
     NotFound,
     PhoneNumberTaken,
     UnknownNumber,
 )
+from application.ports import ProviderRecording
 from application.services import Services
+from application.unit_of_work import UnitOfWork
 from domain import events
 from domain.model import (
+    DISCARDED_RECORDING_OFF,
+    LIVE_STATUSES,
     Call,
     CallStatus,
     Organization,
@@ -33,6 +39,17 @@ from domain.model import (
     is_identifier,
     unique_numbers,
 )
+
+# Twilio's recording statuses, as listed, in the words of its status callback.
+CALLBACK_STATUS_OF_LISTED = {
+    "in-progress": "in-progress",
+    "paused": "in-progress",
+    "stopped": "in-progress",
+    "processing": "in-progress",
+    "completed": "completed",
+    "absent": "absent",
+    "failed": "failed",
+}
 
 # --- results returned to the edge ---------------------------------------------------------------
 
@@ -140,30 +157,60 @@ async def record_recording_status(cmd: commands.RecordRecordingStatus, svc: Serv
     """Apply Twilio's recording callback; duplicates and out-of-order callbacks are harmless."""
     async with svc.uow() as uow:
         call = await _call_by_sid(uow, cmd.call_sid)
-        if not call.recorded:
-            # The caller was never told: this audio must not be kept. Discard it at Twilio.
-            if cmd.status in ("in-progress", "completed"):
-                call.found_unconsented_recording(
-                    recording_sid=cmd.recording_sid, twilio_status=cmd.status, now=svc.clock.now()
-                )
-                await uow.commit()
-            return
-        recording = await uow.recordings.get_for_call(call.id)
-        if recording is None:
-            # Twilio holds audio we never asked for (or our request's record was lost). Adopt it so it
-            # is archived and never left behind at Twilio.
-            recording = Recording.request(call=call, now=svc.clock.now())
-            call.recording_id = recording.id
-            uow.recordings.add(recording)
-        recording.twilio_status(
-            status=cmd.status,
+        await _apply_recording_status(
+            uow,
+            call,
             recording_sid=cmd.recording_sid,
+            status=cmd.status,
             now=svc.clock.now(),
             media_url=cmd.media_url,
             duration_s=cmd.duration_s,
             error_code=cmd.error_code,
         )
         await uow.commit()
+
+
+async def _apply_recording_status(
+    uow: UnitOfWork,
+    call: Call,
+    *,
+    recording_sid: str,
+    status: str,
+    now: datetime,
+    media_url: str | None = None,
+    duration_s: int | None = None,
+    error_code: str | None = None,
+) -> None:
+    """What Twilio says of one of the call's recordings, found by its RecordingSid.
+
+    Every recording Twilio holds for the call ends archived or discarded. A RecordingSid the service
+    does not know yet is the call's recording while that one still waits for Twilio to name it (or
+    when the call has none: audio we never asked for, or whose request's record was lost); otherwise
+    it is an additional recording of the call (``Recording.found``).
+    """
+    recording = await uow.recordings.get_by_sid(recording_sid)
+    if recording is None:
+        primary = await uow.recordings.get_for_call(call.id) if call.recorded else None
+        if call.recorded and primary is None:
+            recording = Recording.request(call=call, now=now)
+            call.recording_id = recording.id
+        elif primary is not None and primary.recording_sid is None and primary.status in LIVE_STATUSES:
+            recording = primary
+        else:
+            recording = Recording.found(call=call, recording_sid=recording_sid, now=now)
+        if recording is not primary:
+            uow.recordings.add(recording)
+    if recording.status == RecordingStatus.DISCARDING and status in ("in-progress", "completed"):
+        # The caller was never told: this audio must not be kept. Discard it at Twilio.
+        call.found_unconsented_recording(recording_sid=recording_sid, twilio_status=status, now=now)
+    recording.twilio_status(
+        status=status,
+        recording_sid=recording_sid,
+        now=now,
+        media_url=media_url,
+        duration_s=duration_s,
+        error_code=error_code,
+    )
 
 
 async def end_call(cmd: commands.EndCall, svc: Services) -> None:
@@ -213,12 +260,14 @@ async def start_twilio_recording(event: events.RecordingRequested, svc: Services
             recording.never_captured(svc.clock.now())
             await uow.commit()
             return
+        known = {r.recording_sid for r in await uow.recordings.for_call(call.id)}
     # A start whose answer we never committed (a crash, a lost response) may already have created a
     # recording at Twilio: adopt it rather than start a second one nobody would archive or delete.
+    listed = await svc.telephony.list_call_recordings(event.call_sid)
     live = [
         r
-        for r in await svc.telephony.list_call_recordings(event.call_sid)
-        if r.status in ("in-progress", "paused", "stopped", "processing", "completed")
+        for r in listed
+        if r.status in ("in-progress", "paused", "stopped", "processing", "completed") and r.sid not in known
     ]
     if live:
         recording_sid = live[-1].sid  # newest first: the oldest is the one we started
@@ -226,33 +275,92 @@ async def start_twilio_recording(event: events.RecordingRequested, svc: Services
         recording_sid = await svc.telephony.start_recording(
             event.call_sid, svc.settings.recording_status_callback
         )
-    async with svc.uow() as uow:
-        recording = await uow.recordings.get(event.recording_id)
-        assert recording is not None
-        recording.started(recording_sid=recording_sid, now=svc.clock.now())
-        await uow.commit()
+    # Retried here on a lost race: run again from the top, this handler would no longer know which
+    # recording it started (and a callback that won the race may have named another one).
+    for attempt in range(1, _RECORD_START_ATTEMPTS + 1):
+        try:
+            async with svc.uow() as uow:
+                recording = await uow.recordings.get(event.recording_id)
+                call = await uow.calls.get(event.call_id)
+                assert recording is not None and call is not None
+                now = svc.clock.now()
+                if recording.recording_sid == recording_sid or (
+                    recording.recording_sid is None
+                    and recording.status in LIVE_STATUSES
+                    and await uow.recordings.get_by_sid(recording_sid) is None
+                ):
+                    recording.started(recording_sid=recording_sid, now=now)
+                else:
+                    # A callback named another recording as the call's first: ours is kept all the same.
+                    await _apply_recording_status(
+                        uow, call, recording_sid=recording_sid, status="in-progress", now=now
+                    )
+                for other in listed:  # whatever else Twilio holds for the call is kept (or discarded) too
+                    if other.sid != recording_sid:
+                        await _adopt(uow, call, other, now)
+                await uow.commit()
+            return
+        except ConcurrencyConflict:
+            if attempt == _RECORD_START_ATTEMPTS:
+                raise
+
+
+_RECORD_START_ATTEMPTS = 9  # as many as the bus makes (MAX_CONFLICT_RETRIES + 1)
+
+
+async def _adopt(uow: UnitOfWork, call: Call, listed: ProviderRecording, now: datetime) -> None:
+    status = CALLBACK_STATUS_OF_LISTED.get(listed.status)
+    if status is not None:
+        await _apply_recording_status(
+            uow,
+            call,
+            recording_sid=listed.sid,
+            status=status,
+            now=now,
+            media_url=listed.media_url,
+            duration_s=listed.duration_s,
+            error_code=listed.error_code,
+        )
 
 
 async def stop_recording_after_transfer(event: events.TransferCompleted, svc: Services) -> None:
-    """The call left the platform: stop the recording at Twilio (Status=stopped)."""
+    """The call left the platform: stop its live recordings at Twilio (Status=stopped)."""
     async with svc.uow() as uow:
-        recording = await uow.recordings.get_for_call(event.call_id)
-    if recording is None or recording.status not in (RecordingStatus.REQUESTED, RecordingStatus.IN_PROGRESS):
-        return
-    if recording.recording_sid is None:
+        recordings = await uow.recordings.for_call(event.call_id)
+    live = [r for r in recordings if r.status in LIVE_STATUSES]
+    for recording in live:
+        if recording.recording_sid is not None:
+            await svc.telephony.stop_recording(recording.call_sid, recording.recording_sid)
+    if any(recording.recording_sid is None for recording in live):
         raise RuntimeError("recording not started at Twilio yet; retry the stop later")
-    await svc.telephony.stop_recording(recording.call_sid, recording.recording_sid)
     async with svc.uow() as uow:
         await uow.commit()  # records (consumer, event id): a redelivery does not stop twice
 
 
 async def discard_unconsented_recording(event: events.UnconsentedRecordingFound, svc: Services) -> None:
-    """Stop a live unconsented recording (its completed callback brings us back), delete a finished one."""
+    """Stop a live unconsented recording (its completed callback brings us back), delete a finished one
+    and note on its recording that it was discarded."""
+    async with svc.uow() as uow:
+        recording = await uow.recordings.get_by_sid(event.recording_sid)
+    if recording is not None and recording.status != RecordingStatus.DISCARDING:
+        async with svc.uow() as uow:
+            await uow.commit()  # already discarded (or Twilio captured nothing): nothing left to do
+        return
     if event.twilio_status == "in-progress":
         await svc.telephony.stop_recording(event.call_sid, event.recording_sid)
-    else:
-        await svc.telephony.delete_recording(event.recording_sid)
+        async with svc.uow() as uow:
+            await uow.commit()
+        return
+    await svc.telephony.delete_recording(event.recording_sid)
     async with svc.uow() as uow:
+        recording = await uow.recordings.get_by_sid(event.recording_sid)
+        if recording is None:  # found before recordings of unrecorded calls were kept track of
+            call = await uow.calls.get(event.call_id)
+            assert call is not None
+            recording = Recording.found(call=call, recording_sid=event.recording_sid, now=svc.clock.now())
+            uow.recordings.add(recording)
+        if recording.status == RecordingStatus.DISCARDING:
+            recording.discarded(reason=DISCARDED_RECORDING_OFF, now=svc.clock.now())
         await uow.commit()
 
 

@@ -89,6 +89,7 @@ class Telephony(Protocol):
     async def list_call_recordings(self, call_sid: str) -> list[ProviderRecording]:
         """The recordings the provider holds for a call (not those deleted), newest first.
 
+        A call the provider does not know (404) has none: an empty list, not an error.
         How the reconciliation sweep finds what a lost status callback never told us.
         """
         ...

@@ -11,16 +11,23 @@ or another sweep in another process, changes nothing twice.
 state                  stuck because                                the sweep
 =====================  ===========================================  ===================================
 requested,             the ``completed``/``absent``/``failed``      asks Twilio for the call's
-in_progress            callback was lost                            recordings and applies what Twilio
-                                                                    says as ``RecordRecordingStatus``;
+in_progress,           callback was lost, or the stop or delete     recordings and applies what Twilio
+discarding             of unconsented audio failed for good         says as ``RecordRecordingStatus``;
                                                                     a requested recording that Twilio
                                                                     never started, of a call that has
-                                                                    ended, is marked absent
+                                                                    ended, is marked absent; audio
+                                                                    being discarded that Twilio no
+                                                                    longer lists is deleted (404) and
+                                                                    marked discarded
 completed              archiving kept failing, or its event was     runs ``archive_recording`` again
                        lost                                         (download, store, verify)
 archived               the Twilio DELETE kept failing, or its       runs ``delete_twilio_copy`` again
                        event was lost                               (404 counts as done)
 =====================  ===========================================  ===================================
+
+Whatever else Twilio lists for the call, and the service does not know, is adopted through the same
+command: archived if the call was recorded, discarded if not. Additional recordings of a call are
+resumed exactly like the call's own.
 
 Run ``sweep()`` on demand (``callrec reconcile``) or ``run_forever(stop, interval_s)`` beside the
 workers (``callrec serve`` on the embedded default does).
@@ -38,6 +45,7 @@ from datetime import timedelta
 from application import handlers
 from application.commands import RecordRecordingStatus
 from application.errors import ConcurrencyConflict
+from application.handlers import CALLBACK_STATUS_OF_LISTED
 from application.messagebus import MAX_CONFLICT_RETRIES, MessageBus
 from application.ports import ProviderRecording
 from application.services import Services
@@ -53,18 +61,10 @@ STUCK_STATUSES = (
     RecordingStatus.IN_PROGRESS,
     RecordingStatus.COMPLETED,
     RecordingStatus.ARCHIVED,
+    RecordingStatus.DISCARDING,
 )
-
-# Twilio's recording statuses as the status callback would have reported them.
-_CALLBACK_STATUS = {
-    "in-progress": "in-progress",
-    "paused": "in-progress",
-    "stopped": "in-progress",
-    "processing": "in-progress",
-    "completed": "completed",
-    "absent": "absent",
-    "failed": "failed",
-}
+# What Twilio still holds: the sweep asks Twilio about these.
+_AT_TWILIO = LIVE_STATUSES | {RecordingStatus.DISCARDING}
 
 
 @dataclass
@@ -114,14 +114,14 @@ class RecordingReconciler:
         async def resume(recording: Recording) -> None:
             async with slots:
                 try:
-                    action = await self._resume(recording)
+                    actions = await self._resume(recording)
                 except Exception as error:
                     log.warning(
                         "reconciling recording %s (%s) failed: %s", recording.id, recording.status, error
                     )
                     report.failed.append((recording.id, f"{type(error).__name__}: {error}"))
                     return
-                if action is not None:
+                for action in actions:
                     log.info("reconciled recording %s (%s): %s", recording.id, recording.status, action)
                     report.resumed[action] += 1
 
@@ -144,9 +144,13 @@ class RecordingReconciler:
 
     # --- per state --------------------------------------------------------------------------------
 
-    async def _resume(self, recording: Recording) -> str | None:
-        if recording.status in LIVE_STATUSES:
+    async def _resume(self, recording: Recording) -> list[str]:
+        if recording.status in _AT_TWILIO:
             return await self._ask_twilio(recording)
+        action = await self._resume_ours(recording)
+        return [action] if action is not None else []
+
+    async def _resume_ours(self, recording: Recording) -> str | None:
         if recording.status == RecordingStatus.COMPLETED:
             assert recording.recording_sid is not None
             completed = events.RecordingCompletedAtTwilio(
@@ -178,13 +182,37 @@ class RecordingReconciler:
             return "delete-twilio-copy"
         return None
 
-    async def _ask_twilio(self, recording: Recording) -> str | None:
-        """A live recording nobody has heard of for a while: what does Twilio say about it?"""
+    async def _ask_twilio(self, recording: Recording) -> list[str]:
+        """A recording Twilio holds that nobody has heard of for a while: what does Twilio say about it,
+        and what else does it hold for the call?"""
         listed = await self.services.telephony.list_call_recordings(recording.call_sid)
-        ours = _ours(recording, listed)
+        async with self.services.uow() as uow:
+            known = {r.recording_sid for r in await uow.recordings.for_call(recording.call_id)}
+        ours = _ours(recording, listed, known)
+        actions = []
+        action = await self._apply_ours(recording, ours)
+        if action is not None:
+            actions.append(action)
+        if recording.recording_sid is None and action is None:
+            return actions  # the first unknown one may yet be this recording: adopt nothing before it
+        for other in listed:
+            status = CALLBACK_STATUS_OF_LISTED.get(other.status)
+            if other is ours or other.sid in known or status is None:
+                continue
+            log.warning("call %s: adopting recording %s found at Twilio", recording.call_sid, other.sid)
+            await self._tell(recording.call_sid, other, status)
+            actions.append("adopted-from-twilio")
+        return actions
+
+    async def _apply_ours(self, recording: Recording, ours: ProviderRecording | None) -> str | None:
         if ours is None:
             if recording.status == RecordingStatus.REQUESTED and recording.recording_sid is None:
                 return await self._absent_if_call_ended(recording)
+            if recording.status == RecordingStatus.DISCARDING and recording.recording_sid is not None:
+                # Gone from Twilio's list: its delete (a 404 counts as done) marks it discarded.
+                gone = ProviderRecording(sid=recording.recording_sid, call_sid=recording.call_sid, status="")
+                await self._tell(recording.call_sid, gone, "completed")
+                return "discard"
             log.warning(
                 "Twilio lists no recording %s for call %s (recording %s)",
                 recording.recording_sid,
@@ -192,25 +220,31 @@ class RecordingReconciler:
                 recording.id,
             )
             return None
-        others = [r.sid for r in listed if r.sid != ours.sid]
-        if others:
-            log.warning(
-                "call %s has recordings at Twilio this service does not track: %s", recording.call_sid, others
-            )
-        status = _CALLBACK_STATUS.get(ours.status)
-        if status is None or (status == "in-progress" and recording.status == RecordingStatus.IN_PROGRESS):
-            return None  # still being recorded (a long call), or a status we do not know: look again later
+        status = CALLBACK_STATUS_OF_LISTED.get(ours.status)
+        if status is None:
+            return None  # a status we do not know: look again later
+        if status == "in-progress":
+            if recording.status == RecordingStatus.IN_PROGRESS:
+                return None  # still being recorded (a long call): look again later
+            if recording.status == RecordingStatus.DISCARDING and ours.status not in (
+                "in-progress",
+                "paused",
+            ):
+                return None  # stopped, and finishing at Twilio: its completion is deleted
+        await self._tell(recording.call_sid, ours, status)
+        return f"twilio-said-{status}"
+
+    async def _tell(self, call_sid: str, listed: ProviderRecording, status: str) -> None:
         await self._bus.handle(
             RecordRecordingStatus(
-                call_sid=recording.call_sid,
-                recording_sid=ours.sid,
+                call_sid=call_sid,
+                recording_sid=listed.sid,
                 status=status,
-                media_url=ours.media_url,
-                duration_s=ours.duration_s,
-                error_code=ours.error_code,
+                media_url=listed.media_url,
+                duration_s=listed.duration_s,
+                error_code=listed.error_code,
             )
         )
-        return f"twilio-said-{status}"
 
     async def _absent_if_call_ended(self, recording: Recording) -> str | None:
         async with self.services.uow() as uow:
@@ -235,8 +269,11 @@ class RecordingReconciler:
         await run()
 
 
-def _ours(recording: Recording, listed: list[ProviderRecording]) -> ProviderRecording | None:
-    """Our recording among Twilio's: by sid, or (never told its sid) the call's oldest one."""
+def _ours(
+    recording: Recording, listed: list[ProviderRecording], known: set[str | None]
+) -> ProviderRecording | None:
+    """Our recording among Twilio's: by sid, or (never told its sid) the call's oldest one that no
+    other recording of the call is."""
     if recording.recording_sid is not None:
         return next((r for r in listed if r.sid == recording.recording_sid), None)
-    return listed[-1] if listed else None
+    return next((r for r in reversed(listed) if r.sid not in known), None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from application.errors import NotFound
@@ -21,11 +21,24 @@ class RecordingView:
 
 
 @dataclass(frozen=True)
+class AdditionalRecordingView:
+    """Another recording Twilio made of the call, and its fate: archived, or discarded at Twilio."""
+
+    status: str  # processing | archived | discarded | not_recorded | failed
+    reason: str | None  # recording_off (discarded) | no_audio (not_recorded) | None
+    duration_s: int | None
+    size_bytes: int | None
+    content_type: str | None
+
+
+@dataclass(frozen=True)
 class CallView:
     call: Call
     recording: RecordingView
     # The platform's verdict or a built-in rule (instant hangup, silent recording): no webhook.
     non_engagement: bool = False
+    # Only in a call's detail (``get_call``), oldest first; never "the" recording of the call.
+    additional_recordings: tuple[AdditionalRecordingView, ...] = ()
 
 
 def recording_view(call: Call, recording: Recording | None) -> RecordingView:
@@ -44,6 +57,24 @@ def recording_view(call: Call, recording: Recording | None) -> RecordingView:
     if recording.status == RecordingStatus.FAILED:
         return RecordingView("failed", None, recording.duration_s, None, None)
     return RecordingView("processing", None, recording.duration_s, None, None)
+
+
+def additional_recording_view(recording: Recording) -> AdditionalRecordingView:
+    """What became of a recording that is not the call's own (``Recording.found``)."""
+    if recording.is_archived and recording.audio is not None:
+        audio = recording.audio
+        return AdditionalRecordingView(
+            "archived", None, recording.duration_s, audio.size_bytes, audio.content_type
+        )
+    if recording.status == RecordingStatus.DISCARDED:
+        return AdditionalRecordingView(
+            "discarded", recording.discard_reason, recording.duration_s, None, None
+        )
+    if recording.status == RecordingStatus.ABSENT:
+        return AdditionalRecordingView("not_recorded", "no_audio", None, None, None)
+    if recording.status == RecordingStatus.FAILED:
+        return AdditionalRecordingView("failed", None, recording.duration_s, None, None)
+    return AdditionalRecordingView("processing", None, recording.duration_s, None, None)
 
 
 async def list_calls(
@@ -78,9 +109,15 @@ async def list_calls(
 
 
 async def _owned_call(
-    svc: Services, *, org_id: str | None, call_id: str, kinds: tuple[CallKind, ...]
-) -> tuple[Call, Recording | None]:
-    """The call and its recording, if the call is this org's (or a platform line's when org_id is None).
+    svc: Services,
+    *,
+    org_id: str | None,
+    call_id: str,
+    kinds: tuple[CallKind, ...],
+    additional: bool = False,
+) -> tuple[Call, Recording | None, list[Recording]]:
+    """The call, its recording and (with ``additional``) its additional recordings, if the call is
+    this org's (or a platform line's when org_id is None).
 
     Another org's call is NotFound, exactly like a missing one.
     """
@@ -88,15 +125,23 @@ async def _owned_call(
         call = await uow.calls.get(call_id)
         if call is None or call.org_id != org_id or call.kind not in kinds:
             raise NotFound("call not found")
-        return call, await uow.recordings.get_for_call(call.id)
+        recording = await uow.recordings.get_for_call(call.id)
+        others = await uow.recordings.for_call(call.id) if additional else []
+    return call, recording, [r for r in others if r.id != call.recording_id]
 
 
 async def get_call(
     svc: Services, *, org_id: str | None, call_id: str, kinds: tuple[CallKind, ...]
 ) -> CallView:
-    """A call of this org (or of the platform's lines when ``org_id`` is None); another org's is NotFound."""
-    call, recording = await _owned_call(svc, org_id=org_id, call_id=call_id, kinds=kinds)
-    return _view(svc, call, recording)
+    """A call of this org (or of the platform's lines when ``org_id`` is None); another org's is NotFound.
+
+    With the fate of every additional recording Twilio made of it.
+    """
+    call, recording, others = await _owned_call(
+        svc, org_id=org_id, call_id=call_id, kinds=kinds, additional=True
+    )
+    view = _view(svc, call, recording)
+    return replace(view, additional_recordings=tuple(additional_recording_view(r) for r in others))
 
 
 def _view(svc: Services, call: Call, recording: Recording | None) -> CallView:
@@ -112,7 +157,7 @@ async def recording_url(
     svc: Services, *, org_id: str | None, call_id: str, kinds: tuple[CallKind, ...], download: bool
 ) -> str:
     """A short-lived signed URL of the archived audio. Checks ownership before touching storage."""
-    call, recording = await _owned_call(svc, org_id=org_id, call_id=call_id, kinds=kinds)
+    call, recording, _ = await _owned_call(svc, org_id=org_id, call_id=call_id, kinds=kinds)
     if recording is None or not recording.is_archived or recording.audio is None:
         raise NotFound("no recording available for this call")
     ttl = min(svc.settings.playback_url_ttl, svc.store.max_url_lifetime)

@@ -73,6 +73,7 @@ def rows(count: int) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
             "duration_s": 30,
             "greeting": "Hi.",
             "recorded": recorded,
+            "recording_id": None,
             "version": 1,
         }
         recording = None
@@ -96,6 +97,7 @@ def rows(count: int) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
                 "version": 1,
                 "updated_at": started_at + timedelta(minutes=1),
             }
+            call["recording_id"] = recording["id"]
         yield call, recording
 
 

@@ -182,6 +182,13 @@ class RecordingDeletedAtTwilio(RecordingEvent, frozen=True, kw_only=True):
     recording_sid: str
 
 
+class RecordingDiscarded(RecordingEvent, frozen=True, kw_only=True):
+    """Twilio's copy was deleted without being archived; ``reason`` says why (``recording_off``)."""
+
+    recording_sid: str
+    reason: str
+
+
 class RecordingAbsent(RecordingEvent, frozen=True, kw_only=True):
     error_code: str | None
 
@@ -236,6 +243,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RecordingCompletedAtTwilio,
         RecordingArchived,
         RecordingDeletedAtTwilio,
+        RecordingDiscarded,
         RecordingAbsent,
         RecordingFailed,
         RecordingStopRequested,

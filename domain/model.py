@@ -305,8 +305,9 @@ class Call:
     def answer(self, now: datetime) -> Recording | None:
         """The agent answered (its media stream started). Capture starts here, never before.
 
-        Returns the recording to request when this call is recorded; None when it is not, or when
-        this answer is a duplicate or comes after the call ended.
+        Returns the recording to request when this call is recorded; None when it is not, when this
+        answer is a duplicate or comes after the call ended, or when the call already has its
+        recording (Twilio's audio reached us first and was adopted).
         """
         if self.answered_at is not None or self.ended:
             return None
@@ -315,7 +316,7 @@ class Call:
         self.events.append(
             events.CallAnswered(occurred_at=now, org_id=self.org_id, call_id=self.id, call_sid=self.call_sid)
         )
-        if not self.recorded:
+        if not self.recorded or self.recording_id is not None:
             return None
         recording = Recording.request(call=self, now=now)
         self.recording_id = recording.id
@@ -479,12 +480,19 @@ class RecordingStatus(enum.StrEnum):
     TWILIO_DELETED = "twilio_deleted"  # archived and the Twilio copy is gone
     ABSENT = "absent"  # no audio was captured
     FAILED = "failed"
+    DISCARDING = "discarding"  # audio the caller was not told about: being stopped and deleted at Twilio
+    DISCARDED = "discarded"  # deleted at Twilio without ever being archived (``discard_reason`` says why)
 
+
+# Why a recording was discarded: the call was not to be recorded (the toggle was off at arrival).
+DISCARDED_RECORDING_OFF = "recording_off"
 
 LIVE_STATUSES = frozenset({RecordingStatus.REQUESTED, RecordingStatus.IN_PROGRESS})
 ARCHIVED_STATUSES = frozenset({RecordingStatus.ARCHIVED, RecordingStatus.TWILIO_DELETED})
 # A recording in one of these will not change any more as far as the call's subscribers care.
 SETTLED_STATUSES = ARCHIVED_STATUSES | {RecordingStatus.ABSENT, RecordingStatus.FAILED}
+# Twilio may still report these as absent or failed.
+_AT_TWILIO_UNFINISHED = LIVE_STATUSES | {RecordingStatus.DISCARDING}
 
 
 @dataclass
@@ -514,6 +522,7 @@ class Recording:
     twilio_deleted_at: datetime | None = None
     error_code: str | None = None
     failure_reason: str | None = None
+    discard_reason: str | None = None
     version: int = 0
     events: list[Event] = field(default_factory=list, compare=False, repr=False)
 
@@ -530,6 +539,31 @@ class Recording:
             call_started_at=call.started_at,
         )
         rec._emit(events.RecordingRequested, now, call_sid=call.call_sid)
+        return rec
+
+    @classmethod
+    def found(cls, *, call: Call, recording_sid: str, now: datetime) -> Recording:
+        """A recording Twilio holds for this call that is not the call's recording: a second one (a
+        retried start that Twilio's list did not show yet, or one started by someone else).
+
+        Nothing Twilio holds is left behind. For a recorded call the caller heard the disclosure, so
+        it is consented audio: archived exactly like the call's recording (it starts ``in_progress``),
+        without becoming "the" recording of the call. For a call that was not to be recorded it is
+        ``discarding``: stopped and deleted at Twilio, never archived.
+        """
+        rec = cls(
+            id=new_id(),
+            call_id=call.id,
+            org_id=call.org_id,
+            kind=call.kind,
+            call_sid=call.call_sid,
+            status=RecordingStatus.IN_PROGRESS if call.recorded else RecordingStatus.DISCARDING,
+            requested_at=now,
+            call_started_at=call.started_at,
+            recording_sid=recording_sid,
+        )
+        if call.recorded:
+            rec._emit(events.RecordingStarted, now, recording_sid=recording_sid)
         return rec
 
     def _emit(self, event_type: type[RecordingEvent], now: datetime, **fields: Any) -> None:
@@ -564,14 +598,22 @@ class Recording:
         duration_s: int | None = None,
         error_code: str | None = None,
     ) -> None:
-        """Apply a Twilio status callback. Duplicates and late, out-of-order callbacks change nothing."""
+        """Apply a Twilio status callback. Duplicates and late, out-of-order callbacks change nothing.
+
+        A recording being discarded stays so on ``in-progress`` and ``completed`` (its audio is never
+        archived); ``absent`` and ``failed`` end it as they end any recording Twilio still holds.
+        """
         duration(duration_s, "recording duration")
         if recording_sid and self.recording_sid and recording_sid != self.recording_sid:
             raise InvalidTransition("callback names another recording of this call")
         self._attach_sid(recording_sid, now)
         if media_url and not self.media_url:
             self.media_url = media_url
-        if status == "in-progress":
+        if self.status == RecordingStatus.DISCARDING and status in ("in-progress", "completed"):
+            if status == "completed" and self.completed_at is None:
+                self.completed_at = now
+                self.duration_s = duration_s
+        elif status == "in-progress":
             if self.status == RecordingStatus.REQUESTED:
                 self.status = RecordingStatus.IN_PROGRESS
         elif status == "completed":
@@ -587,12 +629,12 @@ class Recording:
                     duration_s=duration_s,
                 )
         elif status == "absent":
-            if self.status in LIVE_STATUSES:
+            if self.status in _AT_TWILIO_UNFINISHED:
                 self.status = RecordingStatus.ABSENT
                 self.error_code = error_code
                 self._emit(events.RecordingAbsent, now, error_code=error_code)
         elif status == "failed":
-            if self.status in LIVE_STATUSES:
+            if self.status in _AT_TWILIO_UNFINISHED:
                 self.status = RecordingStatus.FAILED
                 self.error_code = error_code
                 self.failure_reason = f"twilio reported failure (error {error_code})"
@@ -627,6 +669,18 @@ class Recording:
             content_type=content_type,
             duration_s=self.duration_s,
         )
+
+    def discarded(self, *, reason: str, now: datetime) -> None:
+        """Twilio's copy of audio that must not be kept is gone; it was never archived."""
+        if self.status == RecordingStatus.DISCARDED:
+            return
+        if self.status != RecordingStatus.DISCARDING:
+            raise InvalidTransition(f"cannot discard a recording that is {self.status}")
+        assert self.recording_sid is not None
+        self.status = RecordingStatus.DISCARDED
+        self.discard_reason = reason
+        self.twilio_deleted_at = now
+        self._emit(events.RecordingDiscarded, now, recording_sid=self.recording_sid, reason=reason)
 
     def deleted_at_twilio(self, now: datetime) -> None:
         """The Twilio copy is gone. Only ever after the audio is safely archived."""

@@ -21,6 +21,7 @@ from typing import Any, Generic, Self, TypeVar
 
 from application.errors import ConcurrencyConflict
 from application.messagebus import EventDispatcher
+from application.ports import Telephony
 from application.services import Services, ServiceSettings
 from application.unit_of_work import CallQuery, OutboxMessage
 from domain import events as ev
@@ -134,8 +135,15 @@ class FakeDatabase:
         return copy.deepcopy(found[0]) if found else None
 
     def recording_for_call(self, call_id: str) -> Recording | None:
+        """The call's own recording (``Call.recording_id``)."""
+        call = self.calls.get(call_id)
+        found = self.recordings.get(call.recording_id) if call and call.recording_id else None
+        return copy.deepcopy(found)
+
+    def recordings_of_call(self, call_id: str) -> list[Recording]:
+        """Every recording of the call, its own and the additional ones, oldest first."""
         found = [r for r in self.recordings.values() if r.call_id == call_id]
-        return copy.deepcopy(found[0]) if found else None
+        return copy.deepcopy(sorted(found, key=lambda r: (r.requested_at, r.id)))
 
 
 # --- repositories -------------------------------------------------------------------------------
@@ -231,11 +239,13 @@ class FakeCallRepository(_FakeRepository[Call]):
         super().__init__(table)
         self._recordings = recordings if recordings is not None else {}
 
+    def _recording_of(self, call: Call) -> Recording | None:
+        return self._recordings.get(call.recording_id) if call.recording_id else None
+
     def _recording_status(self, call: Call) -> str:
         from application.views import recording_view
 
-        found = [r for r in self._recordings.values() if r.call_id == call.id]
-        return recording_view(call, found[0] if found else None).status
+        return recording_view(call, self._recording_of(call)).status
 
     async def get_by_sid(self, call_sid: str) -> Call | None:
         return self._first(lambda call: call.call_sid == call_sid)
@@ -259,8 +269,8 @@ class FakeCallRepository(_FakeRepository[Call]):
         from domain.model import SETTLED_STATUSES
 
         def recording_settled(call: Call) -> bool:
-            found = [r for r in self._recordings.values() if r.call_id == call.id]
-            return not found or found[0].status in SETTLED_STATUSES
+            found = self._recording_of(call)
+            return found is None or found.status in SETTLED_STATUSES
 
         selected = sorted(
             (
@@ -277,9 +287,15 @@ class FakeCallRepository(_FakeRepository[Call]):
 
 
 class FakeRecordingRepository(_FakeRepository[Recording]):
-    def __init__(self, table: dict[str, Recording], updated_at: dict[str, datetime] | None = None) -> None:
+    def __init__(
+        self,
+        table: dict[str, Recording],
+        updated_at: dict[str, datetime] | None = None,
+        calls: dict[str, Call] | None = None,
+    ) -> None:
         super().__init__(table)
         self._updated_at = updated_at if updated_at is not None else {}
+        self._calls = calls if calls is not None else {}
 
     async def stuck(
         self, *, statuses: Collection[RecordingStatus], updated_before: datetime, limit: int
@@ -293,13 +309,24 @@ class FakeRecordingRepository(_FakeRepository[Recording]):
         found.sort(key=lambda rec: (self._updated_at.get(rec.id, never), rec.id))
         return [r for rec in found[:limit] if (r := self._remember(rec)) is not None]
 
+    async def get_by_sid(self, recording_sid: str) -> Recording | None:
+        return self._first(lambda rec: rec.recording_sid == recording_sid)
+
     async def get_for_call(self, call_id: str) -> Recording | None:
-        return self._first(lambda rec: rec.call_id == call_id)
+        """The call's own recording, as committed (``calls.recording_id``)."""
+        call = self._calls.get(call_id)
+        return self._remember(self._table.get(call.recording_id) if call and call.recording_id else None)
 
     async def get_for_calls(self, call_ids: list[str]) -> dict[str, Recording]:
-        wanted = set(call_ids)
-        found = [self._remember(rec) for rec in self._table.values() if rec.call_id in wanted]
+        found = [await self.get_for_call(call_id) for call_id in call_ids]
         return {rec.call_id: rec for rec in found if rec is not None}
+
+    async def for_call(self, call_id: str) -> list[Recording]:
+        found = sorted(
+            (rec for rec in self._table.values() if rec.call_id == call_id),
+            key=lambda rec: (rec.requested_at, rec.id),
+        )
+        return [r for rec in found if (r := self._remember(rec)) is not None]
 
 
 class FakeAuditLog:
@@ -432,7 +459,9 @@ class FakeUnitOfWork:
     def _begin(self) -> None:
         self.organizations = FakeOrganizationRepository(self.db.organizations)
         self.calls = FakeCallRepository(self.db.calls, self.db.recordings)
-        self.recordings = FakeRecordingRepository(self.db.recordings, self.db.recording_updated_at)
+        self.recordings = FakeRecordingRepository(
+            self.db.recordings, self.db.recording_updated_at, self.db.calls
+        )
         self.outbox = FakeOutbox(self.db)
         self.processed = FakeProcessedMessages(self.db)
         self.audit = FakeAuditLog(self.db)
@@ -513,7 +542,6 @@ class FakeUnitOfWork:
             "phone number",
         )
         self._check_unique(self.calls, self.db.calls, lambda call: [call.call_sid], "call_sid")
-        self._check_unique(self.recordings, self.db.recordings, lambda rec: [rec.call_id], "call_id")
         self._check_unique(
             self.recordings,
             self.db.recordings,
@@ -568,7 +596,7 @@ class FakeUnitOfWorkFactory:
 def make_services(
     *,
     db: FakeDatabase | None = None,
-    telephony: FakeTelephony | None = None,
+    telephony: Telephony | None = None,
     store: InMemoryRecordingStore | None = None,
     clock: FakeClock | None = None,
     public_url: str = PUBLIC_URL,

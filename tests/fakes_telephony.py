@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -46,15 +46,17 @@ class _MediaSpoiler:
 @dataclass
 class FakeTelephony:
     """Recordings in a dict. Failure injection: ``fail_next(operation, times, error=None)``,
-    ``truncate_next_media()``, ``corrupt_next_media()``."""
+    ``truncate_next_media()``, ``corrupt_next_media()``; races: ``after_next(operation, hook)``."""
 
     chunk_size: int = 64 * 1024
     audio_size: int = 48 * 1024
     recordings: dict[str, FakeRecording] = field(default_factory=dict)
+    unknown_calls: set[str] = field(default_factory=set)  # calls the provider does not know (404)
     calls: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)  # journal of port calls
     delete_counts: Counter[str] = field(default_factory=Counter)
     media_urls_seen: list[str | None] = field(default_factory=list)
     _failures: dict[str, list[_Failure]] = field(default_factory=dict)
+    _after: dict[str, list[Callable[[], Awaitable[None]]]] = field(default_factory=dict)
     _media_spoilers: list[_MediaSpoiler] = field(default_factory=list)
 
     # --- test-side API -----------------------------------------------------------------------------
@@ -65,6 +67,17 @@ class FakeTelephony:
             raise ValueError(f"unknown operation {operation!r}; one of {_OPERATIONS}")
         failure = _Failure(times, error or TelephonyError(f"injected failure of {operation}"))
         self._failures.setdefault(operation, []).append(failure)
+
+    def after_next(self, operation: str, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` once the next ``operation`` (not ``open_media``) has done its work, before it
+        returns: what happens at Twilio, or reaches the service, while the answer is on its way."""
+        if operation not in _OPERATIONS or operation == "open_media":
+            raise ValueError(f"after_next does not support {operation!r}")
+        self._after.setdefault(operation, []).append(hook)
+
+    def forget_call(self, call_sid: str) -> None:
+        """The provider does not know this call: it lists no recordings of it, and cannot record it."""
+        self.unknown_calls.add(call_sid)
 
     def truncate_next_media(self, times: int = 1, keep_bytes: int | None = None) -> None:
         """The next downloads break off (``TelephonyError`` while iterating) after ``keep_bytes``."""
@@ -122,7 +135,11 @@ class FakeTelephony:
 
     async def start_recording(self, call_sid: str, status_callback_url: str) -> str:
         self._enter("start_recording", call_sid, status_callback_url)
-        return self.add_recording(call_sid, status_callback_url=status_callback_url)
+        if call_sid in self.unknown_calls:
+            raise TelephonyError(f"start recording of call {call_sid}: 404")
+        started = self.add_recording(call_sid, status_callback_url=status_callback_url)
+        await self._done("start_recording")
+        return started
 
     async def stop_recording(self, call_sid: str, recording_sid: str) -> None:
         self._enter("stop_recording", call_sid, recording_sid)
@@ -131,6 +148,7 @@ class FakeTelephony:
             raise TelephonyError(f"stop recording {recording_sid} of call {call_sid}: 404")
         if recording.status == "in-progress":
             recording.status = "stopped"
+        await self._done("stop_recording")
 
     @asynccontextmanager
     async def open_media(
@@ -153,19 +171,26 @@ class FakeTelephony:
         self._enter("delete_recording", recording_sid)
         self.delete_counts[recording_sid] += 1
         recording = self.recordings.get(recording_sid)
-        if recording is None or recording.deleted:
-            return False
-        recording.deleted = True
-        recording.audio = None
-        return True
+        existed = recording is not None and not recording.deleted
+        if recording is not None:
+            recording.deleted = True
+            recording.audio = None
+        await self._done("delete_recording")
+        return existed
 
     async def list_call_recordings(self, call_sid: str) -> list[ProviderRecording]:
         self._enter("list_call_recordings", call_sid)
-        found = [r for r in self.recordings.values() if r.call_sid == call_sid and not r.deleted]
-        return [
+        found = [
+            r
+            for r in self.recordings.values()
+            if r.call_sid == call_sid and not r.deleted and call_sid not in self.unknown_calls
+        ]
+        listed = [
             ProviderRecording(sid=r.sid, call_sid=r.call_sid, status=r.status, duration_s=r.duration)
             for r in reversed(found)  # newest first, as Twilio lists them
         ]
+        await self._done("list_call_recordings")
+        return listed
 
     # --- internals ---------------------------------------------------------------------------------
 
@@ -178,6 +203,11 @@ class FakeTelephony:
             if failure.times <= 0:
                 pending.pop(0)
             raise failure.error
+
+    async def _done(self, operation: str) -> None:
+        hooks = self._after.get(operation)
+        if hooks:
+            await hooks.pop(0)()
 
     def _take_spoiler(self) -> _MediaSpoiler | None:
         if not self._media_spoilers:

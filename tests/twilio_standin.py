@@ -26,7 +26,7 @@ Inspection and control (``/_standin/…``): ``GET health``, ``GET state``, ``POS
 ``POST recordings/{RE}/audio`` (raw body), ``GET recordings/{RE}/audio``,
 ``POST recordings/{RE}/complete`` (JSON ``{"duration"?, "size"?}``), ``POST recordings/{RE}/status``
 (JSON ``{"status"}``), ``GET recordings/{RE}/callback-payload?status=…&service_base=…``,
-``POST calls/{CA}/end``, ``POST faults`` (JSON, see ``Fault``/``MediaFault``).
+``POST calls/{CA}/end``, ``POST calls/{CA}/forget``, ``POST faults`` (JSON, see ``Fault``/``MediaFault``).
 
 Also here: ``TwilioCallbackDriver`` (signed Twilio → service callbacks) and payload builders.
 """
@@ -296,6 +296,7 @@ class TwilioStandin:
         self.faults: list[Fault] = []
         self.media_faults: list[MediaFault] = []
         self.ended_calls: set[str] = set()
+        self.unknown_calls: set[str] = set()
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -335,6 +336,7 @@ class TwilioStandin:
         r.add_post(c + "/recordings/{sid}/status", self._c_set_status)
         r.add_get(c + "/recordings/{sid}/callback-payload", self._c_callback_payload)
         r.add_post(c + "/calls/{call}/end", self._c_end_call)
+        r.add_post(c + "/calls/{call}/forget", self._c_forget_call)
         r.add_post(c + "/faults", self._c_faults)
         return app
 
@@ -419,6 +421,7 @@ class TwilioStandin:
             self.faults.clear()
             self.media_faults.clear()
             self.ended_calls.clear()
+            self.unknown_calls.clear()
 
     def add_recording(
         self,
@@ -493,6 +496,12 @@ class TwilioStandin:
         with self._lock:
             self.ended_calls.add(call_sid)
 
+    def forget_call(self, call_sid: str) -> None:
+        """Twilio does not know this call (another account's, or older than Twilio keeps calls): every
+        request naming it, listing its recordings included, answers 404."""
+        with self._lock:
+            self.unknown_calls.add(call_sid)
+
     def inject_fault(
         self,
         route: str,
@@ -559,6 +568,7 @@ class TwilioStandin:
                 "faults": [asdict(f) for f in self.faults],
                 "media_faults": [asdict(f) for f in self.media_faults],
                 "ended_calls": sorted(self.ended_calls),
+                "unknown_calls": sorted(self.unknown_calls),
             }
 
     def recording_status_payload(
@@ -669,6 +679,9 @@ class TwilioStandin:
         if fault is not None:
             headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
             return _twilio_error(fault.status, fault.message, code=fault.code, headers=headers)
+        named_call = request.match_info.get("call") or request.query.get("CallSid")
+        if named_call is not None and named_call in self.unknown_calls:
+            return self._not_found(request)
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -887,6 +900,10 @@ class TwilioStandin:
         self.end_call(request.match_info["call"])
         return web.json_response({"ok": True})
 
+    async def _c_forget_call(self, request: web.Request) -> web.Response:
+        self.forget_call(request.match_info["call"])
+        return web.json_response({"ok": True})
+
     async def _c_faults(self, request: web.Request) -> web.Response:
         body = await request.json()
         kind = body.pop("kind", "status")
@@ -1000,6 +1017,9 @@ class StandinHttpControl:
 
     def end_call(self, call_sid: str) -> None:
         self._json(self._http.post(f"/calls/{call_sid}/end"))
+
+    def forget_call(self, call_sid: str) -> None:
+        self._json(self._http.post(f"/calls/{call_sid}/forget"))
 
     def inject_fault(
         self,

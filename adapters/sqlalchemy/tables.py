@@ -115,7 +115,9 @@ recordings = Table(
     "recordings",
     metadata,
     Column("id", ID, primary_key=True),
-    Column("call_id", ID, ForeignKey("calls.id"), nullable=False, unique=True),
+    # Not unique: a call may have more than one recording at Twilio (migration 0012). The call's own
+    # is ``calls.recording_id``; the others are its additional recordings.
+    Column("call_id", ID, ForeignKey("calls.id"), nullable=False, index=True),
     Column("org_id", String(64), nullable=True, index=True),
     Column("kind", String(16), nullable=False),
     Column("call_sid", String(64), nullable=False),
@@ -134,6 +136,7 @@ recordings = Table(
     Column("twilio_deleted_at", UTCDateTime),
     Column("error_code", String(32)),
     Column("failure_reason", Text),
+    Column("discard_reason", String(32)),  # deleted at Twilio unarchived, and why (migration 0012)
     Column("version", Integer, nullable=False),
     Column("updated_at", UTCDateTime),  # set on every write: how long a recording has sat in its state
     Index("ix_recordings_status_updated", "status", "updated_at"),

@@ -287,7 +287,7 @@ class SqlAlchemyCallRepository(_Repository[Call]):
             where.append(tuple_(c.started_at, c.id) < tuple_(query.after.started_at, query.after.id))
         source: Any = t.calls
         if query.recording_status is not None:
-            source = t.calls.outerjoin(t.recordings, t.recordings.c.call_id == c.id)
+            source = t.calls.outerjoin(t.recordings, t.recordings.c.id == c.recording_id)
             where.append(_recording_status_is(query.recording_status))
         stmt = (
             select(t.calls)
@@ -303,7 +303,7 @@ class SqlAlchemyCallRepository(_Repository[Call]):
         c, r = t.calls.c, t.recordings.c
         stmt = (
             select(t.calls)
-            .select_from(t.calls.outerjoin(t.recordings, r.call_id == c.id))
+            .select_from(t.calls.outerjoin(t.recordings, r.id == c.recording_id))
             .where(
                 c.settled_at.is_(None),  # ix_calls_settling
                 c.ended_at.is_not(None),
@@ -371,6 +371,7 @@ class SqlAlchemyRecordingRepository(_Repository[Recording]):
             "twilio_deleted_at": rec.twilio_deleted_at,
             "error_code": rec.error_code,
             "failure_reason": rec.failure_reason,
+            "discard_reason": rec.discard_reason,
             "version": rec.version,
         }
 
@@ -402,21 +403,36 @@ class SqlAlchemyRecordingRepository(_Repository[Recording]):
             twilio_deleted_at=m["twilio_deleted_at"],
             error_code=m["error_code"],
             failure_reason=m["failure_reason"],
+            discard_reason=m["discard_reason"],
             version=m["version"],
         )
 
     async def get(self, recording_id: str) -> Recording | None:
         return await self._one(t.recordings.c.id == recording_id)
 
+    async def get_by_sid(self, recording_sid: str) -> Recording | None:
+        return await self._one(t.recordings.c.recording_sid == recording_sid)
+
+    def _of_calls(self, where: Any) -> Any:
+        """The calls' own recordings (``calls.recording_id``), not their additional ones."""
+        return select(t.recordings).join(t.calls, t.calls.c.recording_id == t.recordings.c.id).where(where)
+
     async def get_for_call(self, call_id: str) -> Recording | None:
-        return await self._one(t.recordings.c.call_id == call_id)
+        result = await self.conn.execute(self._of_calls(t.calls.c.id == call_id))
+        return self._remember(result.first())
 
     async def get_for_calls(self, call_ids: list[str]) -> dict[str, Recording]:
         if not call_ids:
             return {}
-        result = await self.conn.execute(select(t.recordings).where(t.recordings.c.call_id.in_(call_ids)))
+        result = await self.conn.execute(self._of_calls(t.calls.c.id.in_(call_ids)))
         found = [rec for row in result if (rec := self._remember(row)) is not None]
         return {rec.call_id: rec for rec in found}
+
+    async def for_call(self, call_id: str) -> list[Recording]:
+        r = t.recordings.c
+        stmt = select(t.recordings).where(r.call_id == call_id).order_by(r.requested_at, r.id)
+        result = await self.conn.execute(stmt)
+        return [rec for row in result if (rec := self._remember(row)) is not None]
 
     async def stuck(
         self, *, statuses: Collection[RecordingStatus], updated_before: datetime, limit: int

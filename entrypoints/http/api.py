@@ -26,7 +26,9 @@ from entrypoints.http.cursors import decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND
 from entrypoints.http.schemas import (
+    AdditionalRecording,
     Call,
+    CallDetail,
     CallList,
     IdPath,
     Recording,
@@ -72,6 +74,24 @@ def call_body(view: views.CallView, base_path: str = "/api/v1/calls") -> Call:
             playback_url=f"{base_path}/{call.id}/recording" if available else None,
             download_url=f"{base_path}/{call.id}/recording?download=true" if available else None,
         ),
+    )
+
+
+def call_detail_body(view: views.CallView, base_path: str = "/api/v1/calls") -> CallDetail:
+    """``call_body`` and the fate of the call's additional recordings."""
+    body = call_body(view, base_path)
+    return CallDetail(
+        **{name: getattr(body, name) for name in Call.__struct_fields__},
+        additional_recordings=[
+            AdditionalRecording(
+                status=rec.status,  # type: ignore[arg-type]
+                reason=rec.reason,  # type: ignore[arg-type]
+                duration_s=rec.duration_s,
+                size_bytes=rec.size_bytes,
+                content_type=rec.content_type,
+            )
+            for rec in view.additional_recordings
+        ],
     )
 
 
@@ -167,12 +187,12 @@ class DashboardApi(Controller):
     @get("/calls/{call_id:str}", responses={**AUTH_ERRORS, **BAD_REQUEST, **NOT_FOUND})
     async def get_call(
         self, request: Request[Any, Any, State], call_id: CallId, services: ServicesDep
-    ) -> Call:
-        """One call with its recording, or the reason there is none."""
+    ) -> CallDetail:
+        """One call with its recording, or the reason there is none, and any additional recordings."""
         view = await views.get_call(
             services, org_id=principal_of(request).org_id, call_id=call_id, kinds=CUSTOMER
         )
-        return call_body(view)
+        return call_detail_body(view)
 
     @get(
         "/calls/{call_id:str}/recording",

@@ -77,6 +77,28 @@ class Call(msgspec.Struct):
     non_engagement: bool = False
 
 
+class AdditionalRecording(msgspec.Struct):
+    """Another recording Twilio made of the call, besides `recording` (a retried start, or one started
+    outside the service), and what became of it. It never replaces `recording` and is not played here.
+
+    `archived`: kept in the recording store, verified, and deleted at Twilio. `discarded`: deleted at
+    Twilio without being kept; `reason` `recording_off`, the call was not to be recorded.
+    `not_recorded` (`no_audio`) and `failed`: Twilio captured nothing. `processing`: on its way.
+    """
+
+    status: Literal["processing", "archived", "discarded", "not_recorded", "failed"]
+    reason: Literal["recording_off", "no_audio"] | None
+    duration_s: int | None
+    size_bytes: int | None
+    content_type: str | None
+
+
+class CallDetail(Call):
+    """A call, with the fate of every additional recording Twilio made of it (oldest first)."""
+
+    additional_recordings: list[AdditionalRecording] = msgspec.field(default_factory=list)
+
+
 class CallList(msgspec.Struct):
     items: list[Call]
     next_cursor: str | None

@@ -219,7 +219,7 @@ def test_the_toggle_at_arrival_decides_and_a_later_flip_changes_only_the_next_ca
         assert dash.put("/api/v1/settings/call-recording", json={"enabled": False}).json()["enabled"] is False
     service.driver.stream_status(stream_status_payload(first_sid, "stream-started"))
     wait_for(lambda: start_recordings(service, first_sid), "the first call to be recorded anyway")
-    again_sid, again = arrive(service, "+15550100004", call_sid=first_sid)
+    _, again = arrive(service, "+15550100004", call_sid=first_sid)
     assert again == first  # a repeated CallSid gets the same answer, nothing new
     second_sid, second = arrive(service, "+15550100004")
     assert first["recording"] == "on" and second["recording"] == "off"
@@ -245,6 +245,80 @@ def test_missing_audio_is_explained_as_no_audio(service: RunningService) -> None
         recording = call_detail(service, "eps", call_id)["recording"]
         assert (recording["status"], recording["reason"]) == ("not_recorded", "no_audio")
     assert service.standin.delete_count(recording_sid) == 0
+
+
+def test_a_second_recording_of_a_recorded_call_is_archived_verbatim_and_deleted_at_twilio_too(
+    service: RunningService,
+) -> None:
+    make_org(service, "omicron", "+15550100014", recording=True)
+    call_sid, params = arrive(service, "+15550100014")
+    service.driver.stream_status(stream_status_payload(call_sid, "stream-started"))
+    first = recording_sid_of(service, call_sid)
+    callback(service, call_sid, first, "in-progress")
+    # A second start reached Twilio (a retry whose first answer was lost), and it calls back too.
+    second = service.standin.add_recording(
+        call_sid, status="in-progress", status_callback=f"{service.base_url}/twilio/recording-status"
+    )
+    callback(service, call_sid, second, "in-progress")
+    own_audio = service.standin.complete_recording(first, duration=30, size=200_000)
+    other_audio = service.standin.complete_recording(second, duration=12, size=90_000)
+    service.driver.call_status(call_status_payload(call_sid, "completed", duration=31))
+    callback(service, call_sid, second, "completed", duration=12)
+    callback(service, call_sid, first, "completed", duration=30)
+    callback(service, call_sid, second, "completed", duration=12)  # Twilio retried
+
+    def both_archived() -> dict[str, Any] | None:
+        detail = call_detail(service, "omicron", params["call_id"])
+        extra = detail["additional_recordings"]
+        done = detail["recording"]["status"] == "available" and [r["status"] for r in extra] == ["archived"]
+        return detail if done else None
+
+    detail = wait_for(both_archived, "both recordings to be archived")
+    assert detail["recording"]["size_bytes"] == len(own_audio) and detail["recording"]["duration_s"] == 30
+    assert detail["additional_recordings"] == [
+        {"status": "archived", "reason": None, "duration_s": 12, "size_bytes": len(other_audio),
+         "content_type": "audio/mpeg"}
+    ]  # fmt: skip
+    wait_for(
+        lambda: service.standin.delete_count(first) == service.standin.delete_count(second) == 1,
+        "both Twilio copies to be deleted",
+    )
+    stored = sorted(p.read_bytes() for p in (service.var_dir / "recordings").rglob("*.mp3"))
+    assert stored == sorted([own_audio, other_audio])
+    assert fetch_recording(service, "omicron", params["call_id"]).content == own_audio
+    time.sleep(0.5)  # any stray retries would show up as a second DELETE
+    assert service.standin.delete_count(first) == service.standin.delete_count(second) == 1
+
+
+def test_recordings_of_an_unrecorded_call_are_deleted_at_twilio_and_never_archived(
+    service: RunningService,
+) -> None:
+    make_org(service, "pi", "+15550100015", recording=False)
+    call_sid, params = arrive(service, "+15550100015")
+    service.driver.stream_status(stream_status_payload(call_sid, "stream-started"))
+    live = service.standin.add_recording(call_sid, status="in-progress")
+    finished = service.standin.add_recording(call_sid, status="completed")
+    callback(service, call_sid, live, "in-progress")
+    callback(service, call_sid, finished, "completed", duration=5)
+    wait_for(
+        lambda: any(live in r["path"] for r in service.standin.requests("update_recording")),
+        "the live one to be stopped",
+    )
+    service.standin.complete_recording(live, duration=9)
+    callback(service, call_sid, live, "completed", duration=9)
+    service.driver.call_status(call_status_payload(call_sid, "completed", duration=10))
+
+    def both_discarded() -> list[dict[str, Any]] | None:
+        extra = call_detail(service, "pi", params["call_id"])["additional_recordings"]
+        return extra if [r["status"] for r in extra] == ["discarded", "discarded"] else None
+
+    extra = wait_for(both_discarded, "both recordings to be discarded")
+    assert all(r["reason"] == "recording_off" and r["size_bytes"] is None for r in extra)
+    assert service.standin.delete_count(live) == service.standin.delete_count(finished) == 1
+    assert service.standin.recording_info(live)["deleted"] is True  # type: ignore[index]
+    assert list((service.var_dir / "recordings").rglob("*.mp3")) == []
+    recording = call_detail(service, "pi", params["call_id"])["recording"]
+    assert (recording["status"], recording["reason"]) == ("not_recorded", "recording_off")
 
 
 def test_forged_or_missing_signatures_are_refused_and_change_nothing(service: RunningService) -> None:

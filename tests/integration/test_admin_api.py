@@ -1,4 +1,5 @@
-"""The operations team's admin API: sees every org and the platform lines, and every access is audited first."""
+"""The operations team's admin API: sees every org and the platform lines, and every access is
+audited first."""
 
 from __future__ import annotations
 

@@ -11,10 +11,10 @@ cursor, parameters and all), with and without a keyset cursor:
   ``ix_calls_org_kind_started`` backwards, has no Sort node, and reads about one page of index
   entries (``actual rows`` of the scan ≤ limit + 1), however deep the cursor is.
 
-The ``recording`` filter joins ``recordings`` by ``call_id``. On SQLite its plan is the same walk
-plus one lookup per call. On PostgreSQL a dense filter (``available``) stays a bounded walk; a sparse
-one (``not_recorded`` deep in the data, ``processing``, ``failed``) is not bounded by the page: see
-the xfail test at the end.
+The ``recording`` filter joins the call's own recording (``calls.recording_id``, the primary key of
+``recordings``). On SQLite its plan is the same walk plus one lookup per call. On PostgreSQL a dense
+filter (``available``) stays a bounded walk; a sparse one (``not_recorded`` deep in the data,
+``processing``, ``failed``) is not bounded by the page: see the xfail test at the end.
 
 Each database is filled once per module (bulk inserts, then ``ANALYZE``); each test opens its own
 engine on it.
@@ -93,6 +93,7 @@ def _calls(count: int, orgs: list[str]) -> Iterator[tuple[dict[str, Any], dict[s
             "duration_s": 30,
             "greeting": "Hi.",
             "recorded": recorded,
+            "recording_id": None,
             "version": 1,
         }
         recording = None
@@ -115,6 +116,7 @@ def _calls(count: int, orgs: list[str]) -> Iterator[tuple[dict[str, Any], dict[s
                 "version": 1,
                 "updated_at": started_at + timedelta(minutes=1),
             }
+            call["recording_id"] = recording["id"]
         yield call, recording
 
 
@@ -253,7 +255,7 @@ async def test_sqlite_page_searches_the_index_and_sorts_nothing(
         assert any(step.startswith("SEARCH calls USING INDEX " + INDEX) for step in plan), text_plan
         assert "TEMP B-TREE" not in text_plan, text_plan
         if recording is not None:
-            # one lookup of the call's recording per call read, through the unique index on call_id
+            # one lookup of the call's recording per call read, by its primary key
             assert any("SEARCH recordings USING INDEX" in step for step in plan), text_plan
         if after is not None:
             assert "(started_at,id)<(?,?)" in text_plan.replace(" ", ""), text_plan
@@ -277,9 +279,12 @@ async def test_sqlite_date_range_page_uses_the_index(db: AsyncEngine) -> None:
 
 
 @SQLITE
-async def test_sqlite_recordings_of_a_page_are_looked_up_by_call_id(db: AsyncEngine) -> None:
+async def test_sqlite_recordings_of_a_page_are_looked_up_by_their_calls_recording_id(db: AsyncEngine) -> None:
     plan = await _sqlite_explain(db, *await _emitted_recordings_of_a_page(db, ORGS[3]))
-    assert plan == ["SEARCH recordings USING INDEX sqlite_autoindex_recordings_2 (call_id=?)"], plan
+    assert plan == [
+        "SEARCH calls USING INDEX sqlite_autoindex_calls_1 (id=?)",
+        "SEARCH recordings USING INDEX sqlite_autoindex_recordings_1 (id=?)",
+    ], plan
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------------
@@ -364,7 +369,7 @@ async def test_postgres_available_filter_page_stays_bounded(db: AsyncEngine, dep
     """The scan reads calls until a page matches: about a page divided by the filter's share.
 
     About 72% of the calls here are ``available``; each call read costs one lookup of its recording
-    through the unique index on ``recordings.call_id``.
+    by primary key (``calls.recording_id``).
     """
     after = await _deep_cursor(db, ORGS[2], depth) if depth else None
     query = CallQuery(org_id=ORGS[2], limit=PAGE + 1, after=after, recording_status="available")
@@ -374,23 +379,25 @@ async def test_postgres_available_filter_page_stays_bounded(db: AsyncEngine, dep
 
 
 @POSTGRES
-async def test_postgres_recordings_of_a_page_are_looked_up_by_call_id(db: AsyncEngine) -> None:
+async def test_postgres_recordings_of_a_page_are_looked_up_by_their_calls_recording_id(
+    db: AsyncEngine,
+) -> None:
     plan = await _pg_explain(db, *await _emitted_recordings_of_a_page(db, ORGS[3]))
     dump = json.dumps(plan, indent=1)
     scans = [node for node in _nodes(plan) if node.get("Relation Name") == "recordings"]
     assert [scan["Node Type"] for scan in scans] in (["Index Scan"], ["Bitmap Heap Scan"]), dump
     indexes = {node.get("Index Name") for node in _nodes(plan)} - {None}
-    assert indexes == {"uq_recordings_call_id"}, dump
-    assert scans[0]["Actual Rows"] <= PAGE, dump
+    assert indexes == {"pk_calls", "pk_recordings"}, dump
+    assert scans[0]["Actual Rows"] * scans[0].get("Actual Loops", 1) <= PAGE, dump
 
 
 @POSTGRES
 @pytest.mark.xfail(
     strict=False,
-    reason="known limitation (see docs/performance.md): a sparse recording filter is not bounded by the page. The filter "
-    "lives on recordings, so the walk reads calls until a page matches (the whole org when few do), and "
-    "PostgreSQL may instead hash-join a seq scan of all recordings and sort. Bounding it needs the "
-    "recording state on calls, in an index (org_id, kind, recording_state, started_at, id).",
+    reason="known limitation (see docs/performance.md): a sparse recording filter is not bounded by the "
+    "page. The filter lives on recordings, so the walk reads calls until a page matches (the whole org "
+    "when few do), and PostgreSQL may instead hash-join a seq scan of all recordings and sort. Bounding "
+    "it needs the recording state on calls, in an index (org_id, kind, recording_state, started_at, id).",
 )
 @pytest.mark.parametrize(
     ("recording", "depth"), [("not_recorded", 0.9), ("processing", 0.0), ("failed", 0.0)]

@@ -263,7 +263,7 @@ async def test_playback_redirects_to_a_short_lived_url_that_serves_ranges(sqlite
     served = await h.client.get(download.headers["location"])
     disposition = served.headers["content-disposition"]
     assert (
-        disposition.startswith("attachment") and f"call-" in disposition and f"-{call_id}.mp3" in disposition
+        disposition.startswith("attachment") and "call-" in disposition and f"-{call_id}.mp3" in disposition
     )
     assert served.content == audio
 
@@ -295,6 +295,52 @@ async def test_the_call_detail_has_the_contract_fields(sqlite_harness: ApiHarnes
     assert body["recording"]["playback_url"] == f"/api/v1/calls/{call_id}/recording"
 
 
+async def test_the_call_detail_says_what_became_of_every_other_recording_twilio_made_of_the_call(
+    harness: ApiHarness,
+) -> None:
+    h = harness
+    recorded = await h.archived_call(ACME_NUMBER, audio=b"ID3" + b"own" * 500)
+    await h.bus.handle(commands.SetCallRecording(ACME, False, "x"))
+    unrecorded = await h.unrecorded_call(ACME_NUMBER)
+    for call_id, duration in ((recorded, 4), (unrecorded, 7)):
+        async with h.services.uow() as uow:
+            call = await uow.calls.get(call_id)
+        assert call is not None
+        other = h.telephony.add_recording(call.call_sid, status="completed", audio=b"ID3" + b"other" * 300)
+        h.telephony.complete_recording(other, duration=duration)
+        await h.bus.handle(
+            commands.RecordRecordingStatus(call.call_sid, other, "completed", duration_s=duration)
+        )
+        await h.relay.drain()
+        assert h.telephony.is_deleted(other)
+
+    detail = (await h.client.get(f"/api/v1/calls/{recorded}", headers=h.auth(ACME, "member"))).json()
+    assert (detail["recording"]["status"], detail["recording"]["size_bytes"]) == ("available", 1503)
+    assert detail["additional_recordings"] == [
+        {
+            "status": "archived",
+            "reason": None,
+            "duration_s": 4,
+            "size_bytes": 1503,
+            "content_type": "audio/mpeg",
+        }
+    ]
+    detail = (await h.client.get(f"/api/v1/calls/{unrecorded}", headers=h.auth(ACME, "member"))).json()
+    assert (detail["recording"]["status"], detail["recording"]["reason"]) == ("not_recorded", "recording_off")
+    assert detail["additional_recordings"] == [
+        {
+            "status": "discarded",
+            "reason": "recording_off",
+            "duration_s": 7,
+            "size_bytes": None,
+            "content_type": None,
+        }
+    ]
+    listed = (await h.client.get("/api/v1/calls?recording=available", headers=h.auth(ACME))).json()["items"]
+    assert [c["id"] for c in listed] == [recorded]  # once, by its own recording
+    assert listed[0]["recording"]["size_bytes"] == 1503
+
+
 # --- OpenAPI ------------------------------------------------------------------------------------
 
 
@@ -315,3 +361,16 @@ async def test_the_openapi_document_lists_every_endpoint_with_its_errors(sqlite_
         assert operation.get("description") or operation.get("summary"), (path, method)
         assert "401" in operation["responses"], (path, method)
         assert "ErrorBody" in str(operation["responses"]["401"]), (path, method)
+    detail = paths["/api/v1/calls/{call_id}"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert detail["schema"]["$ref"].endswith("/CallDetail")
+    schemas = doc["components"]["schemas"]
+    assert set(schemas["Call"]["properties"]) < set(schemas["CallDetail"]["properties"])
+    extra = schemas["CallDetail"]["properties"]["additional_recordings"]
+    assert extra["type"] == "array" and extra["items"]["$ref"].endswith("/AdditionalRecording")
+    assert set(schemas["AdditionalRecording"]["properties"]["status"]["enum"]) == {
+        "processing",
+        "archived",
+        "discarded",
+        "not_recorded",
+        "failed",
+    }

@@ -252,7 +252,8 @@ def findings(tmp_path_factory: pytest.TempPathFactory) -> Findings:
         return {"Authorization": f"Bearer {token}"}
 
     def ops_admin() -> dict[str, str]:
-        token = issue_token(env["CALLREC_JWT_SECRET"], org_id="platform", role="ops_admin", sub="ops@platform")
+        secret = env["CALLREC_JWT_SECRET"]
+        token = issue_token(secret, org_id="platform", role="ops_admin", sub="ops@platform")
         return {"Authorization": f"Bearer {token}"}
 
     callers = [

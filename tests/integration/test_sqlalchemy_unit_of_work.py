@@ -14,7 +14,7 @@ from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from application.errors import ConcurrencyConflict
 from application.unit_of_work import CallCursor, CallQuery
 from domain import events
-from domain.model import Call, CallKind, Organization, RecordingStatus
+from domain.model import Call, CallKind, CallStatus, Organization, Recording, RecordingStatus
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
@@ -180,6 +180,67 @@ async def test_recordings_round_trip_through_every_state(engine: AsyncEngine) ->
         "RecordingArchived",
         "RecordingDeletedAtTwilio",
     ]
+
+
+async def test_a_call_with_more_recordings_at_twilio_keeps_its_own_as_the_recording_everywhere(
+    engine: AsyncEngine,
+) -> None:
+    org = new_org()
+    org.set_recording(enabled=True, by="alice", now=T0)
+    call = new_call(org, "CA1")
+    await save(engine, org, call)
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        loaded = await uow.calls.get(call.id)
+        assert loaded is not None
+        own = loaded.answer(T0 + timedelta(seconds=1))
+        assert own is not None
+        own.twilio_status(status="completed", recording_sid="RE1", now=T0 + timedelta(seconds=9))
+        own.archived(storage_key="k1", size_bytes=10, sha256="ab" * 32, content_type="audio/mpeg", now=T0)
+        live = Recording.found(call=loaded, recording_sid="RE2", now=T0 + timedelta(seconds=2))
+        done = Recording.found(call=loaded, recording_sid="RE3", now=T0 + timedelta(seconds=3))
+        done.twilio_status(status="completed", recording_sid="RE3", now=T0 + timedelta(seconds=8))
+        loaded.end(status=CallStatus.COMPLETED, duration_s=9, now=T0 + timedelta(seconds=10))
+        for recording in (own, live, done):
+            uow.recordings.add(recording)
+        await uow.commit()
+
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        assert (await uow.recordings.get_for_call(call.id)).id == own.id  # type: ignore[union-attr]
+        assert {k: r.id for k, r in (await uow.recordings.get_for_calls([call.id])).items()} == {
+            call.id: own.id
+        }
+        assert [r.id for r in await uow.recordings.for_call(call.id)] == [own.id, live.id, done.id]
+        assert (await uow.recordings.get_by_sid("RE3")).id == done.id  # type: ignore[union-attr]
+        available = await uow.calls.page(CallQuery(org_id="org-a", recording_status="available"))
+        processing = await uow.calls.page(CallQuery(org_id="org-a", recording_status="processing"))
+        settling = await uow.calls.settling(ended_before=T0 + timedelta(minutes=1), limit=10)
+    assert [c.id for c in available] == [call.id] and processing == []
+    assert [c.id for c in settling] == [call.id]  # its other recordings do not hold it up
+
+
+async def test_a_discarded_recording_round_trips_with_why(engine: AsyncEngine) -> None:
+    org = new_org()
+    call = new_call(org, "CA1")  # not recorded
+    found = Recording.found(call=call, recording_sid="RE1", now=T0)
+    await save(engine, org, call)
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        uow.recordings.add(found)
+        await uow.commit()
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        stuck = await uow.recordings.stuck(
+            statuses=[RecordingStatus.DISCARDING],
+            updated_before=datetime.now(UTC) + timedelta(days=1),
+            limit=5,
+        )
+        assert [r.id for r in stuck] == [found.id]
+        stuck[0].discarded(reason="recording_off", now=T0 + timedelta(seconds=5))
+        await uow.commit()
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        loaded = await uow.recordings.get_by_sid("RE1")
+        assert await uow.recordings.get_for_call(call.id) is None  # not the call's recording
+    assert loaded is not None and loaded.status == RecordingStatus.DISCARDED
+    assert (loaded.discard_reason, loaded.twilio_deleted_at) == ("recording_off", T0 + timedelta(seconds=5))
+    assert (await outbox_types(engine))[-1] == "RecordingDiscarded"
 
 
 async def test_keyset_pages_are_newest_first_and_never_overlap(engine: AsyncEngine) -> None:

@@ -64,6 +64,7 @@ class Backend(Protocol):
     def callback_url(self, recording_sid: str) -> str | None: ...
     def delete_count(self, recording_sid: str) -> int: ...
     def fail_next(self, operation: str, times: int = 1) -> None: ...
+    def forget_call(self, call_sid: str) -> None: ...
     def truncate_next_media(self) -> None: ...
     def corrupt_next_media(self) -> None: ...
 
@@ -96,6 +97,9 @@ class FakeBackend:
 
     def fail_next(self, operation: str, times: int = 1) -> None:
         self.fake.fail_next(operation, times)
+
+    def forget_call(self, call_sid: str) -> None:
+        self.fake.forget_call(call_sid)
 
     def truncate_next_media(self) -> None:
         self.fake.truncate_next_media()
@@ -135,6 +139,9 @@ class StandinBackend:
 
     def fail_next(self, operation: str, times: int = 1) -> None:
         self.standin.inject_fault(_STANDIN_ROUTE[operation], status=500, times=times)
+
+    def forget_call(self, call_sid: str) -> None:
+        self.standin.forget_call(call_sid)
 
     def truncate_next_media(self) -> None:
         self.standin.truncate_next_media()
@@ -793,6 +800,18 @@ async def test_a_transient_failure_on_listing_is_a_telephony_error(backend: Back
         backend.fake.fail_next("list_call_recordings")
     with pytest.raises(TelephonyError):
         await backend.telephony.list_call_recordings(call_sid())
+
+
+async def test_a_call_the_provider_does_not_know_has_no_recordings_and_cannot_be_recorded(
+    backend: Backend,
+) -> None:
+    call = call_sid()
+    backend.add_recording(call, status="completed")
+    backend.forget_call(call)
+
+    assert await backend.telephony.list_call_recordings(call) == []
+    with pytest.raises(TelephonyError):
+        await backend.telephony.start_recording(call, CALLBACK_URL)
 
 
 async def test_listing_follows_twilios_pages(

@@ -9,7 +9,12 @@ import pytest
 
 from adapters.retry import RetryPolicy
 from adapters.twilio_telephony import TwilioTelephony, TwilioTelephonyError
+from application.commands import EndCall, RecordStreamEvent, SetCallRecording, StartCall, UpsertOrganization
+from application.messagebus import MessageBus
 from application.ports import MediaNotFound
+from application.reconcile import RecordingReconciler
+from domain.model import RecordingStatus
+from tests.fakes import FakeClock, FakeDatabase, make_services
 from tests.twilio_standin import TwilioStandin, new_sid
 
 CALLBACK_URL = "https://callrec.example.com/twilio/recording-status"
@@ -161,6 +166,102 @@ async def test_listing_a_calls_recordings_is_retried(
 
     assert [r.sid for r in await telephony.list_call_recordings(call)] == [sid]
     assert statuses(twilio_standin, "list_recordings") == [502, 200]
+
+
+async def test_listing_the_recordings_of_a_call_twilio_does_not_know_asks_once_and_finds_none(
+    telephony: TwilioTelephony, twilio_standin: TwilioStandin, sleeps: RecordedSleeps
+) -> None:
+    call = new_sid("CA")
+    twilio_standin.add_recording(call, status="completed")
+    twilio_standin.forget_call(call)
+
+    assert await telephony.list_call_recordings(call) == []
+
+    assert statuses(twilio_standin, "list_recordings") == [404]
+    assert sleeps.asked == []
+
+
+async def test_the_sweep_learns_in_one_request_that_twilio_holds_nothing_of_an_unknown_call(
+    telephony: TwilioTelephony, twilio_standin: TwilioStandin, sleeps: RecordedSleeps
+) -> None:
+    """The recording was requested, its RecordingRequested event lost, the call ended, and Twilio does
+    not know the call: nothing was captured, and the sweep says so instead of failing on every pass."""
+    db, clock = FakeDatabase(), FakeClock()
+    svc = make_services(db=db, telephony=telephony, clock=clock)
+    bus = MessageBus(svc)
+    await bus.handle(UpsertOrganization("org-acme", "Acme", ["+15550001111"], "Hi."))
+    await bus.handle(SetCallRecording("org-acme", True, "admin@acme"))
+    call = new_sid("CA")
+    decision = await bus.handle(StartCall(call, twilio_standin.account_sid, "+15557654321", "+15550001111"))
+    await bus.handle(RecordStreamEvent(call, new_sid("MZ"), "stream-started"))
+    await bus.handle(EndCall(call, "completed", 3))
+    twilio_standin.forget_call(call)
+
+    clock.advance(minutes=20)
+    report = await RecordingReconciler(svc).sweep()
+
+    assert report.failed == [] and report.resumed == {"never-captured": 1}
+    recording = db.recording_for_call(decision.call_id)
+    assert recording is not None and recording.status == RecordingStatus.ABSENT
+    assert statuses(twilio_standin, "list_recordings") == [404]
+    assert sleeps.asked == []
+
+
+async def test_a_429_on_listing_honours_the_retry_after_twilio_asked_for(
+    telephony: TwilioTelephony, twilio_standin: TwilioStandin, sleeps: RecordedSleeps
+) -> None:
+    call = new_sid("CA")
+    sid = twilio_standin.add_recording(call, status="completed")
+    twilio_standin.inject_fault("list_recordings", status=429, retry_after="3")
+
+    assert [r.sid for r in await telephony.list_call_recordings(call)] == [sid]
+
+    assert statuses(twilio_standin, "list_recordings") == [429, 200]
+    assert 3 <= sleeps.asked[0] <= 3.05
+
+
+STANDIN_ROUTE = {
+    "start": "create_recording",
+    "stop": "update_recording",
+    "delete": "delete_recording",
+    "list": "list_recordings",
+    "media": "fetch_media",
+}
+
+
+async def _attempt(telephony: TwilioTelephony, operation: str, call: str, sid: str) -> object:
+    if operation == "start":
+        return await telephony.start_recording(call, CALLBACK_URL)
+    if operation == "stop":
+        return await telephony.stop_recording(call, sid)
+    if operation == "delete":
+        return await telephony.delete_recording(sid)
+    if operation == "list":
+        return await telephony.list_call_recordings(call)
+    async with telephony.open_media(sid) as media:
+        return b"".join([chunk async for chunk in media.chunks])
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422])
+@pytest.mark.parametrize("operation", list(STANDIN_ROUTE))
+async def test_no_twilio_request_answered_with_a_4xx_other_than_429_is_repeated(
+    telephony: TwilioTelephony,
+    twilio_standin: TwilioStandin,
+    sleeps: RecordedSleeps,
+    operation: str,
+    status: int,
+) -> None:
+    call = new_sid("CA")
+    sid = twilio_standin.add_recording(call, status="completed")
+    twilio_standin.inject_fault(STANDIN_ROUTE[operation], status=status)
+
+    try:
+        await _attempt(telephony, operation, call, sid)
+    except TwilioTelephonyError as error:
+        assert error.status == status and not error.retryable
+
+    assert statuses(twilio_standin, STANDIN_ROUTE[operation]) == [status]
+    assert sleeps.asked == []
 
 
 def test_the_policy_backs_off_exponentially_with_jitter_up_to_its_cap() -> None:

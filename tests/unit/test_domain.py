@@ -577,6 +577,83 @@ def test_twilio_copy_is_deleted_once_after_archive() -> None:
     assert types(recording.events) == ["RecordingDeletedAtTwilio"]
 
 
+# --- a second recording of one call ---------------------------------------------------------------
+
+RE2 = "RE" + "2" * 32
+
+
+def test_a_second_recording_of_a_recorded_call_is_archived_like_the_first_without_replacing_it() -> None:
+    call = start_call(org(recording=True))
+    first = call.answer(at(5))
+    assert first is not None
+
+    second = Recording.found(call=call, recording_sid=RE2, now=at(20))
+    second.twilio_status(status="completed", recording_sid=RE2, now=at(60), duration_s=40)
+    archive(second)
+    second.deleted_at_twilio(at(80))
+
+    assert call.recording_id == first.id != second.id
+    assert (second.call_id, second.org_id, second.recording_sid) == (call.id, "org-acme", RE2)
+    assert second.status == RecordingStatus.TWILIO_DELETED and second.duration_s == 40
+    assert types(second.events) == [
+        "RecordingStarted",
+        "RecordingCompletedAtTwilio",
+        "RecordingArchived",
+        "RecordingDeletedAtTwilio",
+    ]
+
+
+def test_audio_of_an_unrecorded_call_is_discarded_and_can_never_be_archived() -> None:
+    call = start_call(org(recording=False))
+
+    found = Recording.found(call=call, recording_sid=RE2, now=at(20))
+    found.twilio_status(status="in-progress", recording_sid=RE2, now=at(21))
+    found.twilio_status(status="completed", recording_sid=RE2, now=at(60), duration_s=40)
+
+    assert found.status == RecordingStatus.DISCARDING and found.duration_s == 40
+    assert found.events == []  # nothing asks for it to be archived
+    with pytest.raises(InvalidTransition):
+        archive(found)
+    assert call.recording_id is None
+
+
+def test_an_answer_after_twilios_audio_was_adopted_requests_no_second_recording() -> None:
+    call = start_call(org(recording=True))
+    adopted = Recording.request(call=call, now=at(2))
+    call.recording_id = adopted.id
+
+    assert call.answer(at(5)) is None
+    assert call.recording_id == adopted.id and call.answered_at == at(5)
+
+
+def test_discarding_deletes_once_and_says_why() -> None:
+    found = Recording.found(call=start_call(org()), recording_sid=RE2, now=at(20))
+
+    found.discarded(reason="recording_off", now=at(61))
+    found.discarded(reason="recording_off", now=at(62))
+
+    assert found.status == RecordingStatus.DISCARDED
+    assert (found.discard_reason, found.twilio_deleted_at) == ("recording_off", at(61))
+    assert types(found.events) == ["RecordingDiscarded"]
+    for event in found.events:
+        assert events.decode_event(event.type_name(), events.encode_event(event)) == event
+
+
+def test_a_recording_that_is_to_be_kept_cannot_be_discarded() -> None:
+    with pytest.raises(InvalidTransition):
+        completed_recording().discarded(reason="recording_off", now=at(61))
+
+
+@pytest.mark.parametrize(("callback", "ends"), [("absent", "absent"), ("failed", "failed")])
+def test_absent_or_failed_ends_a_recording_being_discarded(callback: str, ends: str) -> None:
+    found = Recording.found(call=start_call(org()), recording_sid=RE2, now=at(20))
+
+    found.twilio_status(status=callback, recording_sid=RE2, now=at(30), error_code="16102")
+    found.twilio_status(status="completed", recording_sid=RE2, now=at(31))
+
+    assert found.status == RecordingStatus(ends)
+
+
 def test_platform_line_recordings_belong_to_no_org() -> None:
     call = start_call(None, platform_kind=CallKind.DISCOVERY)
     recording = call.answer(at(2))

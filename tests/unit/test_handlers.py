@@ -853,6 +853,23 @@ async def test_audio_twilio_holds_for_a_recorded_call_without_our_request_is_ado
     assert operations(telephony, "start_recording") == []
 
 
+async def test_the_agent_answering_after_twilios_audio_was_adopted_starts_no_second_recording(
+    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+) -> None:
+    await given_org(bus, recording=True)
+    decision = await incoming(bus, sid(1))
+    recording_sid = telephony.add_recording(sid(1), status="in-progress")
+    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, "in-progress"))
+
+    await agent_answers(bus, sid(1))
+    await drain(svc)
+
+    assert operations(telephony, "start_recording") == []
+    [recording] = db.recordings_of_call(decision.call_id)
+    assert recording.recording_sid == recording_sid and recording.status == RecordingStatus.IN_PROGRESS
+    assert db.calls[decision.call_id].answered_at is not None
+
+
 async def test_audio_of_a_call_that_was_not_recorded_is_never_kept(
     bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore
 ) -> None:
@@ -870,6 +887,217 @@ async def test_audio_of_a_call_that_was_not_recorded_is_never_kept(
         await views.recording_url(
             svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,), download=False
         )
+
+
+# --- more than one recording of a call: nothing is left behind at Twilio -------------------------
+
+
+async def second_recording_completes(
+    bus: MessageBus, telephony: FakeTelephony, call_sid: str, audio: bytes, *, callbacks: int = 1
+) -> str:
+    """A recording of the call the service did not start (a retried start, someone else's) completes
+    at Twilio and calls back; returns its sid."""
+    other = telephony.add_recording(call_sid, status="in-progress")
+    await bus.handle(RecordRecordingStatus(call_sid, other, "in-progress"))
+    telephony.set_audio(other, audio)
+    telephony.complete_recording(other, duration=17)
+    for _ in range(callbacks):
+        await bus.handle(RecordRecordingStatus(call_sid, other, "completed", duration_s=17))
+    return other
+
+
+async def test_a_second_recording_of_a_recorded_call_is_archived_verified_and_deleted_at_twilio(
+    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore
+) -> None:
+    await given_org(bus, recording=True)
+    decision = await recorded_call_in_progress(bus, svc, sid(1))
+    first_audio, second_audio = audio_of(seed=1), audio_of(100 * 1024, seed=2)
+    first = twilio_recording_of(telephony, sid(1))
+
+    second = await second_recording_completes(bus, telephony, sid(1), second_audio, callbacks=2)
+    telephony.set_audio(first, first_audio)
+    telephony.complete_recording(first, duration=42)
+    await bus.handle(RecordRecordingStatus(sid(1), first, "completed", duration_s=42))
+    await bus.handle(EndCall(sid(1), "completed", 42))
+    await drain(svc)
+
+    own = recording_of(db, decision.call_id)
+    assert own is not None and own.recording_sid == first
+    [extra] = [r for r in db.recordings_of_call(decision.call_id) if r.id != own.id]
+    assert extra.recording_sid == second and extra.status == RecordingStatus.TWILIO_DELETED
+    assert extra.audio is not None and store.data(extra.audio.storage_key) == second_audio
+    assert extra.audio.sha256 == hashlib.sha256(second_audio).hexdigest()
+    assert own.audio is not None and store.data(own.audio.storage_key) == first_audio
+    assert telephony.delete_count(first) == telephony.delete_count(second) == 1  # archived once each
+    assert len(db.events_of(events.RecordingCompletedAtTwilio)) == 2
+    view = await views.get_call(svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,))
+    assert (view.recording.status, view.recording.size_bytes) == ("available", len(first_audio))
+    assert view.additional_recordings == (
+        views.AdditionalRecordingView("archived", None, 17, len(second_audio), "audio/mpeg"),
+    )
+    [settled] = db.events_of(events.CallSettled)
+    assert (settled.recording_id, settled.storage_key) == (own.id, own.audio.storage_key)
+
+
+async def test_a_second_recording_never_holds_up_settling_the_call(
+    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+) -> None:
+    await given_org(bus, recording=True)
+    decision = await archived_call(bus, svc, telephony, sid(1))
+    other = telephony.add_recording(sid(1), status="in-progress")
+    await bus.handle(RecordRecordingStatus(sid(1), other, "in-progress"))  # and it never completes
+    await drain(svc)
+
+    assert db.calls[decision.call_id].settled_at is not None
+    [settled] = db.events_of(events.CallSettled)
+    assert settled.recording_id == db.calls[decision.call_id].recording_id
+    view = await views.get_call(svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,))
+    assert view.recording.status == "available"
+    assert [r.status for r in view.additional_recordings] == ["processing"]
+
+
+@pytest.mark.parametrize("overtaken", ["before the start reached Twilio", "while its answer is recorded"])
+async def test_a_start_that_a_callback_for_another_recording_overtook_keeps_both(
+    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, overtaken: str
+) -> None:
+    """Twilio calls back about a recording its list did not show yet, while our start is on its way:
+    the call's recording is whichever Twilio named first, and the other one is archived as well."""
+    await given_org(bus, recording=True)
+    decision = await incoming(bus, sid(1))
+    await agent_answers(bus, sid(1))
+    early = "RE" + "e" * 32
+
+    async def another_recording_calls_back() -> None:
+        telephony.add_recording(sid(1), sid=early, status="in-progress")
+        await bus.handle(RecordRecordingStatus(sid(1), early, "in-progress"))
+
+    async def calls_back_just_before_the_answer_is_committed() -> None:
+        db.before_next_commit(another_recording_calls_back)
+
+    if overtaken == "before the start reached Twilio":
+        telephony.after_next("list_call_recordings", another_recording_calls_back)
+    else:
+        telephony.after_next("start_recording", calls_back_just_before_the_answer_is_committed)
+    await drain(svc)
+    [started] = [args for op, args in telephony.calls if op == "start_recording"]
+    ours = next(sid_ for sid_ in telephony.recordings if sid_ != early)
+    # Both are known before either calls back again (only ours' callback could tell us otherwise).
+    assert {r.recording_sid for r in db.recordings_of_call(decision.call_id)} == {early, ours}
+    for recording_sid in (early, ours):
+        telephony.complete_recording(recording_sid, duration=20)
+        await bus.handle(RecordRecordingStatus(sid(1), recording_sid, "completed", duration_s=20))
+    await drain(svc)
+
+    recordings = db.recordings_of_call(decision.call_id)
+    assert {r.recording_sid for r in recordings} == {early, ours} and started
+    first_named = next(r.id for r in recordings if r.recording_sid == early)
+    assert db.calls[decision.call_id].recording_id == first_named
+    assert all(r.status == RecordingStatus.TWILIO_DELETED for r in recordings)
+    assert telephony.is_deleted(early) and telephony.is_deleted(ours)
+
+
+async def test_a_start_adopts_the_oldest_recording_twilio_holds_and_archives_the_others_too(
+    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+) -> None:
+    await given_org(bus, recording=True)
+    decision = await incoming(bus, sid(1))
+    oldest = telephony.add_recording(sid(1), status="in-progress")
+    newer = telephony.add_recording(sid(1), status="completed", audio=audio_of(seed=3))
+    telephony.complete_recording(newer, duration=9)
+
+    await agent_answers(bus, sid(1))
+    await drain(svc)
+
+    assert operations(telephony, "start_recording") == []
+    own = recording_of(db, decision.call_id)
+    assert own is not None and own.recording_sid == oldest and own.status == RecordingStatus.IN_PROGRESS
+    [extra] = [r for r in db.recordings_of_call(decision.call_id) if r.id != own.id]
+    assert extra.recording_sid == newer and extra.status == RecordingStatus.TWILIO_DELETED
+    assert telephony.is_deleted(newer) and not telephony.is_deleted(oldest)
+
+
+async def test_a_start_never_takes_a_recording_that_is_already_another_one_of_the_call(
+    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+) -> None:
+    await given_org(bus, recording=True)
+    decision = await incoming(bus, sid(1))
+    await agent_answers(bus, sid(1))  # its start request is still queued
+    theirs = telephony.add_recording(sid(1), status="in-progress")
+    async with svc.uow() as uow:
+        call = await uow.calls.get(decision.call_id)
+        assert call is not None
+        uow.recordings.add(Recording.found(call=call, recording_sid=theirs, now=svc.clock.now()))
+        await uow.commit()
+
+    await drain(svc)
+
+    [started] = operations(telephony, "start_recording")
+    own = recording_of(db, decision.call_id)
+    assert own is not None and own.recording_sid not in (None, theirs)
+    assert own.status == RecordingStatus.IN_PROGRESS and started == (sid(1), CALLBACK_URL)
+
+
+async def test_transfer_completed_stops_every_live_recording_of_the_call(
+    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+) -> None:
+    await given_org(bus, recording=True)
+    decision = await recorded_call_in_progress(bus, svc, sid(1))
+    first = twilio_recording_of(telephony, sid(1))
+    other = telephony.add_recording(sid(1), status="in-progress")
+    await bus.handle(RecordRecordingStatus(sid(1), other, "in-progress"))
+
+    await bus.handle(TransferCall(decision.call_id, "completed"))
+    await drain(svc)
+
+    assert sorted(operations(telephony, "stop_recording")) == sorted([(sid(1), first), (sid(1), other)])
+    assert telephony.status(first) == telephony.status(other) == "stopped"
+
+
+async def test_every_recording_of_an_unrecorded_call_is_discarded_and_the_call_says_so(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    store: InMemoryRecordingStore,
+    clock: FakeClock,
+) -> None:
+    await given_org(bus, recording=False)
+    decision = await incoming(bus, sid(1))
+    await agent_answers(bus, sid(1))
+    live = telephony.add_recording(sid(1), status="in-progress")
+    done = telephony.add_recording(sid(1), status="completed", audio=audio_of())
+
+    await bus.handle(RecordRecordingStatus(sid(1), live, "in-progress"))
+    clock.advance(seconds=1)
+    await bus.handle(RecordRecordingStatus(sid(1), done, "completed", duration_s=3))
+    await bus.handle(RecordRecordingStatus(sid(1), done, "completed", duration_s=3))  # Twilio retried
+    await drain(svc)
+    assert telephony.status(live) == "stopped"  # its completed callback brings it back
+    telephony.complete_recording(live, duration=8)
+    await bus.handle(RecordRecordingStatus(sid(1), live, "completed", duration_s=8))
+    await bus.handle(RecordRecordingStatus(sid(1), live, "in-progress"))  # late and out of order
+    await drain(svc)
+
+    assert telephony.is_deleted(live) and telephony.is_deleted(done)
+    assert operations(telephony, "stop_recording") == [(sid(1), live)]
+    assert store.objects == {}
+    assert db.calls[decision.call_id].recording_id is None
+    assert [(r.status, r.discard_reason) for r in db.recordings_of_call(decision.call_id)] == [
+        (RecordingStatus.DISCARDED, "recording_off"),
+        (RecordingStatus.DISCARDED, "recording_off"),
+    ]
+    assert len(db.events_of(events.RecordingDiscarded)) == 2
+    view = await views.get_call(svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,))
+    assert (view.recording.status, view.recording.reason) == ("not_recorded", "recording_off")
+    assert [(r.status, r.reason, r.duration_s) for r in view.additional_recordings] == [
+        ("discarded", "recording_off", 8),
+        ("discarded", "recording_off", 3),
+    ]
+
+
+async def test_a_recording_callback_for_an_unknown_call_is_not_found(bus: MessageBus) -> None:
+    with pytest.raises(NotFound):
+        await bus.handle(RecordRecordingStatus(sid(9), "RE" + "9" * 32, "completed"))
 
 
 # --- views --------------------------------------------------------------------------------------

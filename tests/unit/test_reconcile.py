@@ -336,6 +336,162 @@ async def test_two_sweeps_racing_archive_once_and_delete_once(
     assert telephony.delete_count(recording_sid) == 1
 
 
+# --- more than one recording of a call ------------------------------------------------------------
+
+
+async def a_second_recording(
+    bus: MessageBus, svc: Services, telephony: FakeTelephony, call_sid: str, audio: bytes
+) -> str:
+    """Twilio holds a second recording of the call and has called back that it started."""
+    other = telephony.add_recording(call_sid, status="in-progress")
+    telephony.set_audio(other, audio)
+    await bus.handle(RecordRecordingStatus(call_sid, other, "in-progress"))
+    await drain(svc)
+    return other
+
+
+def the_other_recording(db: FakeDatabase, call_id: str) -> Recording:
+    own = db.calls[call_id].recording_id
+    [other] = [r for r in db.recordings_of_call(call_id) if r.id != own]
+    return other
+
+
+@pytest.mark.usefixtures("org")
+@pytest.mark.parametrize(
+    ("stuck_in", "action"),
+    [
+        (RecordingStatus.IN_PROGRESS, "twilio-said-completed"),
+        (RecordingStatus.COMPLETED, "archive"),
+        (RecordingStatus.ARCHIVED, "delete-twilio-copy"),
+    ],
+)
+async def test_a_second_recording_stuck_in_any_state_is_resumed_like_the_calls_own(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    store: InMemoryRecordingStore,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+    stuck_in: RecordingStatus,
+    action: str,
+) -> None:
+    decision = await recorded_call_in_progress(bus, svc, sid(1))
+    await complete_with_callback(bus, telephony, sid(1), audio_of())
+    await drain(svc)
+    audio = audio_of(50 * 1024)
+    other = await a_second_recording(bus, svc, telephony, sid(1), audio)
+    telephony.complete_recording(other, duration=12)
+    if stuck_in == RecordingStatus.COMPLETED:
+        store.fail_next("put")
+    if stuck_in == RecordingStatus.ARCHIVED:
+        telephony.fail_next("delete_recording")
+    if stuck_in != RecordingStatus.IN_PROGRESS:  # else its completed callback is lost
+        await bus.handle(RecordRecordingStatus(sid(1), other, "completed", duration_s=12))
+        await drain(svc, check=False)
+    lose_pending_events(db, clock)
+    assert the_other_recording(db, decision.call_id).status == stuck_in
+
+    clock.advance(STUCK_AFTER * 2)
+    report = await reconciler.sweep()
+    await drain(svc)
+
+    assert report.resumed == {action: 1} and report.failed == []
+    resumed = the_other_recording(db, decision.call_id)
+    assert resumed.status == RecordingStatus.TWILIO_DELETED
+    assert resumed.audio is not None and store.data(resumed.audio.storage_key) == audio
+    assert telephony.is_deleted(other) and telephony.delete_count(other) == 1
+    assert recording_of(db, decision.call_id).recording_sid != other  # the call's own is unchanged
+
+
+@pytest.mark.usefixtures("org")
+async def test_a_recording_twilio_holds_that_nobody_told_us_of_is_adopted_and_archived(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    store: InMemoryRecordingStore,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+) -> None:
+    decision = await recorded_call_in_progress(bus, svc, sid(1))
+    own_sid = twilio_sid_of(telephony, sid(1))
+    telephony.complete_recording(own_sid, duration=30)  # ...and its completed callback is lost
+    unknown = telephony.add_recording(sid(1), status="completed", audio=audio_of(60 * 1024))
+    telephony.complete_recording(unknown, duration=25)  # started outside the service: no callbacks
+
+    clock.advance(STUCK_AFTER * 2)
+    report = await reconciler.sweep()
+    await drain(svc)
+
+    assert report.resumed == {"twilio-said-completed": 1, "adopted-from-twilio": 1}
+    assert recording_of(db, decision.call_id).recording_sid == own_sid
+    adopted = the_other_recording(db, decision.call_id)
+    assert (adopted.recording_sid, adopted.status) == (unknown, RecordingStatus.TWILIO_DELETED)
+    assert adopted.audio is not None and store.data(adopted.audio.storage_key) == audio_of(60 * 1024)
+    assert telephony.is_deleted(own_sid) and telephony.is_deleted(unknown)
+
+
+async def test_audio_of_an_unrecorded_call_is_discarded_by_the_sweep_along_with_what_nobody_told_us_of(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    store: InMemoryRecordingStore,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+) -> None:
+    await bus.handle(UpsertOrganization(ORG, "Acme", [NUMBER], "Hi, Acme here."))  # recording off
+    decision = await bus.handle(StartCall(sid(1), ACCOUNT_SID, "+15557654321", NUMBER))
+    told = telephony.add_recording(sid(1), status="in-progress")
+    await bus.handle(RecordRecordingStatus(sid(1), told, "in-progress"))
+    lose_pending_events(db, clock)  # the stop never reached Twilio
+    untold = telephony.add_recording(sid(1), status="completed", audio=audio_of())
+
+    clock.advance(STUCK_AFTER * 2)
+    first = await reconciler.sweep()
+    await drain(svc)
+    assert telephony.status(told) == "stopped" and telephony.is_deleted(untold)
+    telephony.complete_recording(told, duration=20)  # ...and its completed callback is lost
+    clock.advance(STUCK_AFTER * 2)
+    second = await reconciler.sweep()
+    await drain(svc)
+
+    assert first.resumed == {"twilio-said-in-progress": 1, "adopted-from-twilio": 1}
+    assert second.resumed == {"twilio-said-completed": 1}
+    assert telephony.is_deleted(told) and telephony.is_deleted(untold)
+    assert store.objects == {}
+    discarded = db.recordings_of_call(decision.call_id)
+    assert {(r.recording_sid, r.status) for r in discarded} == {
+        (told, RecordingStatus.DISCARDED),
+        (untold, RecordingStatus.DISCARDED),
+    }
+
+
+async def test_audio_being_discarded_that_twilio_no_longer_lists_ends_discarded(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    clock: FakeClock,
+    reconciler: RecordingReconciler,
+) -> None:
+    await bus.handle(UpsertOrganization(ORG, "Acme", [NUMBER], "Hi, Acme here."))  # recording off
+    decision = await bus.handle(StartCall(sid(1), ACCOUNT_SID, "+15557654321", NUMBER))
+    gone = telephony.add_recording(sid(1), status="completed", audio=audio_of())
+    await bus.handle(RecordRecordingStatus(sid(1), gone, "completed", duration_s=4))
+    lose_pending_events(db, clock)
+    telephony.recordings[gone].deleted = True  # deleted, and the record of it lost
+
+    clock.advance(STUCK_AFTER * 2)
+    report = await reconciler.sweep()
+    await drain(svc)
+
+    assert report.resumed == {"discard": 1}
+    [recording] = db.recordings_of_call(decision.call_id)
+    assert (recording.status, recording.discard_reason) == (RecordingStatus.DISCARDED, "recording_off")
+
+
 # --- robustness ----------------------------------------------------------------------------------
 
 

@@ -179,6 +179,35 @@ async def test_a_recorded_call_gets_one_call_ended_with_a_fresh_recording_url(
     assert len(sender.sent) == 1  # nothing is sent twice
 
 
+async def test_a_second_recording_archived_after_the_call_settled_sends_nothing_more(
+    bus: MessageBus,
+    svc: Services,
+    db: FakeDatabase,
+    telephony: FakeTelephony,
+    sender: RecordingWebhookSender,
+    scheduler: WebhookDeliveryScheduler,
+    store: InMemoryRecordingStore,
+) -> None:
+    await given_org(bus, recording=True)
+    await subscribed(bus)
+    decision = await archived_call(bus, svc, telephony, sid(1))
+    await scheduler.drain()
+    other = telephony.add_recording(sid(1), status="completed", audio=b"ID3 another take")
+    telephony.complete_recording(other, duration=5)
+
+    await bus.handle(RecordRecordingStatus(sid(1), other, "completed", duration_s=5))
+    await drain(svc)
+    await scheduler.drain()
+
+    assert telephony.is_deleted(other)  # archived, then deleted at Twilio
+    [message] = sender.sent
+    [issued] = store.issued_urls
+    own = db.recording_for_call(decision.call_id)
+    assert own is not None and own.audio is not None and issued.key == own.audio.storage_key
+    assert json.loads(message.body)["data"]["recording_url"] == issued.url
+    assert len(db.events_of(events.CallSettled)) == 1
+
+
 async def test_an_unrecorded_call_gets_call_ended_without_a_recording_url(
     bus: MessageBus, svc: Services, sender: RecordingWebhookSender, scheduler: WebhookDeliveryScheduler
 ) -> None:

@@ -260,7 +260,9 @@ def test_an_instant_hangup_needs_both_our_clock_and_twilio_to_say_so() -> None:
 
 def test_an_unanswered_call_is_not_an_instant_hangup() -> None:
     org = Organization.create(id="acme", name="Acme", phone_numbers=["+15550100001"], greeting="Hi", now=T0)
-    call = Call.start(call_sid="CA1", account_sid="AC1", from_number="+1", to_number="+15550100001", now=T0, org=org)
+    call = Call.start(
+        call_sid="CA1", account_sid="AC1", from_number="+1", to_number="+15550100001", now=T0, org=org
+    )
     call.end(status=CallStatus.CANCELED, duration_s=0, now=T0 + timedelta(seconds=1))
     assert non_engagement_reason(call, None) is None
 
