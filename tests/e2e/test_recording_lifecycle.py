@@ -438,9 +438,7 @@ def test_calls_page_newest_first_with_a_cursor_and_refuse_a_bad_limit(service: R
             assert "error" in r.json()
 
 
-def test_work_committed_before_a_crash_is_done_after_restart(
-    tmp_path: Path, twilio_standin: Any
-) -> None:
+def test_work_committed_before_a_crash_is_done_after_restart(tmp_path: Path, twilio_standin: Any) -> None:
     from tests.e2e.conftest import start_service
     from tests.support.services import stop_pid
 
