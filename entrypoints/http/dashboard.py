@@ -19,7 +19,6 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.params import Body, PathParameter, QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
-from litestar.security.jwt import Token
 from litestar.template.config import TemplateConfig
 
 from application import commands, views
@@ -27,7 +26,7 @@ from application.errors import NotFound
 from domain.model import DISCLOSURE_TEXT, CallKind
 from entrypoints.config import Settings
 from entrypoints.http.api import decode_cursor, encode_cursor
-from entrypoints.http.auth import CUSTOMER_ROLES, Principal, retrieve_principal
+from entrypoints.http.auth import CUSTOMER_ROLES, Principal, decode_token, retrieve_principal
 from entrypoints.http.deps import Bus, ServicesDep
 
 COOKIE = "callrec_session"
@@ -58,7 +57,7 @@ async def principal_from_token(request: Request[Any, Any, State], token: str) ->
     """A customer principal from a dashboard JWT, or None when the token is not valid for the pages."""
     settings: Settings = request.app.state.settings
     try:
-        decoded = Token.decode(token, settings.jwt_secret, "HS256", require_claims=["exp", "sub"])
+        decoded = decode_token(token, settings.jwt_secret)
     except NotAuthorizedException:
         return None
     principal = await retrieve_principal(decoded, request)
@@ -106,7 +105,7 @@ class DashboardPages(Controller):
         principal = await principal_from_token(request, token) if token else None
         if principal is None:
             return page("sign_in.html", 401, title="Sign in", message="That token is not valid.")
-        expires = Token.decode(token, settings.jwt_secret, "HS256").exp
+        expires = decode_token(token, settings.jwt_secret).exp
         response: Response[Any] = Redirect("/dashboard/calls", status_code=303)
         response.set_cookie(
             COOKIE,

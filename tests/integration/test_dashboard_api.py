@@ -49,6 +49,7 @@ def claims(**overrides: object) -> dict[str, object]:
         "sub": "jane",
         "org_id": ACME,
         "role": "admin",
+        "iat": int(time.time()) - 5,
         "exp": int(time.time()) + 600,
     }
     base.update(overrides)
@@ -73,6 +74,18 @@ def claims(**overrides: object) -> dict[str, object]:
         pytest.param(lambda secret: jwt.encode(claims(org_id=None), secret, "HS256"), id="no-org"),
         pytest.param(lambda secret: jwt.encode(claims(role="root"), secret, "HS256"), id="unknown-role"),
         pytest.param(lambda secret: jwt.encode(claims(sub=None), secret, "HS256"), id="no-sub"),
+        pytest.param(lambda secret: jwt.encode(claims(sub=""), secret, "HS256"), id="empty-sub"),
+        pytest.param(lambda secret: jwt.encode(claims(sub="x" * 201), secret, "HS256"), id="long-sub"),
+        pytest.param(lambda secret: jwt.encode(claims(org_id=""), secret, "HS256"), id="empty-org"),
+        pytest.param(lambda secret: jwt.encode(claims(org_id=7), secret, "HS256"), id="numeric-org"),
+        pytest.param(lambda secret: jwt.encode(claims(org_id="acme\n"), secret, "HS256"), id="org-newline"),
+        pytest.param(lambda secret: jwt.encode(claims(org_id="-acme"), secret, "HS256"), id="org-dash-first"),
+        pytest.param(lambda secret: jwt.encode(claims(org_id="ac me"), secret, "HS256"), id="org-space"),
+        pytest.param(lambda secret: jwt.encode(claims(org_id="a" * 65), secret, "HS256"), id="org-too-long"),
+        pytest.param(
+            lambda secret: jwt.encode(claims(iat=int(time.time()) + 3600), secret, "HS256"), id="future-iat"
+        ),
+        pytest.param(lambda secret: jwt.encode(claims(iat="yesterday"), secret, "HS256"), id="text-iat"),
         pytest.param(lambda secret: "not.a.jwt", id="garbage"),
     ],
 )
@@ -83,6 +96,44 @@ async def test_a_bad_token_is_a_401_in_the_error_shape(
     response = await sqlite_harness.client.get("/api/v1/calls", headers=bearer(token))
     assert response.status_code == 401
     assert error_code(response) == "unauthorized"
+
+
+@pytest.mark.parametrize("iat", [pytest.param(None, id="no-iat"), pytest.param(-60, id="past-iat")])
+async def test_a_token_with_the_contract_claims_is_accepted_with_or_without_iat(
+    sqlite_harness: ApiHarness, iat: int | None
+) -> None:
+    """The contract's claims are sub, org_id, role and exp; iat is optional (RFC 7519)."""
+    issued = None if iat is None else int(time.time()) + iat
+    token = jwt.encode(claims(iat=issued), sqlite_harness.settings.jwt_secret, "HS256")
+    response = await sqlite_harness.client.get("/api/v1/calls", headers=bearer(token))
+    assert response.status_code == 200, response.text
+
+
+async def test_a_dashboard_session_starts_from_a_token_without_iat(sqlite_harness: ApiHarness) -> None:
+    h = sqlite_harness
+    token = jwt.encode(claims(iat=None), h.settings.jwt_secret, "HS256")
+    started = await h.client.post("/dashboard/session", data={"token": token})
+    assert started.status_code == 303 and started.headers["location"] == "/dashboard/calls"
+    page = await h.client.get("/dashboard/calls")
+    assert page.status_code == 200
+
+
+@pytest.mark.parametrize("scheme", ["Basic", "Token", "JWT", ""])
+async def test_only_the_bearer_scheme_carries_a_dashboard_token(
+    sqlite_harness: ApiHarness, scheme: str
+) -> None:
+    token = sqlite_harness.token(ACME, "admin")
+    header = f"{scheme} {token}" if scheme else token
+    response = await sqlite_harness.client.get("/api/v1/calls", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert error_code(response) == "unauthorized"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_the_bearer_scheme_is_case_insensitive(sqlite_harness: ApiHarness) -> None:
+    token = sqlite_harness.token(ACME, "admin")
+    response = await sqlite_harness.client.get("/api/v1/calls", headers={"Authorization": f"bearer {token}"})
+    assert response.status_code == 200, response.text
 
 
 async def test_the_service_token_cannot_use_the_dashboard_api_nor_a_jwt_the_internal_one(
@@ -263,7 +314,7 @@ async def test_playback_redirects_to_a_short_lived_url_that_serves_ranges(sqlite
     served = await h.client.get(download.headers["location"])
     disposition = served.headers["content-disposition"]
     assert (
-        disposition.startswith("attachment") and f"call-" in disposition and f"-{call_id}.mp3" in disposition
+        disposition.startswith("attachment") and "call-" in disposition and f"-{call_id}.mp3" in disposition
     )
     assert served.content == audio
 
