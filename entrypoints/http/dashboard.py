@@ -39,7 +39,10 @@ FormData = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENC
 TEMPLATES = TemplateConfig(directory=Path(__file__).parent / "templates", engine=JinjaTemplateEngine)
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; media-src 'self'",
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'unsafe-inline'; media-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
     "X-Frame-Options": "DENY",
 }
 LABELS = {"available": "Recording", "processing": "Processing", "failed": "Failed", "not_recorded": "None"}

@@ -20,13 +20,12 @@ from application.unit_of_work import DeliveryCursor
 from domain.webhooks import EndpointStatus
 from domain.webhooks import WebhookEndpoint as EndpointModel
 from entrypoints.http.auth import admin_guard, principal_of
-from entrypoints.http.cursors import decode_keyset, encode_keyset
+from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND, error_spec
 from entrypoints.http.schemas import Strict
 
 EventType = Literal["call.ended"]
-MAX_CURSOR_LENGTH = 512
 
 
 class WebhookEndpointCreate(Strict):
@@ -238,10 +237,7 @@ class WebhookEndpointsApi(Controller):
         endpoint_id: EndpointId,
         services: ServicesDep,
         limit: Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")] = 50,
-        cursor: Annotated[
-            str | None,
-            QueryParameter(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page"),
-        ] = None,
+        cursor: CursorQuery = None,
     ) -> WebhookDeliveryList:
         """The endpoint's deliveries, newest first, each with its tries (status, response code,
         latency, next retry)."""
