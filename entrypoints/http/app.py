@@ -26,7 +26,7 @@ from entrypoints.http.dashboard import TEMPLATES, DashboardPages
 from entrypoints.http.errors import EXCEPTION_HANDLERS
 from entrypoints.http.internal import InternalApi
 from entrypoints.http.media import media_router
-from entrypoints.http.openapi import ClosedStructSchemaPlugin, openapi_config, uniform_error_responses
+from entrypoints.http.openapi import StructSchemaConstraintsPlugin, openapi_config, uniform_error_responses
 from entrypoints.http.security_headers import add_security_headers
 from entrypoints.http.strict_json import StrictJSONRequest
 from entrypoints.http.twilio_webhooks import TwilioWebhooks
@@ -130,7 +130,7 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         request_max_body_size=settings.max_body_bytes,
         template_config=TEMPLATES,
         openapi_config=openapi_config(title="Call recording service", version="1.0.0"),
-        plugins=[ClosedStructSchemaPlugin()],
+        plugins=[StructSchemaConstraintsPlugin()],
         debug=False,
     )
     uniform_error_responses(app)

@@ -2,8 +2,9 @@
 
 Pages take the same JWT as the API, from the HttpOnly, SameSite=Strict cookie ``callrec_session`` that
 ``POST /dashboard/session`` sets. Without a valid session a page redirects to the sign-in notice.
-The settings form also checks that the request's Origin is this service: the cookie is SameSite=Strict
-already, the Origin check is a second lock.
+The settings form also checks that the request's Origin is this service (or, as browsers send
+``Origin: null`` under ``Referrer-Policy: no-referrer``, that ``Sec-Fetch-Site`` is ``same-origin``):
+the cookie is SameSite=Strict already, the origin check is a second lock.
 """
 
 from __future__ import annotations
@@ -81,7 +82,11 @@ def _sign_in() -> Response[Any]:
 def _same_origin(request: Request[Any, Any, State]) -> bool:
     settings: Settings = request.app.state.settings
     origin = request.headers.get("origin")
-    if not origin or origin == "null":
+    if origin == "null":
+        # Under Referrer-Policy: no-referrer a browser sends `Origin: null` with a form POST; its Fetch
+        # Metadata (which no page can set) still tells where the request came from.
+        return request.headers.get("sec-fetch-site") == "same-origin"
+    if not origin:
         return False
     expected, actual = urlsplit(settings.public_url), urlsplit(origin)
     return (actual.scheme, actual.netloc) == (expected.scheme, expected.netloc)

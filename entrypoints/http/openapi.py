@@ -4,7 +4,8 @@
   ``/schema/openapi.yaml`` (YAML). No UI pages: Litestar's load their scripts from public CDNs, on
   the dashboard's origin. Any other path under ``/schema`` is a 404 in the one error shape.
 - A request body that refuses unknown fields (a Struct with ``forbid_unknown_fields``) says so with
-  ``additionalProperties: false`` (``ClosedStructSchemaPlugin``).
+  ``additionalProperties: false``, and the items of a list say what msgspec checks on them
+  (``StructSchemaConstraintsPlugin``).
 - Every 4xx and 5xx is documented with the one error shape (``uniform_error_responses``).
 """
 
@@ -46,13 +47,43 @@ def openapi_config(title: str, version: str) -> OpenAPIConfig:
     )
 
 
-class ClosedStructSchemaPlugin(OpenAPISchemaPlugin):
-    """``additionalProperties: false`` for Structs that refuse unknown fields.
+_COLLECTIONS = (
+    msgspec.inspect.ListType,
+    msgspec.inspect.SetType,
+    msgspec.inspect.FrozenSetType,
+    msgspec.inspect.VarTupleType,
+)
 
-    Litestar documents a Struct with its own plugin and leaves ``additionalProperties`` unset, which
-    says any other field is welcome; a ``forbid_unknown_fields`` Struct answers 400 to one. This plugin
-    is consulted first for those Structs, has the next plugin that takes the type (Litestar's) build
-    the schema, and closes it.
+
+def _document_item_constraints(schema: Schema | Reference, type_info: msgspec.inspect.Type) -> None:
+    """Copy what msgspec enforces on the items of a collection (any depth) onto their schema."""
+    if isinstance(type_info, msgspec.inspect.Metadata):
+        type_info = type_info.type
+    if not isinstance(schema, Schema) or not isinstance(type_info, _COLLECTIONS):
+        return
+    items, item_type = schema.items, type_info.item_type
+    if isinstance(item_type, msgspec.inspect.Metadata):
+        if isinstance(items, Schema) and items.description is None and item_type.extra_json_schema:
+            items.description = item_type.extra_json_schema.get("description")
+        item_type = item_type.type
+    if isinstance(items, Schema) and isinstance(item_type, msgspec.inspect.StrType):
+        items.pattern = items.pattern or item_type.pattern
+        items.min_length = items.min_length if items.min_length is not None else item_type.min_length
+        items.max_length = items.max_length if items.max_length is not None else item_type.max_length
+    if items is not None:
+        _document_item_constraints(items, item_type)
+
+
+class StructSchemaConstraintsPlugin(OpenAPISchemaPlugin):
+    """Documents what msgspec enforces on a Struct and Litestar's own schema leaves out.
+
+    - ``additionalProperties: false`` when the Struct refuses unknown fields
+      (``forbid_unknown_fields``); Litestar leaves it unset, which says any other field is welcome;
+    - the constraints of collection items (``list[Annotated[str, Meta(pattern=...)]]``): Litestar
+      documents a field's own ``Meta`` but not that of the items.
+
+    It is consulted first for Structs, has the next plugin that takes the type (Litestar's) build
+    the schema, and adds to it.
     """
 
     def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
@@ -61,7 +92,6 @@ class ClosedStructSchemaPlugin(OpenAPISchemaPlugin):
             not field_definition.is_union
             and isinstance(annotation, type)
             and issubclass(annotation, msgspec.Struct)
-            and annotation.__struct_config__.forbid_unknown_fields
         )
 
     def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
@@ -71,7 +101,13 @@ class ClosedStructSchemaPlugin(OpenAPISchemaPlugin):
             if plugin is not self and schema_creator.plugin_supports_field(plugin, field_definition)
         )
         schema: Schema = builtin.to_openapi_schema(field_definition, schema_creator)
-        schema.additional_properties = False
+        info = msgspec.inspect.type_info(field_definition.annotation)
+        assert isinstance(info, msgspec.inspect.StructType)
+        if info.forbid_unknown_fields:
+            schema.additional_properties = False
+        for field in info.fields:
+            if schema.properties and field.encode_name in schema.properties:
+                _document_item_constraints(schema.properties[field.encode_name], field.type)
         return schema
 
 

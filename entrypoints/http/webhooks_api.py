@@ -28,8 +28,29 @@ from entrypoints.http.schemas import Strict
 EventType = Literal["call.ended"]
 
 
+# What a client can know up front about a webhook URL: an absolute http(s) URL with a host, without
+# credentials, a fragment or white space. Decoding checks it with either scheme, because an instance
+# with CALLREC_WEBHOOK_ALLOW_PRIVATE_NETWORKS (development) takes plain http; the document states the
+# production rule, https only, which the target policy (adapters/webhook_sender.py) enforces. What
+# needs DNS (a public address) cannot be stated: a URL that fails it is a 422.
+_URL_REST = r"://[^\s/?#@\\]+(?:[/?][^\s#]*)?$"
+WEBHOOK_URL_SYNTAX = r"^https?" + _URL_REST
+WEBHOOK_URL_PATTERN = r"^https" + _URL_REST
+WebhookUrl = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=2048,
+        pattern=WEBHOOK_URL_SYNTAX,
+        description="https URL of the receiver; its host must resolve to public internet addresses only",
+        # Litestar documents "extra" as schema keys; it replaces the decode pattern in the document.
+        extra_json_schema={"extra": {"format": "uri", "pattern": WEBHOOK_URL_PATTERN}},
+    ),
+]
+
+
 class WebhookEndpointCreate(Strict):
-    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048, description="https URL of the receiver")]
+    url: WebhookUrl
     events: Annotated[list[EventType], msgspec.Meta(min_length=1, max_length=10)] = msgspec.field(
         default_factory=lambda: ["call.ended"]
     )
@@ -172,7 +193,12 @@ def decode_cursor(value: str) -> DeliveryCursor:
 
 EndpointId = Annotated[str, PathParameter(max_length=64, description="The webhook endpoint's id")]
 DeliveryId = Annotated[str, PathParameter(max_length=64, description="The delivery's id")]
-REFUSED_URL = {400: error_spec("Malformed request, or a URL that is not https or not a public address")}
+REFUSED_URL = {
+    422: error_spec(
+        "A URL this service will not send to: not https (`webhook_url_refused`), a name that does not "
+        "resolve, or an address that is not public"
+    )
+}
 INVALID_STATE = {409: error_spec("The endpoint is disabled")}
 
 

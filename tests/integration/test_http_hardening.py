@@ -167,3 +167,31 @@ async def test_an_engine_on_a_new_sqlite_file_creates_it_private(tmp_path: Path)
         assert mode(database.parent) == 0o700
     finally:
         await engine.dispose()
+
+
+# --- the settings form under Referrer-Policy: no-referrer ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        # What a browser sends for the page's own form: no-referrer makes the Origin of a POST "null",
+        # and Fetch Metadata says the request came from this origin.
+        ({"Origin": "null", "Sec-Fetch-Site": "same-origin"}, 303),
+        ({"Origin": "http://testserver.local"}, 303),
+        ({"Origin": "null", "Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Origin": "null", "Sec-Fetch-Site": "same-site"}, 403),
+        ({"Origin": "null"}, 403),
+        ({"Origin": "https://evil.example", "Sec-Fetch-Site": "same-origin"}, 403),
+        ({}, 403),
+    ],
+)
+async def test_the_settings_form_works_without_referrers_and_still_refuses_other_sites(
+    harness: ApiHarness, headers: dict[str, str], status: int
+) -> None:
+    h = harness
+    await h.client.post("/dashboard/session", data={"token": h.token(ACME, "admin")})
+    r = await h.client.post("/dashboard/settings", data={"enabled": "false"}, headers=headers)
+    assert r.status_code == status, r.text
+    enabled = (await h.client.get("/api/v1/settings/call-recording", headers=h.auth(ACME))).json()["enabled"]
+    assert enabled is (status != 303)
