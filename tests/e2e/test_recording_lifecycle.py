@@ -219,7 +219,7 @@ def test_the_toggle_at_arrival_decides_and_a_later_flip_changes_only_the_next_ca
         assert dash.put("/api/v1/settings/call-recording", json={"enabled": False}).json()["enabled"] is False
     service.driver.stream_status(stream_status_payload(first_sid, "stream-started"))
     wait_for(lambda: start_recordings(service, first_sid), "the first call to be recorded anyway")
-    again_sid, again = arrive(service, "+15550100004", call_sid=first_sid)
+    _, again = arrive(service, "+15550100004", call_sid=first_sid)
     assert again == first  # a repeated CallSid gets the same answer, nothing new
     second_sid, second = arrive(service, "+15550100004")
     assert first["recording"] == "on" and second["recording"] == "off"

@@ -387,10 +387,10 @@ async def test_postgres_recordings_of_a_page_are_looked_up_by_call_id(db: AsyncE
 @POSTGRES
 @pytest.mark.xfail(
     strict=False,
-    reason="known limitation (see docs/performance.md): a sparse recording filter is not bounded by the page. The filter "
-    "lives on recordings, so the walk reads calls until a page matches (the whole org when few do), and "
-    "PostgreSQL may instead hash-join a seq scan of all recordings and sort. Bounding it needs the "
-    "recording state on calls, in an index (org_id, kind, recording_state, started_at, id).",
+    reason="known limitation (see docs/performance.md): a sparse recording filter is not bounded by the "
+    "page. The filter lives on recordings, so the walk reads calls until a page matches (the whole org "
+    "when few do), and PostgreSQL may instead hash-join a seq scan of all recordings and sort. Bounding "
+    "it needs the recording state on calls, in an index (org_id, kind, recording_state, started_at, id).",
 )
 @pytest.mark.parametrize(
     ("recording", "depth"), [("not_recorded", 0.9), ("processing", 0.0), ("failed", 0.0)]
