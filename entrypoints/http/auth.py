@@ -54,7 +54,7 @@ def issue_token(
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     now = datetime.now(UTC)
     claims = {"sub": sub, "org_id": org_id, "role": role, "iat": now, "exp": now + ttl}
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 class DashboardToken(Token):

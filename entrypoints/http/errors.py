@@ -81,8 +81,8 @@ def application_error_handler(_: Request[Any, Any, Any], exc: ApplicationError) 
     if isinstance(exc, ConcurrencyConflict):
         return error_response(409, exc.code, "the object changed concurrently; retry")
     if isinstance(exc, WebhookTargetRefused):
-        # Well-formed, but not a target this service sends to: most of the rules need DNS, so no
-        # schema can state them, and a client cannot tell them from a malformed request (400).
+        # A well-formed URL this service does not send to. Most of these rules need DNS, so the
+        # OpenAPI document cannot state them: 422, apart from the 400 of what the document refuses.
         return error_response(422, exc.code, str(exc))
     return error_response(400, exc.code, str(exc))
 

@@ -43,7 +43,8 @@ WebhookUrl = Annotated[
         max_length=2048,
         pattern=WEBHOOK_URL_SYNTAX,
         description="https URL of the receiver; its host must resolve to public internet addresses only",
-        # Litestar documents "extra" as schema keys; it replaces the decode pattern in the document.
+        # Litestar copies these "extra" keys onto the field's schema: the format, and the production
+        # pattern in place of the decoding one.
         extra_json_schema={"extra": {"format": "uri", "pattern": WEBHOOK_URL_PATTERN}},
     ),
 ]
