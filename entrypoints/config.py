@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from adapters.private_paths import PRIVATE_FILE_MODE, make_private_dir
 from application.services import ServiceSettings, parse_platform_lines
 from domain.model import CallKind
 
@@ -28,9 +29,9 @@ def _secret(env: dict[str, str], name: str, var_dir: Path, filename: str) -> str
     path = var_dir / filename
     if path.exists():
         return path.read_text().strip()
-    var_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(var_dir)
     value = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "w") as f:
         f.write(value)
     log.warning("%s not set: generated one and kept it in %s", name, path)

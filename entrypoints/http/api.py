@@ -22,7 +22,7 @@ from application.unit_of_work import CallCursor
 from domain.model import DISCLOSURE_TEXT, CallKind
 from domain.model import Organization as OrganizationModel
 from entrypoints.http.auth import admin_guard, customer_guard, principal_of
-from entrypoints.http.cursors import decode_keyset, encode_keyset
+from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND
 from entrypoints.http.schemas import (
@@ -37,7 +37,6 @@ from entrypoints.http.schemas import (
 )
 
 CUSTOMER = (CallKind.CUSTOMER,)
-MAX_CURSOR_LENGTH = 512
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -102,9 +101,7 @@ def _setting(org: OrganizationModel) -> RecordingSetting:
 CallId = IdPath
 RecordingFilter = Literal["available", "processing", "not_recorded", "failed"]
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")]
-Cursor = Annotated[
-    str | None, QueryParameter(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page")
-]
+Cursor = CursorQuery
 FromDay = Annotated[date | None, QueryParameter(name="from", description="First day (UTC), inclusive")]
 ToDay = Annotated[date | None, QueryParameter(description="Last day (UTC), inclusive")]
 RecordingQuery = Annotated[
@@ -149,10 +146,7 @@ class DashboardApi(Controller):
         request: Request[Any, Any, State],
         services: ServicesDep,
         limit: Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")] = 50,
-        cursor: Annotated[
-            str | None,
-            QueryParameter(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page"),
-        ] = None,
+        cursor: Cursor = None,
         from_: Annotated[
             date | None, QueryParameter(name="from", description="First day (UTC), inclusive")
         ] = None,

@@ -10,14 +10,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, get
-from litestar._openapi.plugin import OpenAPIPlugin
-from litestar._openapi.schema_generation import SchemaCreator
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse
-from litestar.typing import FieldDefinition
 
 from adapters.filesystem_store import FilesystemRecordingStore
 from application.messagebus import MessageBus
@@ -31,7 +26,9 @@ from entrypoints.http.dashboard import TEMPLATES, DashboardPages
 from entrypoints.http.errors import EXCEPTION_HANDLERS
 from entrypoints.http.internal import InternalApi
 from entrypoints.http.media import media_router
-from entrypoints.http.schemas import ErrorBody
+from entrypoints.http.openapi import StructSchemaConstraintsPlugin, openapi_config, uniform_error_responses
+from entrypoints.http.security_headers import add_security_headers
+from entrypoints.http.strict_json import StrictJSONRequest
 from entrypoints.http.twilio_webhooks import TwilioWebhooks
 from entrypoints.http.webhooks_api import WebhookEndpointsApi
 from entrypoints.webhooks import start_webhook_delivery
@@ -126,39 +123,18 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         ],
         dependencies={"bus": Provide(provide_bus), "services": Provide(provide_services)},
         exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[add_security_headers],
         lifespan=[lifespan],
         on_app_init=[on_app_init, jwt_auth.on_app_init],
+        request_class=StrictJSONRequest,
         request_max_body_size=settings.max_body_bytes,
         template_config=TEMPLATES,
-        openapi_config=OpenAPIConfig(title="Call recording service", version="1.0.0", path="/schema"),
+        openapi_config=openapi_config(title="Call recording service", version="1.0.0"),
+        plugins=[StructSchemaConstraintsPlugin()],
         debug=False,
     )
     uniform_error_responses(app)
     return app
-
-
-def uniform_error_responses(app: Litestar) -> None:
-    """Document every 4xx/5xx with the one error shape the app answers with (``ErrorBody``).
-
-    Litestar documents the validation errors it raises with its own default body; the app's exception
-    handlers answer ``{"error": {"code", "message"}}`` instead, and the document must say so.
-    """
-    openapi = app.plugins.get(OpenAPIPlugin).provide_openapi()
-    schema_creator = SchemaCreator(plugins=app.plugins.openapi)
-    error_ref = schema_creator.for_field_definition(FieldDefinition.from_annotation(ErrorBody))
-    components = openapi.components
-    for name, schema in schema_creator.schema_registry.generate_components_schemas().items():
-        if components.schemas is None:
-            components.schemas = {}
-        components.schemas.setdefault(name, schema)
-    for path_item in (openapi.paths or {}).values():
-        for method in ("get", "put", "post", "delete", "patch"):
-            operation = getattr(path_item, method, None)
-            if operation is None or not operation.responses:
-                continue
-            for code, response in operation.responses.items():
-                if code.isdigit() and int(code) >= 400 and isinstance(response, OpenAPIResponse):
-                    response.content = {"application/json": OpenAPIMediaType(schema=error_ref)}
 
 
 def app_from_env() -> Any:

@@ -1,8 +1,9 @@
 """Authentication at the edge.
 
 Dashboard users present a bearer JWT (HS256, ``CALLREC_JWT_SECRET``; claims ``sub``, ``org_id``,
-``role``, ``exp``), checked by Litestar's ``JWTAuth`` middleware: a missing, expired, wrongly signed or
-``alg=none`` token is a 401 before any handler runs. Platform services present the static service
+``role``, ``exp``; ``iat`` is optional and checked when present), checked by Litestar's ``JWTAuth``
+middleware: a missing, expired, wrongly signed or ``alg=none`` token, or one sent with another scheme
+than ``Bearer``, is a 401 before any handler runs. Platform services present the static service
 token on ``/internal`` (excluded from the JWT middleware, checked by ``service_guard``). Twilio
 callbacks and signed media URLs carry their own proof and are excluded too.
 """
@@ -10,6 +11,8 @@ callbacks and signed media URLs carry their own proof and are excluded too.
 from __future__ import annotations
 
 import hmac
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,10 +21,18 @@ import jwt
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.security.jwt import JWTAuth, Token
+from litestar.middleware.authentication import AuthenticationResult
+from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
+from litestar.security.jwt.token import JWTDecodeOptions
+
+from domain.model import is_identifier
 
 ROLES = ("member", "admin", "ops_admin")
 CUSTOMER_ROLES = ("member", "admin")
+ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ("exp", "sub")  # org_id and role are checked by ``retrieve_principal``
+MAX_SUB_LENGTH = 200
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 # Paths that do not take a dashboard JWT (they authenticate otherwise, or are public).
 JWT_EXCLUDED = ["^/twilio/", "^/internal/", "^/media/", "^/healthz$", "^/schema", "^/dashboard"]
@@ -43,41 +54,92 @@ def issue_token(
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     now = datetime.now(UTC)
     claims = {"sub": sub, "org_id": org_id, "role": role, "iat": now, "exp": now + ttl}
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+class DashboardToken(Token):
+    """Litestar's ``Token`` with ``iat`` optional, as RFC 7519 has it.
+
+    ``Token.decode`` requires an ``iat`` claim; a token without one is taken as issued when it is
+    decoded (``Token``'s own default). A present ``iat`` is still checked: PyJWT refuses one that is
+    not a number or lies in the future, and ``Token`` one after now.
+    """
+
+    @classmethod
+    def decode_payload(
+        cls,
+        encoded_token: str,
+        secret: str,
+        algorithms: list[str],
+        issuer: str | Sequence[str] | None = None,
+        audience: str | Sequence[str] | None = None,
+        options: JWTDecodeOptions | None = None,
+    ) -> Any:
+        payload = super().decode_payload(encoded_token, secret, algorithms, issuer, audience, options)
+        if isinstance(payload, dict):
+            payload.setdefault("iat", int(time.time()))
+        return payload
+
+
+class BearerJWTMiddleware(JWTAuthenticationMiddleware):
+    """Takes the token only from ``Authorization: Bearer <token>`` (the scheme is case-insensitive).
+
+    Litestar's middleware takes whatever follows the first space, so ``Basic <jwt>`` or
+    ``Token <jwt>`` would pass as a bearer token.
+    """
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        token = bearer_token(connection)
+        try:
+            return await self.authenticate_token(encoded_token=token, connection=connection)
+        except NotAuthorizedException as exc:
+            raise NotAuthorizedException(exc.detail, headers=BEARER_CHALLENGE) from None
+
+
+def decode_token(encoded: str, secret: str) -> DashboardToken:
+    """A dashboard JWT, verified as the API's middleware verifies it (401 when it is not valid)."""
+    return DashboardToken.decode(encoded, secret, ALGORITHM, require_claims=REQUIRED_CLAIMS)
 
 
 async def retrieve_principal(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal | None:
     """The principal named by a verified token; None (a 401) when its claims are not ours."""
-    role, org_id = token.extras.get("role"), token.extras.get("org_id")
-    if role not in ROLES or not isinstance(org_id, str) or not org_id or len(org_id) > 64:
+    role, org_id, sub = token.extras.get("role"), token.extras.get("org_id"), token.sub
+    if role not in ROLES or not isinstance(org_id, str) or not is_identifier(org_id):
         return None
-    return Principal(sub=token.sub, org_id=org_id, role=role)
+    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUB_LENGTH:
+        return None
+    return Principal(sub=sub, org_id=org_id, role=role)
 
 
-def build_jwt_auth(secret: str) -> JWTAuth[Principal, Token]:
-    return JWTAuth[Principal, Token](
+def build_jwt_auth(secret: str) -> JWTAuth[Principal, DashboardToken]:
+    return JWTAuth[Principal, DashboardToken](
         token_secret=secret,
         retrieve_user_handler=retrieve_principal,
-        algorithm="HS256",
-        require_claims=["exp", "sub"],
+        algorithm=ALGORITHM,
+        require_claims=list(REQUIRED_CLAIMS),
+        token_cls=DashboardToken,
+        authentication_middleware_class=BearerJWTMiddleware,
         exclude=JWT_EXCLUDED,
-        description="Dashboard bearer JWT (HS256) with claims sub, org_id, role, exp.",
+        description="Dashboard bearer JWT (HS256) with claims sub, org_id, role, exp (iat optional).",
     )
 
 
-def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header; a 401 for any other header."""
     header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise NotAuthorizedException("missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+        raise NotAuthorizedException("missing bearer token", headers=BEARER_CHALLENGE)
     return token.strip()
 
 
 def service_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """Only platform services, with the service token, reach /internal."""
     expected: str = connection.app.state.settings.service_token
-    if not hmac.compare_digest(_bearer(connection).encode(), expected.encode()):
-        raise NotAuthorizedException("invalid service token", headers={"WWW-Authenticate": "Bearer"})
+    if not hmac.compare_digest(bearer_token(connection).encode(), expected.encode()):
+        raise NotAuthorizedException("invalid service token", headers=BEARER_CHALLENGE)
 
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:

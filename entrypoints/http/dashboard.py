@@ -2,9 +2,10 @@
 
 Pages take the same JWT as the API, from the HttpOnly, SameSite=Strict cookie ``callrec_session`` that
 ``POST /dashboard/session`` sets. Without a valid session a page redirects to the sign-in notice.
-Every form (sign-in, sign-out, settings) also checks that the request's Origin is this service, before
-its body is read: the cookie is SameSite=Strict already, the Origin check is a second lock and stops a
-cross-site form from signing a browser in as someone else (login CSRF).
+Every form (sign-in, sign-out, settings) also checks, before its body is read, that the request comes
+from this service: its Origin, or, as browsers send ``Origin: null`` under ``Referrer-Policy:
+no-referrer``, ``Sec-Fetch-Site: same-origin``. The cookie is SameSite=Strict already; the origin check
+is a second lock and stops a cross-site form from signing a browser in as someone else (login CSRF).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.params import QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
-from litestar.security.jwt import Token
 from litestar.template.config import TemplateConfig
 
 from application import commands, views
@@ -28,7 +28,7 @@ from application.errors import NotFound
 from domain.model import DISCLOSURE_TEXT, CallKind
 from entrypoints.config import Settings
 from entrypoints.http.api import decode_cursor, encode_cursor
-from entrypoints.http.auth import CUSTOMER_ROLES, Principal, retrieve_principal
+from entrypoints.http.auth import CUSTOMER_ROLES, Principal, decode_token, retrieve_principal
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.forms import FORM_MAX_BYTES, read_form
 from entrypoints.http.schemas import IdPath
@@ -42,7 +42,10 @@ Download = Annotated[bool, QueryParameter(description="Serve the audio as an att
 TEMPLATES = TemplateConfig(directory=Path(__file__).parent / "templates", engine=JinjaTemplateEngine)
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline'; media-src 'self'",
+    "Content-Security-Policy": (
+        "default-src 'self'; style-src 'unsafe-inline'; media-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
     "X-Frame-Options": "DENY",
 }
 LABELS = {"available": "Recording", "processing": "Processing", "failed": "Failed", "not_recorded": "None"}
@@ -60,7 +63,7 @@ async def principal_from_token(request: Request[Any, Any, State], token: str) ->
     """A customer principal from a dashboard JWT, or None when the token is not valid for the pages."""
     settings: Settings = request.app.state.settings
     try:
-        decoded = Token.decode(token, settings.jwt_secret, "HS256", require_claims=["exp", "sub"])
+        decoded = decode_token(token, settings.jwt_secret)
     except NotAuthorizedException:
         return None
     principal = await retrieve_principal(decoded, request)
@@ -81,7 +84,11 @@ def _sign_in() -> Response[Any]:
 def _same_origin(request: Request[Any, Any, State]) -> bool:
     settings: Settings = request.app.state.settings
     origin = request.headers.get("origin")
-    if not origin or origin == "null":
+    if origin == "null":
+        # Under Referrer-Policy: no-referrer a browser sends `Origin: null` with a form POST; its Fetch
+        # Metadata (which no page can set) still tells where the request came from.
+        return request.headers.get("sec-fetch-site") == "same-origin"
+    if not origin:
         return False
     expected, actual = urlsplit(settings.public_url), urlsplit(origin)
     return (actual.scheme, actual.netloc) == (expected.scheme, expected.netloc)
@@ -111,7 +118,7 @@ class DashboardPages(Controller):
         principal = await principal_from_token(request, token) if token else None
         if principal is None:
             return page("sign_in.html", 401, title="Sign in", message="That token is not valid.")
-        expires = Token.decode(token, settings.jwt_secret, "HS256").exp
+        expires = decode_token(token, settings.jwt_secret).exp
         lifetime = max(0, int((expires - datetime.now(UTC)).total_seconds()))
         response: Response[Any] = Redirect("/dashboard/calls", status_code=303)
         response.set_cookie(

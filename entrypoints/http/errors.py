@@ -10,7 +10,13 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from application.errors import ApplicationError, ConcurrencyConflict, NotFound, PhoneNumberTaken
+from application.errors import (
+    ApplicationError,
+    ConcurrencyConflict,
+    NotFound,
+    PhoneNumberTaken,
+    WebhookTargetRefused,
+)
 from application.operations import AuditUnavailable
 from domain.errors import DomainError, InvalidValue
 from entrypoints.http.schemas import ErrorBody
@@ -74,6 +80,10 @@ def application_error_handler(_: Request[Any, Any, Any], exc: ApplicationError) 
         return error_response(503, exc.code, str(exc))
     if isinstance(exc, ConcurrencyConflict):
         return error_response(409, exc.code, "the object changed concurrently; retry")
+    if isinstance(exc, WebhookTargetRefused):
+        # A well-formed URL this service does not send to. Most of these rules need DNS, so the
+        # OpenAPI document cannot state them: 422, apart from the 400 of what the document refuses.
+        return error_response(422, exc.code, str(exc))
     return error_response(400, exc.code, str(exc))
 
 

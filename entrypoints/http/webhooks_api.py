@@ -20,17 +20,38 @@ from application.unit_of_work import DeliveryCursor
 from domain.webhooks import EndpointStatus
 from domain.webhooks import WebhookEndpoint as EndpointModel
 from entrypoints.http.auth import admin_guard, principal_of
-from entrypoints.http.cursors import decode_keyset, encode_keyset
+from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND, error_spec
 from entrypoints.http.schemas import IdPath, Strict
 
 EventType = Literal["call.ended"]
-MAX_CURSOR_LENGTH = 512
+
+
+# What a client can know up front about a webhook URL: an absolute http(s) URL with a host, without
+# credentials, a fragment or white space. Decoding checks it with either scheme, because an instance
+# with CALLREC_WEBHOOK_ALLOW_PRIVATE_NETWORKS (development) takes plain http; the document states the
+# production rule, https only, which the target policy (adapters/webhook_sender.py) enforces. What
+# needs DNS (a public address) cannot be stated: a URL that fails it is a 422.
+_URL_REST = r"://[^\s/?#@\\]+(?:[/?][^\s#]*)?$"
+WEBHOOK_URL_SYNTAX = r"^https?" + _URL_REST
+WEBHOOK_URL_PATTERN = r"^https" + _URL_REST
+WebhookUrl = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=2048,
+        pattern=WEBHOOK_URL_SYNTAX,
+        description="https URL of the receiver; its host must resolve to public internet addresses only",
+        # Litestar copies these "extra" keys onto the field's schema: the format, and the production
+        # pattern in place of the decoding one.
+        extra_json_schema={"extra": {"format": "uri", "pattern": WEBHOOK_URL_PATTERN}},
+    ),
+]
 
 
 class WebhookEndpointCreate(Strict):
-    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048, description="https URL of the receiver")]
+    url: WebhookUrl
     events: Annotated[list[EventType], msgspec.Meta(min_length=1, max_length=10)] = msgspec.field(
         default_factory=lambda: ["call.ended"]
     )
@@ -173,7 +194,12 @@ def decode_cursor(value: str) -> DeliveryCursor:
 
 EndpointId = IdPath
 DeliveryId = IdPath
-REFUSED_URL = {400: error_spec("Malformed request, or a URL that is not https or not a public address")}
+REFUSED_URL = {
+    422: error_spec(
+        "A URL this service will not send to: not https (`webhook_url_refused`), a name that does not "
+        "resolve, or an address that is not public"
+    )
+}
 INVALID_STATE = {409: error_spec("The endpoint is disabled")}
 
 
@@ -238,10 +264,7 @@ class WebhookEndpointsApi(Controller):
         endpoint_id: EndpointId,
         services: ServicesDep,
         limit: Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")] = 50,
-        cursor: Annotated[
-            str | None,
-            QueryParameter(max_length=MAX_CURSOR_LENGTH, description="`next_cursor` of the previous page"),
-        ] = None,
+        cursor: CursorQuery = None,
     ) -> WebhookDeliveryList:
         """The endpoint's deliveries, newest first, each with its tries (status, response code,
         latency, next retry)."""

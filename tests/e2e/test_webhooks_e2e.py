@@ -144,5 +144,5 @@ def test_a_strict_instance_refuses_loopback_private_metadata_and_plain_http_targ
             "http://hooks.example.com/hook",
         ):
             r = dash.post("/api/v1/webhook-endpoints", json={"url": url, "events": ["call.ended"]})
-            assert r.status_code == 400, (url, r.text)
+            assert r.status_code == 422, (url, r.text)
         assert dash.get("/api/v1/webhook-endpoints").json()["items"] == []

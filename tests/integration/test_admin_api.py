@@ -1,5 +1,4 @@
-"""The operations team's admin API: sees every org and the platform lines, and every access is
-audited first."""
+"""The operations team's admin API: sees every org and the platform lines, every access audited first."""
 
 from __future__ import annotations
 

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import hypothesis
 import jwt
 import pytest
+from hypothesis import strategies as st
 
 from adapters.sqlalchemy.engine import migrate
 from application import commands
 from application.unit_of_work import CallQuery
 from application.views import recording_view
 from domain.model import CallKind
+from entrypoints.http.cursors import CURSOR_PATTERN, MAX_CURSOR_LENGTH, decode_keyset, encode_keyset
 from tests.support.app import ApiHarness, api_harness, error_code
 
 ACME, GLOBEX = "acme", "globex"
@@ -49,6 +54,7 @@ def claims(**overrides: object) -> dict[str, object]:
         "sub": "jane",
         "org_id": ACME,
         "role": "admin",
+        "iat": int(time.time()) - 5,
         "exp": int(time.time()) + 600,
     }
     base.update(overrides)
@@ -73,6 +79,18 @@ def claims(**overrides: object) -> dict[str, object]:
         pytest.param(lambda secret: jwt.encode(claims(org_id=None), secret, "HS256"), id="no-org"),
         pytest.param(lambda secret: jwt.encode(claims(role="root"), secret, "HS256"), id="unknown-role"),
         pytest.param(lambda secret: jwt.encode(claims(sub=None), secret, "HS256"), id="no-sub"),
+        pytest.param(lambda secret: jwt.encode(claims(sub=""), secret, "HS256"), id="empty-sub"),
+        pytest.param(lambda secret: jwt.encode(claims(sub="x" * 201), secret, "HS256"), id="long-sub"),
+        pytest.param(lambda secret: jwt.encode(claims(org_id=""), secret, "HS256"), id="empty-org"),
+        pytest.param(lambda secret: jwt.encode(claims(org_id=7), secret, "HS256"), id="numeric-org"),
+        pytest.param(lambda secret: jwt.encode(claims(org_id="acme\n"), secret, "HS256"), id="org-newline"),
+        pytest.param(lambda secret: jwt.encode(claims(org_id="-acme"), secret, "HS256"), id="org-dash-first"),
+        pytest.param(lambda secret: jwt.encode(claims(org_id="ac me"), secret, "HS256"), id="org-space"),
+        pytest.param(lambda secret: jwt.encode(claims(org_id="a" * 65), secret, "HS256"), id="org-too-long"),
+        pytest.param(
+            lambda secret: jwt.encode(claims(iat=int(time.time()) + 3600), secret, "HS256"), id="future-iat"
+        ),
+        pytest.param(lambda secret: jwt.encode(claims(iat="yesterday"), secret, "HS256"), id="text-iat"),
         pytest.param(lambda secret: "not.a.jwt", id="garbage"),
     ],
 )
@@ -83,6 +101,44 @@ async def test_a_bad_token_is_a_401_in_the_error_shape(
     response = await sqlite_harness.client.get("/api/v1/calls", headers=bearer(token))
     assert response.status_code == 401
     assert error_code(response) == "unauthorized"
+
+
+@pytest.mark.parametrize("iat", [pytest.param(None, id="no-iat"), pytest.param(-60, id="past-iat")])
+async def test_a_token_with_the_contract_claims_is_accepted_with_or_without_iat(
+    sqlite_harness: ApiHarness, iat: int | None
+) -> None:
+    """The contract's claims are sub, org_id, role and exp; iat is optional (RFC 7519)."""
+    issued = None if iat is None else int(time.time()) + iat
+    token = jwt.encode(claims(iat=issued), sqlite_harness.settings.jwt_secret, "HS256")
+    response = await sqlite_harness.client.get("/api/v1/calls", headers=bearer(token))
+    assert response.status_code == 200, response.text
+
+
+async def test_a_dashboard_session_starts_from_a_token_without_iat(sqlite_harness: ApiHarness) -> None:
+    h = sqlite_harness
+    token = jwt.encode(claims(iat=None), h.settings.jwt_secret, "HS256")
+    started = await h.client.post("/dashboard/session", data={"token": token})
+    assert started.status_code == 303 and started.headers["location"] == "/dashboard/calls"
+    page = await h.client.get("/dashboard/calls")
+    assert page.status_code == 200
+
+
+@pytest.mark.parametrize("scheme", ["Basic", "Token", "JWT", ""])
+async def test_only_the_bearer_scheme_carries_a_dashboard_token(
+    sqlite_harness: ApiHarness, scheme: str
+) -> None:
+    token = sqlite_harness.token(ACME, "admin")
+    header = f"{scheme} {token}" if scheme else token
+    response = await sqlite_harness.client.get("/api/v1/calls", headers={"Authorization": header})
+    assert response.status_code == 401
+    assert error_code(response) == "unauthorized"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_the_bearer_scheme_is_case_insensitive(sqlite_harness: ApiHarness) -> None:
+    token = sqlite_harness.token(ACME, "admin")
+    response = await sqlite_harness.client.get("/api/v1/calls", headers={"Authorization": f"bearer {token}"})
+    assert response.status_code == 200, response.text
 
 
 async def test_the_service_token_cannot_use_the_dashboard_api_nor_a_jwt_the_internal_one(
@@ -198,6 +254,10 @@ async def test_bad_list_parameters_are_a_400_naming_the_parameter(
     [
         (b'{"enabled": tru', None),
         (b'{"enabled": "yes"}', "enabled"),
+        (b'{"enabled": 0}', "enabled"),
+        (b'{"enabled": 1}', "enabled"),
+        (b'{"enabled": "false"}', "enabled"),
+        (b'{"enabled": null}', "enabled"),
         (b'{"enabled": true, "mode": "all"}', "mode"),
         (b"{}", "enabled"),
         (b"[]", None),
@@ -218,6 +278,36 @@ async def test_a_rejected_body_is_a_400_and_changes_nothing(
         assert named in r.json()["error"]["message"]
     setting = await h.client.get("/api/v1/settings/call-recording", headers=h.auth(ACME))
     assert setting.json()["enabled"] is True
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "named"),
+    [
+        ("/internal/v1/organizations/acme", {"name": "Acme", "phone_numbers": [1], "greeting": ""}, "phone"),
+        ("/internal/v1/organizations/acme", {"name": 5, "phone_numbers": [], "greeting": ""}, "name"),
+        ("/internal/v1/calls/{call_id}/scorability", {"scorable": 0}, "scorable"),
+        ("/internal/v1/calls/{call_id}/scorability", {"scorable": "false"}, "scorable"),
+    ],
+)
+async def test_internal_bodies_take_json_types_only(
+    sqlite_harness: ApiHarness, path: str, body: dict[str, object], named: str
+) -> None:
+    """No coercion: a number or a string is not a boolean, a number is not a string."""
+    h = sqlite_harness
+    call_id = await h.archived_call(ACME_NUMBER)
+    r = await h.client.request(
+        "PUT" if "organizations" in path else "POST",
+        path.format(call_id=call_id),
+        json=body,
+        headers=h.service_auth,
+    )
+    assert r.status_code == 400, r.text
+    assert error_code(r) == "invalid_request"
+    assert named in r.json()["error"]["message"]
+    detail = await h.client.get(f"/api/v1/calls/{call_id}", headers=h.auth(ACME))
+    assert detail.json()["non_engagement"] is False
+    org = await h.client.get("/api/v1/settings/call-recording", headers=h.auth(ACME))
+    assert org.status_code == 200
 
 
 async def test_an_oversized_body_is_a_413_and_changes_nothing(sqlite_harness: ApiHarness) -> None:
@@ -374,3 +464,61 @@ async def test_the_openapi_document_lists_every_endpoint_with_its_errors(sqlite_
         "not_recorded",
         "failed",
     }
+
+
+def _resolve(doc: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+async def test_every_request_body_says_it_refuses_unknown_fields(sqlite_harness: ApiHarness) -> None:
+    doc = (await sqlite_harness.client.get("/schema/openapi.json")).json()
+    bodies = {
+        f"{method.upper()} {path}": _resolve(doc, op["requestBody"]["content"]["application/json"]["schema"])
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if isinstance(op, dict) and "requestBody" in op
+    }
+    assert len(bodies) >= 5, bodies
+    for operation, schema in bodies.items():
+        assert schema.get("additionalProperties") is False, operation
+
+
+async def test_every_cursor_parameter_documents_the_format_the_server_takes(
+    sqlite_harness: ApiHarness,
+) -> None:
+    h = sqlite_harness
+    doc = (await h.client.get("/schema/openapi.json")).json()
+    cursors = {
+        f"{method.upper()} {path}": param["schema"]
+        for path, item in doc["paths"].items()
+        for method, op in item.items()
+        if isinstance(op, dict)
+        for param in op.get("parameters", [])
+        if param["name"] == "cursor"
+    }
+    assert len(cursors) == 3, cursors
+    for operation, schema in cursors.items():
+        assert (schema["pattern"], schema["maxLength"]) == (CURSOR_PATTERN, MAX_CURSOR_LENGTH), operation
+    for cursor in ("0.a", "9999999999999999." + "z" * 64, "1732800000000000.0f-_"):
+        r = await h.client.get("/api/v1/calls", params={"cursor": cursor}, headers=h.auth(ACME))
+        assert r.status_code == 200, (cursor, r.text)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(cursor=st.from_regex(CURSOR_PATTERN, fullmatch=True))
+def test_every_string_of_the_cursor_pattern_names_a_position(cursor: str) -> None:
+    at, item_id = decode_keyset(cursor)
+    assert decode_keyset(encode_keyset(at, item_id)) == (at, item_id)
+
+
+@hypothesis.settings(max_examples=100, deadline=None)
+@hypothesis.given(
+    at=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)),
+    item_id=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", fullmatch=True),
+)
+def test_a_cursor_round_trips_its_position_to_the_microsecond(at: datetime, item_id: str) -> None:
+    cursor = encode_keyset(at, item_id)
+    assert re.fullmatch(CURSOR_PATTERN, cursor)
+    assert decode_keyset(cursor) == (at, item_id)

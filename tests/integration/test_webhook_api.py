@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -70,10 +71,29 @@ async def test_unknown_events_and_stray_fields_are_refused(harness: ApiHarness) 
         {"url": "https://hooks.example.com/x", "events": []},
         {"url": "https://hooks.example.com/x", "secret": "whsec_mine"},
         {"events": ["call.ended"]},
+        {"url": "0"},
+        {"url": "hooks.example.com/x"},
+        {"url": "https://user:pass@hooks.example.com/x"},
+        {"url": "https://hooks.example.com/x#frag"},
+        {"url": "https://hooks.example.com/a b"},
+        {"url": "https:///x"},
+        {"url": "ftp://hooks.example.com/x"},
     ):
         r = await harness.client.post("/api/v1/webhook-endpoints", json=payload, headers=harness.auth(ACME))
         assert r.status_code == 400, (payload, r.text)
         error_code(r)
+
+
+async def test_the_document_states_the_url_rules_a_client_can_know_up_front(strict: ApiHarness) -> None:
+    doc = (await strict.client.get("/schema/openapi.json")).json()
+    url = doc["components"]["schemas"]["WebhookEndpointCreate"]["properties"]["url"]
+    assert url["format"] == "uri"
+    pattern = re.compile(url["pattern"])
+    assert pattern.search("https://hooks.example.com/x?y=1")
+    for refused in ("http://hooks.example.com/x", "https://u:p@h/x", "https://h/x#f", "https://h/a b", "0"):
+        assert not pattern.search(refused), refused
+    operation = doc["paths"]["/api/v1/webhook-endpoints"]["post"]
+    assert {"400", "422"} <= set(operation["responses"])
 
 
 @pytest.mark.parametrize(
@@ -100,7 +120,7 @@ async def test_a_strict_instance_refuses_private_loopback_metadata_and_plain_htt
     r = await strict.client.post(
         "/api/v1/webhook-endpoints", json={"url": url, "events": ["call.ended"]}, headers=strict.auth(ACME)
     )
-    assert r.status_code == 400, r.text
+    assert r.status_code == 422, r.text
     assert error_code(r) == "webhook_url_refused"
     listed = await strict.client.get("/api/v1/webhook-endpoints", headers=strict.auth(ACME))
     assert listed.json()["items"] == []
