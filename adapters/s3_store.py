@@ -61,7 +61,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aioboto3  # type: ignore[import-untyped]
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
@@ -204,6 +204,7 @@ class S3RecordingStore:
         self.multipart_threshold = multipart_threshold
         self.upload_concurrency = upload_concurrency
         self.max_url_lifetime = max_url_lifetime
+        self._addressing_style = addressing_style or ("path" if endpoint_url else "auto")
         self._session = session or aioboto3.Session()
         style = addressing_style or ("path" if endpoint_url else "auto")
         self._config = AioConfig(
@@ -261,6 +262,22 @@ class S3RecordingStore:
         return self._client
 
     # --- keys and request parameters --------------------------------------------------------------
+
+    @property
+    def media_origins(self) -> tuple[str, ...]:
+        """The origins of the presigned URLs browsers are sent to (a page's CSP ``media-src``)."""
+        buckets = [b for b in (self.bucket, self.platform_bucket) if b]
+        endpoint = self.public_endpoint_url or self.endpoint_url
+        if endpoint:
+            parts = urlsplit(endpoint)
+            origins = [f"{parts.scheme}://{parts.netloc}"]
+            if self._addressing_style == "virtual":
+                origins += [f"{parts.scheme}://{b}.{parts.netloc}" for b in buckets]
+            return tuple(origins)
+        origins = []
+        for b in buckets:
+            origins += [f"https://{b}.s3.{self.region}.amazonaws.com", f"https://{b}.s3.amazonaws.com"]
+        return (*origins, f"https://s3.{self.region}.amazonaws.com")
 
     def locate(self, key: str) -> tuple[str, str]:
         """(bucket, object key) of a store key; refuses keys that are not plain relative paths."""

@@ -22,7 +22,7 @@ from entrypoints.container import Container
 from entrypoints.http.admin import AdminApi
 from entrypoints.http.api import DashboardApi
 from entrypoints.http.auth import build_jwt_auth
-from entrypoints.http.dashboard import TEMPLATES, DashboardPages
+from entrypoints.http.dashboard import TEMPLATES, DashboardPages, page_headers
 from entrypoints.http.errors import EXCEPTION_HANDLERS
 from entrypoints.http.internal import InternalApi
 from entrypoints.http.media import media_router
@@ -107,7 +107,13 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     jwt_auth = build_jwt_auth(settings.jwt_secret)
 
     def on_app_init(config: AppConfig) -> AppConfig:
-        config.state = State({"settings": settings, "container": container})
+        config.state = State(
+            {
+                "settings": settings,
+                "container": container,
+                "page_headers": page_headers(getattr(container.store(), "media_origins", ())),
+            }
+        )
         return config
 
     app = Litestar(

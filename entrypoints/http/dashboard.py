@@ -10,6 +10,7 @@ is a second lock and stops a cross-site form from signing a browser in as someon
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -40,14 +41,11 @@ CallId = IdPath
 Download = Annotated[bool, QueryParameter(description="Serve the audio as an attachment")]
 
 TEMPLATES = TemplateConfig(directory=Path(__file__).parent / "templates", engine=JinjaTemplateEngine)
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Content-Security-Policy": (
-        "default-src 'self'; style-src 'unsafe-inline'; media-src 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-    ),
-    "X-Frame-Options": "DENY",
-}
+# The player loads the audio from wherever the store's signed URLs point (S3 is another origin).
+PAGE_CSP = (
+    "default-src 'self'; style-src 'unsafe-inline'; media-src 'self'{media}; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 LABELS = {"available": "Recording", "processing": "Processing", "failed": "Failed", "not_recorded": "None"}
 REASONS = {
     "recording_off": "Recording was off when this call happened.",
@@ -55,8 +53,17 @@ REASONS = {
 }
 
 
-def page(name: str, status: int = 200, **context: Any) -> Template:
-    return Template(template_name=name, context=context, status_code=status, headers=PAGE_HEADERS)
+def page_headers(media_origins: Sequence[str]) -> dict[str, str]:
+    return {
+        "Cache-Control": "no-store",
+        "Content-Security-Policy": PAGE_CSP.format(media="".join(f" {o}" for o in media_origins)),
+        "X-Frame-Options": "DENY",
+    }
+
+
+def page(request: Request[Any, Any, State], name: str, status: int = 200, **context: Any) -> Template:
+    headers: dict[str, str] = request.app.state.page_headers
+    return Template(template_name=name, context=context, status_code=status, headers=headers)
 
 
 async def principal_from_token(request: Request[Any, Any, State], token: str) -> Principal | None:
@@ -104,20 +111,22 @@ class DashboardPages(Controller):
         return Redirect("/dashboard/calls", status_code=303)
 
     @get("/sign-in")
-    async def sign_in(self) -> Template:
+    async def sign_in(self, request: Request[Any, Any, State]) -> Template:
         """The sign-in notice: a dashboard session starts from a token the platform issued."""
-        return page("sign_in.html", 401, title="Sign in", message="Your session has ended or never started.")
+        return page(
+            request, "sign_in.html", 401, title="Sign in", message="Your session has ended or never started."
+        )
 
     @post("/session", status_code=303)
     async def start_session(self, request: Request[Any, Any, State]) -> Response[Any]:
         """Exchange a dashboard JWT for the session cookie (same origin only: no login CSRF)."""
         if not _same_origin(request):
-            return page("message.html", 403, title="Forbidden", message="Not allowed.")
+            return page(request, "message.html", 403, title="Forbidden", message="Not allowed.")
         settings: Settings = request.app.state.settings
         token = (await read_form(request)).get("token", "").strip()
         principal = await principal_from_token(request, token) if token else None
         if principal is None:
-            return page("sign_in.html", 401, title="Sign in", message="That token is not valid.")
+            return page(request, "sign_in.html", 401, title="Sign in", message="That token is not valid.")
         expires = decode_token(token, settings.jwt_secret).exp
         lifetime = max(0, int((expires - datetime.now(UTC)).total_seconds()))
         response: Response[Any] = Redirect("/dashboard/calls", status_code=303)
@@ -136,7 +145,7 @@ class DashboardPages(Controller):
     async def end_session(self, request: Request[Any, Any, State]) -> Response[Any]:
         """Forget the session cookie (same origin only)."""
         if not _same_origin(request):
-            return page("message.html", 403, title="Forbidden", message="Not allowed.")
+            return page(request, "message.html", 403, title="Forbidden", message="Not allowed.")
         response: Response[Any] = Redirect("/dashboard/sign-in", status_code=303)
         response.delete_cookie(COOKIE, path="/dashboard")
         return response
@@ -160,6 +169,7 @@ class DashboardPages(Controller):
             after=decode_cursor(cursor) if cursor else None,
         )
         return page(
+            request,
             "calls.html",
             title="Calls",
             principal=principal,
@@ -180,7 +190,9 @@ class DashboardPages(Controller):
         try:
             view = await views.get_call(services, org_id=principal.org_id, call_id=call_id, kinds=CUSTOMER)
         except NotFound:
-            return page("message.html", 404, title="Not found", principal=principal, message="No such call.")
+            return page(
+                request, "message.html", 404, title="Not found", principal=principal, message="No such call."
+            )
         status = view.recording.status
         explanation = REASONS.get(view.recording.reason or "", "")
         if status == "processing":
@@ -188,6 +200,7 @@ class DashboardPages(Controller):
         elif status == "failed":
             explanation = "The recording failed."
         return page(
+            request,
             "call.html",
             title="Call",
             principal=principal,
@@ -223,9 +236,15 @@ class DashboardPages(Controller):
             org = await uow.organizations.get(principal.org_id)
         if org is None:
             return page(
-                "message.html", 404, title="Settings", principal=principal, message="No organization."
+                request,
+                "message.html",
+                404,
+                title="Settings",
+                principal=principal,
+                message="No organization.",
             )
         return page(
+            request,
             "settings.html",
             title="Settings",
             principal=principal,
@@ -240,7 +259,9 @@ class DashboardPages(Controller):
         if principal is None:
             return _sign_in()
         if principal.role != "admin" or not _same_origin(request):
-            return page("message.html", 403, title="Forbidden", principal=principal, message="Not allowed.")
+            return page(
+                request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
+            )
         enabled = (await read_form(request)).get("enabled") == "true"
         await bus.handle(commands.SetCallRecording(principal.org_id, enabled, principal.sub))
         return Redirect("/dashboard/settings", status_code=303)

@@ -7,7 +7,7 @@ any handler runs (a 404 for an unknown path, a 405, a 401 from the JWT middlewar
 - ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: no-referrer`` everywhere;
 - ``Content-Security-Policy: default-src 'none'; frame-ancestors 'none'`` on every response that does
   not bring its own: JSON, errors, redirects, TwiML and audio are never documents that load
-  anything or may be framed. The dashboard pages bring their own (``dashboard.PAGE_HEADERS``).
+  anything or may be framed. The dashboard pages bring their own (``dashboard.page_headers``).
 """
 
 from __future__ import annotations

@@ -117,7 +117,9 @@ async def test_a_token_with_the_contract_claims_is_accepted_with_or_without_iat(
 async def test_a_dashboard_session_starts_from_a_token_without_iat(sqlite_harness: ApiHarness) -> None:
     h = sqlite_harness
     token = jwt.encode(claims(iat=None), h.settings.jwt_secret, "HS256")
-    started = await h.client.post("/dashboard/session", data={"token": token})
+    started = await h.client.post(
+        "/dashboard/session", data={"token": token}, headers={"Origin": "http://testserver.local"}
+    )
     assert started.status_code == 303 and started.headers["location"] == "/dashboard/calls"
     page = await h.client.get("/dashboard/calls")
     assert page.status_code == 200

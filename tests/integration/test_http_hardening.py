@@ -14,13 +14,16 @@ import pytest
 import yaml
 from twilio.request_validator import RequestValidator
 
+from adapters.s3_store import S3RecordingStore
 from adapters.sqlalchemy.engine import create_engine, migrate
 from entrypoints.config import Settings
-from tests.support.app import ApiHarness, api_harness, error_code
+from tests.support.app import ApiHarness, api_harness, create_app, error_code
 
 ACME, ACME_NUMBER = "acme", "+15550000001"
 PAGE_CSP_DIRECTIVES = {"frame-ancestors 'none'", "base-uri 'none'", "form-action 'self'"}
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+ORIGIN = "http://testserver.local"
 
 
 @pytest.fixture
@@ -45,7 +48,7 @@ async def every_kind_of_response(h: ApiHarness) -> dict[str, httpx.Response]:
     url = h.settings.public_url + "/twilio/voice"
     signature = RequestValidator(h.settings.twilio_auth_token).compute_signature(url, form)
     token = h.token(ACME, "admin")
-    await client.post("/dashboard/session", data={"token": token})
+    await client.post("/dashboard/session", data={"token": token}, headers={"Origin": ORIGIN})
     responses = {
         "api json": await client.get("/api/v1/calls", headers=auth),
         "api 204": await client.delete("/api/v1/webhook-endpoints/nope", headers=auth),
@@ -190,8 +193,29 @@ async def test_the_settings_form_works_without_referrers_and_still_refuses_other
     harness: ApiHarness, headers: dict[str, str], status: int
 ) -> None:
     h = harness
-    await h.client.post("/dashboard/session", data={"token": h.token(ACME, "admin")})
+    await h.client.post(
+        "/dashboard/session", data={"token": h.token(ACME, "admin")}, headers={"Origin": ORIGIN}
+    )
     r = await h.client.post("/dashboard/settings", data={"enabled": "false"}, headers=headers)
     assert r.status_code == status, r.text
     enabled = (await h.client.get("/api/v1/settings/call-recording", headers=h.auth(ACME))).json()["enabled"]
     assert enabled is (status != 303)
+
+
+def test_with_s3_the_pages_let_the_player_load_audio_from_the_presigned_urls_origin(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "CALLREC_VAR_DIR": str(tmp_path / "var"),
+            "CALLREC_STORAGE": "s3",
+            "CALLREC_S3_BUCKET": "recordings",
+            "CALLREC_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+        }
+    )
+    csp = create_app(settings=settings).state.page_headers["Content-Security-Policy"]
+    media = next(d for d in csp.split("; ") if d.startswith("media-src"))
+    assert media == "media-src 'self' http://127.0.0.1:9000"
+
+    aws = S3RecordingStore("recordings", region="eu-west-1").media_origins
+    assert "https://recordings.s3.eu-west-1.amazonaws.com" in aws
+    filesystem = create_app(settings=Settings.from_env({"CALLREC_VAR_DIR": str(tmp_path / "fs")}))
+    assert "media-src 'self';" in filesystem.state.page_headers["Content-Security-Policy"]
