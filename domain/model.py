@@ -528,16 +528,7 @@ class Recording:
 
     @classmethod
     def request(cls, *, call: Call, now: datetime) -> Recording:
-        rec = cls(
-            id=new_id(),
-            call_id=call.id,
-            org_id=call.org_id,
-            kind=call.kind,
-            call_sid=call.call_sid,
-            status=RecordingStatus.REQUESTED,
-            requested_at=now,
-            call_started_at=call.started_at,
-        )
+        rec = cls._of(call, RecordingStatus.REQUESTED, now)
         rec._emit(events.RecordingRequested, now, call_sid=call.call_sid)
         return rec
 
@@ -551,20 +542,27 @@ class Recording:
         without becoming "the" recording of the call. For a call that was not to be recorded it is
         ``discarding``: stopped and deleted at Twilio, never archived.
         """
-        rec = cls(
+        status = RecordingStatus.IN_PROGRESS if call.recorded else RecordingStatus.DISCARDING
+        rec = cls._of(call, status, now, recording_sid=recording_sid)
+        if call.recorded:
+            rec._emit(events.RecordingStarted, now, recording_sid=recording_sid)
+        return rec
+
+    @classmethod
+    def _of(
+        cls, call: Call, status: RecordingStatus, now: datetime, recording_sid: str | None = None
+    ) -> Recording:
+        return cls(
             id=new_id(),
             call_id=call.id,
             org_id=call.org_id,
             kind=call.kind,
             call_sid=call.call_sid,
-            status=RecordingStatus.IN_PROGRESS if call.recorded else RecordingStatus.DISCARDING,
+            status=status,
             requested_at=now,
             call_started_at=call.started_at,
             recording_sid=recording_sid,
         )
-        if call.recorded:
-            rec._emit(events.RecordingStarted, now, recording_sid=recording_sid)
-        return rec
 
     def _emit(self, event_type: type[RecordingEvent], now: datetime, **fields: Any) -> None:
         self.events.append(

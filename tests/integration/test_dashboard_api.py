@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -15,13 +14,12 @@ import jwt
 import pytest
 from hypothesis import strategies as st
 
-from adapters.sqlalchemy.engine import migrate
 from application import commands
 from application.unit_of_work import CallQuery
 from application.views import recording_view
 from domain.model import CallKind
 from entrypoints.http.cursors import CURSOR_PATTERN, MAX_CURSOR_LENGTH, decode_keyset, encode_keyset
-from tests.support.app import ApiHarness, api_harness, error_code
+from tests.support.app import ApiHarness, api_harness, error_code, sqlite_api_harness
 
 ACME, GLOBEX = "acme", "globex"
 ACME_NUMBER, GLOBEX_NUMBER = "+15550000001", "+15550000002"
@@ -37,9 +35,7 @@ async def harness(tmp_path: Path, database_url: str) -> AsyncIterator[ApiHarness
 
 @pytest.fixture
 async def sqlite_harness(tmp_path: Path) -> AsyncIterator[ApiHarness]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/api.db"
-    await asyncio.to_thread(migrate, url)
-    async with api_harness(tmp_path, url) as h:
+    async with sqlite_api_harness(tmp_path) as h:
         await h.org(ACME, ACME_NUMBER)
         await h.org(GLOBEX, GLOBEX_NUMBER)
         yield h

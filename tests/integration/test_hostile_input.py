@@ -7,7 +7,6 @@ session cookie and forms.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -19,12 +18,11 @@ from urllib.parse import urlencode
 import pytest
 
 from adapters.filesystem_store import validate_key
-from adapters.sqlalchemy.engine import migrate
 from adapters.twilio_telephony import TwilioTelephony, TwilioTelephonyError
 from application.handlers import storage_key
 from domain.model import CallKind, Recording, RecordingStatus
 from entrypoints.http.forms import FORM_MAX_BYTES, FORM_MAX_FIELDS, FormRejected, parse_form
-from tests.support.app import ApiHarness, api_harness, error_code
+from tests.support.app import ApiHarness, api_harness, error_code, sqlite_api_harness
 from tests.twilio_standin import (
     TwilioCallbackDriver,
     TwilioStandin,
@@ -41,9 +39,7 @@ FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[ApiHarness]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/api.db"
-    await asyncio.to_thread(migrate, url)
-    async with api_harness(tmp_path, url) as h:
+    async with sqlite_api_harness(tmp_path) as h:
         await h.org(ACME, ACME_NUMBER)
         await h.org(GLOBEX, GLOBEX_NUMBER)
         yield h

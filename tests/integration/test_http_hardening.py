@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator
 from adapters.s3_store import S3RecordingStore
 from adapters.sqlalchemy.engine import create_engine, migrate
 from entrypoints.config import Settings
-from tests.support.app import ApiHarness, api_harness, create_app, error_code
+from tests.support.app import ApiHarness, create_app, error_code, sqlite_api_harness
 
 ACME, ACME_NUMBER = "acme", "+15550000001"
 PAGE_CSP_DIRECTIVES = {"frame-ancestors 'none'", "base-uri 'none'", "form-action 'self'"}
@@ -28,9 +28,7 @@ ORIGIN = "http://testserver.local"
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[ApiHarness]:
-    url = f"sqlite+aiosqlite:///{tmp_path}/hardening.db"
-    await asyncio.to_thread(migrate, url)
-    async with api_harness(tmp_path, url) as h:
+    async with sqlite_api_harness(tmp_path) as h:
         await h.org(ACME, ACME_NUMBER)
         yield h
 

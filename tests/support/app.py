@@ -14,6 +14,7 @@ import httpx
 from dependency_injector import providers
 from litestar import Litestar
 
+from adapters.sqlalchemy.engine import migrate
 from application import commands
 from application.handlers import CallDecision
 from application.messagebus import MessageBus
@@ -23,7 +24,15 @@ from entrypoints.config import Settings
 from entrypoints.container import Container
 from entrypoints.http.app import create_app, resolve
 
-__all__ = ["ApiHarness", "Settings", "api_harness", "create_app", "error_code", "lifespan"]
+__all__ = [
+    "ApiHarness",
+    "Settings",
+    "api_harness",
+    "create_app",
+    "error_code",
+    "lifespan",
+    "sqlite_api_harness",
+]
 from entrypoints.http.auth import issue_token
 from tests.fakes_telephony import FakeTelephony
 
@@ -110,6 +119,15 @@ async def api_harness(tmp_path: Path, database_url: str, **env: str) -> AsyncIte
         bus: MessageBus = await resolve(container.bus)
         relay: OutboxRelay = app.state.relay
         yield ApiHarness(app, client, settings, telephony, bus, services, relay)
+
+
+@asynccontextmanager
+async def sqlite_api_harness(tmp_path: Path, **env: str) -> AsyncIterator[ApiHarness]:
+    """``api_harness`` on a freshly migrated SQLite database in ``tmp_path``."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/api.db"
+    await asyncio.to_thread(migrate, url)
+    async with api_harness(tmp_path, url, **env) as harness:
+        yield harness
 
 
 @asynccontextmanager
