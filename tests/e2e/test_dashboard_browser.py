@@ -126,7 +126,7 @@ async def test_a_member_plays_and_downloads_a_recording_in_chromium(
     await context.close()
 
 
-async def test_an_admin_turns_recording_off_from_the_settings_page(
+async def test_an_admin_turns_recording_off_from_the_settings_page_and_signs_out(
     service: RunningService, browser: Any
 ) -> None:
     make_org(service, "globex", "+15550200002", recording=True)
@@ -139,6 +139,11 @@ async def test_an_admin_turns_recording_off_from_the_settings_page(
     assert await page.text_content("#recording-state") == "off"
     with service.dashboard("globex", "member") as api:
         assert api.get("/api/v1/settings/call-recording").json()["enabled"] is False
+    await page.click("#sign-out")
+    await page.wait_for_url(f"{service.base_url}/dashboard/sign-in")
+    assert not [c for c in await context.cookies() if c["name"] == "callrec_session"]
+    response = await page.goto(f"{service.base_url}/dashboard/settings")
+    assert response.status == 401 and "/dashboard/sign-in" in page.url
     await context.close()
 
 
