@@ -35,14 +35,14 @@ from typing import Any, Final, Self, TypeVar
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
-from twilio.base.exceptions import (  # type: ignore[import-untyped]
+from twilio.base.exceptions import (
     TwilioException,
     TwilioRestException,
     TwilioServiceException,
 )
-from twilio.http.async_http_client import AsyncTwilioHttpClient  # type: ignore[import-untyped]
-from twilio.http.response import Response as TwilioResponse  # type: ignore[import-untyped]
-from twilio.rest import Client  # type: ignore[import-untyped]
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response as TwilioResponse
+from twilio.rest import Client
 
 from adapters.retry import NO_RETRY, RetryPolicy, Sleep, retrying
 from application.ports import MediaNotFound, MediaStream, ProviderRecording, TelephonyError

@@ -180,14 +180,24 @@ class AuditLog(Protocol):
 
 
 class UnitOfWork(Protocol):
-    audit: AuditLog
-    organizations: OrganizationRepository
-    calls: CallRepository
-    recordings: RecordingRepository
-    outbox: Outbox
-    processed: ProcessedMessages
-    webhook_endpoints: WebhookEndpointRepository
-    webhook_deliveries: WebhookDeliveryRepository
+    # Read-only members: an adapter's own repository types satisfy them (a mutable protocol attribute
+    # would demand exactly these types).
+    @property
+    def audit(self) -> AuditLog: ...
+    @property
+    def organizations(self) -> OrganizationRepository: ...
+    @property
+    def calls(self) -> CallRepository: ...
+    @property
+    def recordings(self) -> RecordingRepository: ...
+    @property
+    def outbox(self) -> Outbox: ...
+    @property
+    def processed(self) -> ProcessedMessages: ...
+    @property
+    def webhook_endpoints(self) -> WebhookEndpointRepository: ...
+    @property
+    def webhook_deliveries(self) -> WebhookDeliveryRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

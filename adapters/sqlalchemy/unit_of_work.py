@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
-from sqlalchemy import Row, Table, and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Row, Table, and_, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -277,7 +277,7 @@ class SqlAlchemyCallRepository(_Repository[Call]):
 
     async def page(self, query: CallQuery) -> list[Call]:
         c = t.calls.c
-        where = [c.kind.in_([k.value for k in query.kinds])]
+        where: list[ColumnElement[bool]] = [c.kind.in_([k.value for k in query.kinds])]
         where.append(c.org_id == query.org_id if query.org_id is not None else c.org_id.is_(None))
         if query.started_from is not None:
             where.append(c.started_at >= query.started_from)

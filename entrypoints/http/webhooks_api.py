@@ -162,7 +162,7 @@ def delivery_body(view: webhooks.DeliveryView) -> WebhookDelivery:
         webhook_id=d.message_id,
         event_type=d.event_type,
         call_id=d.call_id,
-        status=d.status.value,  # type: ignore[arg-type]
+        status=d.status.value,
         attempt_count=d.attempt_count,
         next_attempt_at=_iso(d.next_attempt_at),
         last_status_code=d.last_status_code,
@@ -173,7 +173,7 @@ def delivery_body(view: webhooks.DeliveryView) -> WebhookDelivery:
             WebhookAttempt(
                 number=a.number,
                 attempted_at=_iso(a.attempted_at) or "",
-                outcome=a.outcome.value,  # type: ignore[arg-type]
+                outcome=a.outcome.value,
                 status_code=a.status_code,
                 latency_ms=a.latency_ms,
                 error=a.error,
