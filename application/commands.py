@@ -30,8 +30,6 @@ class StartCall(Command):
     account_sid: str
     from_number: str
     to_number: str
-    call_status: str = "ringing"
-    direction: str = "inbound"
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,6 @@ class RecordRecordingStatus(Command):
     status: str
     media_url: str | None = None
     duration_s: int | None = None
-    channels: int | None = None
     error_code: str | None = None
 
 

@@ -66,9 +66,6 @@ class EventDispatcher:
         self.services = services
         self.event_handlers = event_handlers if event_handlers is not None else EVENT_HANDLERS
 
-    def consumers_of(self, event_type: type[Event]) -> list[str]:
-        return [name for name, _ in self.event_handlers.get(event_type, [])]
-
     def all_consumers(self) -> set[str]:
         return {name for handlers in self.event_handlers.values() for name, _ in handlers}
 

@@ -197,11 +197,6 @@ class RecordingFailed(RecordingEvent, frozen=True, kw_only=True):
     error: str
 
 
-class RecordingStopRequested(RecordingEvent, frozen=True, kw_only=True):
-    recording_sid: str | None
-    call_sid: str
-
-
 # --- audit --------------------------------------------------------------------------------------
 
 
@@ -246,7 +241,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RecordingDiscarded,
         RecordingAbsent,
         RecordingFailed,
-        RecordingStopRequested,
     )
 }
 

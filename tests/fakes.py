@@ -408,9 +408,6 @@ class FakeOutbox:
         self.pending_writes.append(write)
         return claimed
 
-    async def pending_count(self) -> int:
-        return sum(1 for r in self._db.outbox if r.published_at is None)
-
     def _row(self, message_id: str) -> OutboxRow:
         return next(r for r in self._db.outbox if r.message.id == message_id)
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
-from sqlalchemy import ColumnElement, Row, Table, and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Row, Table, and_, delete, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -600,12 +600,6 @@ class SqlAlchemyOutbox:
                 update(t.outbox).where(o.id.in_(ids)).values(dead_at=None, attempts=0, next_attempt_at=now)
             )
         return ids
-
-    async def pending_count(self) -> int:
-        result = await self.conn.execute(
-            select(func.count()).select_from(t.outbox).where(t.outbox.c.published_at.is_(None))
-        )
-        return int(result.scalar_one())
 
 
 @dataclass(frozen=True)

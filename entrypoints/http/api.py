@@ -102,11 +102,6 @@ CallId = IdPath
 RecordingFilter = Literal["available", "processing", "not_recorded", "failed"]
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")]
 Cursor = CursorQuery
-FromDay = Annotated[date | None, QueryParameter(name="from", description="First day (UTC), inclusive")]
-ToDay = Annotated[date | None, QueryParameter(description="Last day (UTC), inclusive")]
-RecordingQuery = Annotated[
-    RecordingFilter | None, QueryParameter(description="Only calls whose recording has this status")
-]
 
 
 class DashboardApi(Controller):

@@ -78,16 +78,16 @@ MAX_SECONDS = 7 * 24 * 3600
 _COUNT = re.compile(r"[0-9]{1,7}")
 
 
-def _count(params: dict[str, str], name: str, maximum: int = MAX_SECONDS) -> int | None:
-    """A whole, non-negative number of at most ``maximum`` (seconds, channels); None when absent.
+def _seconds(params: dict[str, str], name: str) -> int | None:
+    """A duration: whole seconds from 0 to ``MAX_SECONDS``; None when absent.
 
     ``-1`` is Twilio's "not known yet" (a recording still in progress has that duration), so None too.
     """
     value = params.get(name, "")
     if value in ("", "-1"):
         return None
-    if not _COUNT.fullmatch(value) or int(value) > maximum:
-        raise ValidationException(f"form field {name} must be a whole number from 0 to {maximum}")
+    if not _COUNT.fullmatch(value) or int(value) > MAX_SECONDS:
+        raise ValidationException(f"form field {name} must be a whole number from 0 to {MAX_SECONDS}")
     return int(value)
 
 
@@ -122,8 +122,6 @@ class TwilioWebhooks(Controller):
             account_sid=params.get("AccountSid", ""),
             from_number=params.get("From", ""),
             to_number=_required(params, "To"),
-            call_status=params.get("CallStatus", "ringing"),
-            direction=params.get("Direction", "inbound"),
         )
         try:
             decision: CallDecision = await bus.handle(command)
@@ -157,8 +155,7 @@ class TwilioWebhooks(Controller):
                 recording_sid=_required(params, "RecordingSid"),
                 status=_required(params, "RecordingStatus"),
                 media_url=params.get("RecordingUrl") or None,
-                duration_s=_count(params, "RecordingDuration"),
-                channels=_count(params, "RecordingChannels", maximum=2),
+                duration_s=_seconds(params, "RecordingDuration"),
                 error_code=None if error_code == "0" else error_code,
             )
         )
@@ -174,6 +171,6 @@ class TwilioWebhooks(Controller):
             commands.EndCall(
                 call_sid=_required(params, "CallSid"),
                 status=status,
-                duration_s=_count(params, "CallDuration"),
+                duration_s=_seconds(params, "CallDuration"),
             )
         )

@@ -117,7 +117,6 @@ async def twilio_completes(
             "completed",
             media_url=f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{recording_sid}",
             duration_s=42,
-            channels=2,
         )
     )
     return recording_sid
