@@ -162,3 +162,12 @@ def test_retry_after_reads_seconds_and_http_dates(value: str | None, seconds: fl
 
 def test_retry_after_is_capped_as_asked() -> None:
     assert parse_retry_after("120", now=NOW, cap_s=30.0) == 30.0
+
+
+def test_an_integrity_violation_is_a_409_that_says_not_to_retry() -> None:
+    from application.errors import IntegrityViolation
+    from entrypoints.http.errors import application_error_handler
+
+    response = application_error_handler(None, IntegrityViolation("FOREIGN KEY constraint failed"))  # type: ignore[arg-type]
+    assert response.status_code == 409
+    assert response.content["error"]["code"] == "integrity_violation"
