@@ -17,7 +17,6 @@ from typing import Any
 from application import commands, webhooks
 from application.errors import (
     ArchiveVerificationFailed,
-    InvalidInput,
     NotFound,
     PhoneNumberTaken,
     UnknownNumber,
@@ -216,11 +215,7 @@ async def _apply_recording_status(
 async def end_call(cmd: commands.EndCall, svc: Services) -> None:
     async with svc.uow() as uow:
         call = await _call_by_sid(uow, cmd.call_sid)
-        try:
-            status = CallStatus(cmd.status)
-        except ValueError:
-            raise InvalidInput(f"CallStatus: unknown call status {cmd.status!r}") from None
-        call.end(status=status, duration_s=cmd.duration_s, now=svc.clock.now())
+        call.end(status=CallStatus.parse(cmd.status), duration_s=cmd.duration_s, now=svc.clock.now())
         await uow.commit()
 
 
