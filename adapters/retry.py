@@ -1,80 +1,46 @@
-"""Retrying a call to a remote service: exponential backoff with full jitter, honouring Retry-After.
+"""Retrying a call to a remote service, honouring the server's ``Retry-After``.
 
-Used by adapters for the calls that are safe to repeat. What still fails after the last attempt is
-raised to the caller, whose outbox message is then retried later with its own backoff.
+The mechanism (``RetryPolicy``, ``retrying``: exponential backoff with full jitter) is
+application/retry.py's, the same that retries lost optimistic-concurrency races; this module adds
+what is HTTP's. Used by adapters for the calls that are safe to repeat. What still fails after the
+last attempt is raised to the caller, whose outbox message is then retried later with its own backoff.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeVar
+import math
+import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
-__all__ = ["NO_RETRY", "RetryPolicy", "Sleep", "retrying"]
+from application.retry import NO_RETRY, RetryPolicy, Sleep, retrying
 
-log = logging.getLogger(__name__)
+__all__ = ["MAX_RETRY_AFTER_S", "NO_RETRY", "RetryPolicy", "Sleep", "parse_retry_after", "retrying"]
 
-_T = TypeVar("_T")
-Sleep = Callable[[float], Awaitable[None]]
+# Longer than any caller waits (they cap lower still); keeps absurd values finite for timedelta.
+MAX_RETRY_AFTER_S = 24 * 3600.0
+_SECONDS_RE = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """At most ``max_attempts`` attempts; before attempt ``n + 1`` wait ``rand(0, 1) * min(cap_s,
-    base_s * 2^(n-1))``, or, when the server said ``Retry-After``, that long plus a little jitter.
-    A ``Retry-After`` longer than ``max_retry_after_s`` is not waited for here: the call fails at
-    once and the caller's own (longer) retry schedule takes over.
+def parse_retry_after(
+    value: str | None, *, now: datetime | None = None, cap_s: float = MAX_RETRY_AFTER_S
+) -> float | None:
+    """``Retry-After`` in seconds, at most ``cap_s``: delta-seconds (a decimal fraction accepted) or
+    an HTTP date (a date already past is 0). None when absent, negative or unreadable.
     """
-
-    max_attempts: int = 4
-    base_s: float = 0.5
-    cap_s: float = 8.0
-    max_retry_after_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1 or self.base_s < 0 or self.cap_s < 0 or self.max_retry_after_s < 0:
-            raise ValueError("retry policy values must be positive (max_attempts at least 1)")
-
-    def delay(
-        self, attempts_made: int, retry_after: float | None, rand: Callable[[], float] = random.random
-    ) -> float | None:
-        """Seconds to wait before the next attempt, or None to give up."""
-        if attempts_made >= self.max_attempts:
-            return None
-        backoff = rand() * min(self.cap_s, self.base_s * 2.0 ** (attempts_made - 1))
-        if retry_after is None:
-            return backoff
-        if retry_after > self.max_retry_after_s:
-            return None
-        return retry_after + min(backoff, 1.0)
-
-
-NO_RETRY = RetryPolicy(max_attempts=1)
-
-
-async def retrying(
-    call: Callable[[], Awaitable[_T]],
-    policy: RetryPolicy,
-    *,
-    retryable: Callable[[Exception], bool],
-    retry_after: Callable[[Exception], float | None] = lambda _error: None,
-    sleep: Sleep = asyncio.sleep,
-    what: str = "call",
-) -> _T:
-    """``await call()``, again after a delay while it raises a ``retryable`` error and attempts remain."""
-    attempts = 0
-    while True:
-        attempts += 1
+    if value is None:
+        return None
+    value = value.strip()
+    if _SECONDS_RE.fullmatch(value):
+        seconds = float(value)
+    else:
         try:
-            return await call()
-        except Exception as error:
-            if not retryable(error):
-                raise
-            delay = policy.delay(attempts, retry_after(error))
-            if delay is None:
-                raise
-            log.info("%s failed (attempt %d): %s; retrying in %.2fs", what, attempts, error, delay)
-            await sleep(delay)
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": an HTTP date is always GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    if not math.isfinite(seconds):
+        return None
+    return min(seconds, cap_s)

@@ -25,11 +25,9 @@ import asyncio
 import base64
 import json
 import re
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from contextvars import ContextVar
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
@@ -44,7 +42,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
-from adapters.retry import NO_RETRY, RetryPolicy, Sleep, retrying
+from adapters.retry import NO_RETRY, RetryPolicy, Sleep, parse_retry_after, retrying
 from application.ports import MediaNotFound, MediaStream, ProviderRecording, TelephonyError
 
 __all__ = [
@@ -55,7 +53,6 @@ __all__ = [
     "TwilioTelephony",
     "TwilioTelephonyError",
     "basic_auth_header",
-    "parse_retry_after",
 ]
 
 DEFAULT_API_BASE: Final = "https://api.twilio.com"
@@ -116,26 +113,6 @@ def _origin(url: str) -> tuple[str, str, int]:
         raise ValueError(f"not an absolute http(s) URL: {url!r}")
     port = parts.port or (443 if scheme == "https" else 80)
     return scheme, parts.hostname.lower(), port
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
 
 
 def basic_auth_header(user: str, password: str) -> str:

@@ -33,12 +33,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import httpx
 from standardwebhooks import Webhook
 
+from adapters.retry import parse_retry_after
 from application.errors import WebhookTargetRefused
 from application.ports import WebhookMessage
 from domain.webhooks import SendResult
@@ -238,22 +238,6 @@ class WebhookTargetPolicy:
         return Target(url=url, host=host, port=port, addresses=tuple(addresses), literal=literal is not None)
 
 
-def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
-    """``Retry-After`` as seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return timedelta(seconds=int(value))
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(timedelta(0), when - now)
-
-
 def signature_header(secrets: Sequence[str], message_id: str, timestamp: datetime, body: bytes) -> str:
     """``v1,<sig>`` for each secret, space-separated (Standard Webhooks), by the reference library."""
     # The library reads the timestamp with ``replace(tzinfo=utc)``: it must be UTC already.
@@ -357,7 +341,8 @@ class StandardWebhookSender:
             finally:
                 await response.aclose()
         status = response.status_code
-        retry_after = parse_retry_after(response.headers.get("retry-after"), datetime.now(UTC))
+        seconds = parse_retry_after(response.headers.get("retry-after"))
+        retry_after = timedelta(seconds=seconds) if seconds is not None else None
         error = None
         if not 200 <= status < 300:
             snippet = head[:200].decode("utf-8", "replace").strip()

@@ -39,6 +39,13 @@ class ConcurrencyConflict(ApplicationError):
     code = "conflict"
 
 
+class IntegrityViolation(ApplicationError):
+    """A write broke a rule of the schema that no race explains: a missing referenced row (foreign
+    key), a missing required value (not null), a check. A bug or a bad input, never retried."""
+
+    code = "integrity_violation"
+
+
 class ArchiveVerificationFailed(ApplicationError):
     """What the store holds is not byte for byte what was downloaded. The Twilio copy stays."""
 
@@ -56,6 +63,7 @@ __all__ = [
     "ArchiveVerificationFailed",
     "ConcurrencyConflict",
     "DomainError",
+    "IntegrityViolation",
     "InvalidInput",
     "NotFound",
     "PhoneNumberTaken",

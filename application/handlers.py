@@ -17,13 +17,12 @@ from typing import Any
 from application import commands, webhooks
 from application.errors import (
     ArchiveVerificationFailed,
-    ConcurrencyConflict,
-    InvalidInput,
     NotFound,
     PhoneNumberTaken,
     UnknownNumber,
 )
 from application.ports import ProviderRecording
+from application.retry import retry_conflicts
 from application.services import Services
 from application.unit_of_work import UnitOfWork
 from domain import events
@@ -216,11 +215,7 @@ async def _apply_recording_status(
 async def end_call(cmd: commands.EndCall, svc: Services) -> None:
     async with svc.uow() as uow:
         call = await _call_by_sid(uow, cmd.call_sid)
-        try:
-            status = CallStatus(cmd.status)
-        except ValueError:
-            raise InvalidInput(f"CallStatus: unknown call status {cmd.status!r}") from None
-        call.end(status=status, duration_s=cmd.duration_s, now=svc.clock.now())
+        call.end(status=CallStatus.parse(cmd.status), duration_s=cmd.duration_s, now=svc.clock.now())
         await uow.commit()
 
 
@@ -275,37 +270,32 @@ async def start_twilio_recording(event: events.RecordingRequested, svc: Services
         recording_sid = await svc.telephony.start_recording(
             event.call_sid, svc.settings.recording_status_callback
         )
+
     # Retried here on a lost race: run again from the top, this handler would no longer know which
     # recording it started (and a callback that won the race may have named another one).
-    for attempt in range(1, _RECORD_START_ATTEMPTS + 1):
-        try:
-            async with svc.uow() as uow:
-                recording = await uow.recordings.get(event.recording_id)
-                call = await uow.calls.get(event.call_id)
-                assert recording is not None and call is not None
-                now = svc.clock.now()
-                if recording.recording_sid == recording_sid or (
-                    recording.recording_sid is None
-                    and recording.status in LIVE_STATUSES
-                    and await uow.recordings.get_by_sid(recording_sid) is None
-                ):
-                    recording.started(recording_sid=recording_sid, now=now)
-                else:
-                    # A callback named another recording as the call's first: ours is kept all the same.
-                    await _apply_recording_status(
-                        uow, call, recording_sid=recording_sid, status="in-progress", now=now
-                    )
-                for other in listed:  # whatever else Twilio holds for the call is kept (or discarded) too
-                    if other.sid != recording_sid:
-                        await _adopt(uow, call, other, now)
-                await uow.commit()
-            return
-        except ConcurrencyConflict:
-            if attempt == _RECORD_START_ATTEMPTS:
-                raise
+    async def record_start() -> None:
+        async with svc.uow() as uow:
+            recording = await uow.recordings.get(event.recording_id)
+            call = await uow.calls.get(event.call_id)
+            assert recording is not None and call is not None
+            now = svc.clock.now()
+            if recording.recording_sid == recording_sid or (
+                recording.recording_sid is None
+                and recording.status in LIVE_STATUSES
+                and await uow.recordings.get_by_sid(recording_sid) is None
+            ):
+                recording.started(recording_sid=recording_sid, now=now)
+            else:
+                # A callback named another recording as the call's first: ours is kept all the same.
+                await _apply_recording_status(
+                    uow, call, recording_sid=recording_sid, status="in-progress", now=now
+                )
+            for other in listed:  # whatever else Twilio holds for the call is kept (or discarded) too
+                if other.sid != recording_sid:
+                    await _adopt(uow, call, other, now)
+            await uow.commit()
 
-
-_RECORD_START_ATTEMPTS = 9  # as many as the bus makes (MAX_CONFLICT_RETRIES + 1)
+    await retry_conflicts(record_start, what="recording the start of a recording")
 
 
 async def _adopt(uow: UnitOfWork, call: Call, listed: ProviderRecording, now: datetime) -> None:

@@ -7,19 +7,19 @@ relay (in-process, or Kafka workers), so an event committed before a crash is st
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Iterable
 from typing import Any
 
 from application.commands import Command
-from application.errors import ConcurrencyConflict
 from application.handlers import COMMAND_HANDLERS, EVENT_HANDLERS, CommandHandler, EventHandler
+from application.retry import Sleep, retry_conflicts
 from application.services import Services
 from domain.events import Event
 
 log = logging.getLogger(__name__)
-
-MAX_CONFLICT_RETRIES = 8
 
 
 class HandlerFailed(Exception):
@@ -36,19 +36,18 @@ class MessageBus:
         self,
         services: Services,
         command_handlers: dict[type[Command], CommandHandler] | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.services = services
         self.command_handlers = command_handlers if command_handlers is not None else COMMAND_HANDLERS
+        self.sleep = sleep
 
     async def handle(self, command: Command) -> Any:
         """Run the command's handler; a lost optimistic-concurrency race is retried from a fresh read."""
         handler = self.command_handlers[type(command)]
-        for attempt in range(MAX_CONFLICT_RETRIES):
-            try:
-                return await handler(command, self.services)
-            except ConcurrencyConflict:
-                log.info("conflict handling %s (attempt %d), retrying", type(command).__name__, attempt + 1)
-        return await handler(command, self.services)
+        return await retry_conflicts(
+            lambda: handler(command, self.services), what=type(command).__name__, sleep=self.sleep
+        )
 
 
 class EventDispatcher:
@@ -62,9 +61,11 @@ class EventDispatcher:
         self,
         services: Services,
         event_handlers: dict[type[Event], list[tuple[str, EventHandler]]] | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.services = services
         self.event_handlers = event_handlers if event_handlers is not None else EVENT_HANDLERS
+        self.sleep = sleep
 
     def all_consumers(self) -> set[str]:
         return {name for handlers in self.event_handlers.values() for name, _ in handlers}
@@ -80,18 +81,13 @@ class EventDispatcher:
                 if await uow.processed.contains(name, event.id):
                     continue
             try:
-                await self._run(handler, event, services)
+                await retry_conflicts(
+                    functools.partial(handler, event, services),
+                    what=f"{name} on {type(event).__name__}",
+                    sleep=self.sleep,
+                )
             except Exception as exc:
                 log.warning("consumer %s failed on %s %s: %s", name, type(event).__name__, event.id, exc)
                 failures.append((name, exc))
         if failures:
             raise HandlerFailed(event, failures)
-
-    async def _run(self, handler: EventHandler, event: Event, services: Services) -> None:
-        for _ in range(MAX_CONFLICT_RETRIES):
-            try:
-                await handler(event, services)
-                return
-            except ConcurrencyConflict:
-                continue
-        await handler(event, services)

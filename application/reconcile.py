@@ -44,10 +44,10 @@ from datetime import timedelta
 
 from application import handlers
 from application.commands import RecordRecordingStatus
-from application.errors import ConcurrencyConflict
 from application.handlers import CALLBACK_STATUS_OF_LISTED
-from application.messagebus import MAX_CONFLICT_RETRIES, MessageBus
+from application.messagebus import MessageBus
 from application.ports import ProviderRecording
+from application.retry import retry_conflicts
 from application.services import Services
 from domain import events
 from domain.model import LIVE_STATUSES, Recording, RecordingStatus
@@ -260,13 +260,7 @@ class RecordingReconciler:
 
     @staticmethod
     async def _retry_conflicts(run: Callable[[], Awaitable[None]]) -> None:
-        for _ in range(MAX_CONFLICT_RETRIES):
-            try:
-                await run()
-                return
-            except ConcurrencyConflict:
-                continue
-        await run()
+        await retry_conflicts(run, what="reconcile")
 
 
 def _ours(

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from application.errors import ConcurrencyConflict
-from application.messagebus import MAX_CONFLICT_RETRIES
 from application.polling import PollingLoop
 from application.ports import WebhookMessage
+from application.retry import retry_conflicts
 from application.services import Services
 from application.webhooks import message_body, webhook_ports
 from domain.webhooks import JITTER, DeliveryAttempt, DeliveryStatus, SendResult, WebhookDelivery
@@ -92,26 +92,28 @@ class WebhookDeliveryScheduler(PollingLoop):
             waiting = await uow.calls.settling(
                 ended_before=now - svc.settings.scorability_wait, limit=self.settle_batch
             )
+
+        async def settle(call_id: str) -> bool:
+            async with svc.uow() as uow:
+                fresh = await uow.calls.get(call_id)
+                if fresh is None or fresh.settled_at is not None:
+                    return False
+                recording = await uow.recordings.get_for_call(call_id)
+                done = fresh.settle(
+                    recording,
+                    now=svc.clock.now(),
+                    scorability_wait=svc.settings.scorability_wait,
+                    instant_hangup=svc.settings.instant_hangup,
+                )
+                await uow.commit()
+                return done
+
         settled = 0
         for call in waiting:
-            for _ in range(MAX_CONFLICT_RETRIES):
-                try:
-                    async with svc.uow() as uow:
-                        fresh = await uow.calls.get(call.id)
-                        if fresh is None or fresh.settled_at is not None:
-                            break
-                        recording = await uow.recordings.get_for_call(call.id)
-                        if fresh.settle(
-                            recording,
-                            now=svc.clock.now(),
-                            scorability_wait=svc.settings.scorability_wait,
-                            instant_hangup=svc.settings.instant_hangup,
-                        ):
-                            settled += 1
-                        await uow.commit()
-                    break
-                except ConcurrencyConflict:
-                    continue
+            try:
+                settled += await retry_conflicts(functools.partial(settle, call.id), what="settling a call")
+            except ConcurrencyConflict:
+                continue  # still contended: the next pass settles it
         return settled
 
     async def _claim(self, limit: int) -> list[str]:
@@ -178,22 +180,20 @@ class WebhookDeliveryScheduler(PollingLoop):
     async def _record(self, delivery_id: str, result: SendResult) -> DeliveryAttempt | None:
         """Record the try on the delivery and what it says about the endpoint, in one transaction."""
         svc = self.services
-        for attempt_no in range(MAX_CONFLICT_RETRIES + 1):
-            try:
-                async with svc.uow() as uow:
-                    delivery: WebhookDelivery | None = await uow.webhook_deliveries.get(delivery_id)
-                    if delivery is None:
-                        return None
-                    now = svc.clock.now()
-                    attempt = delivery.attempted(result, now, jitter=self.jitter())
-                    endpoint = await uow.webhook_endpoints.get(delivery.endpoint_id)
-                    if endpoint is not None:
-                        endpoint.delivered(result.outcome, now)
-                    await uow.commit()
-                    return attempt
-            except ConcurrencyConflict:
-                if attempt_no == MAX_CONFLICT_RETRIES:
-                    raise
-        return None
+
+        async def record() -> DeliveryAttempt | None:
+            async with svc.uow() as uow:
+                delivery: WebhookDelivery | None = await uow.webhook_deliveries.get(delivery_id)
+                if delivery is None:
+                    return None
+                now = svc.clock.now()
+                attempt = delivery.attempted(result, now, jitter=self.jitter())
+                endpoint = await uow.webhook_endpoints.get(delivery.endpoint_id)
+                if endpoint is not None:
+                    endpoint.delivered(result.outcome, now)
+                await uow.commit()
+                return attempt
+
+        return await retry_conflicts(record, what=f"recording webhook delivery {delivery_id}")
 
     # --- loops ----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from domain.errors import InvalidValue
 from domain.events import Event, PrivilegedAccessRecorded
 from domain.model import new_id
 
@@ -40,9 +41,9 @@ class AuditEntry:
         call_kind: str | None = None,
     ) -> AuditEntry:
         if action not in ACTIONS:
-            raise ValueError(f"unknown audited action {action!r}")
+            raise InvalidValue(f"unknown audited action {action!r}")
         if not reason.strip():
-            raise ValueError("a privileged access needs a reason")
+            raise InvalidValue("a privileged access needs a reason")
         entry = cls(new_id(), actor, actor_role, action, reason.strip(), now, org_id, call_id, call_kind)
         entry.events.append(
             PrivilegedAccessRecorded(

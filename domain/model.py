@@ -173,6 +173,14 @@ class CallStatus(enum.StrEnum):
     NO_ANSWER = "no-answer"
     CANCELED = "canceled"
 
+    @classmethod
+    def parse(cls, value: str) -> CallStatus:
+        """The status Twilio named; ``InvalidValue`` for one this service does not know."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise InvalidValue(f"CallStatus: unknown call status {value!r}") from None
+
 
 ENDED_STATUSES = frozenset(
     {CallStatus.COMPLETED, CallStatus.BUSY, CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.CANCELED}
@@ -267,7 +275,7 @@ class Call:
             org_id, recorded, base_greeting = org.id, org.recording_enabled, org.greeting
             kind = CallKind.CUSTOMER
         else:
-            raise ValueError("a call belongs to an organization or to a platform line")
+            raise InvalidValue("a call belongs to an organization or to a platform line")
         consent = ConsentRecord(
             recorded=recorded,
             disclosure_text=DISCLOSURE_TEXT if recorded else None,

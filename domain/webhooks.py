@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from domain import events
-from domain.errors import InvalidTransition
+from domain.errors import InvalidTransition, InvalidValue
 
 CALL_ENDED = "call.ended"
 EVENT_TYPES = frozenset({CALL_ENDED})
@@ -59,9 +59,9 @@ def retry_delay(
     ``MAX_RETRY_AFTER``.
     """
     if not 1 <= attempts_made < MAX_ATTEMPTS:
-        raise ValueError(f"no retry after {attempts_made} attempts")
+        raise InvalidTransition(f"no retry after {attempts_made} attempts")
     if not 1 - JITTER <= jitter <= 1 + JITTER:
-        raise ValueError(f"jitter {jitter} is out of bounds")
+        raise InvalidValue(f"jitter {jitter} is out of bounds")
     delay = RETRY_SCHEDULE[attempts_made] * jitter
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER))

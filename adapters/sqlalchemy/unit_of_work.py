@@ -4,7 +4,9 @@ Aggregates are mapped explicitly to rows (no ORM classes as entities). Each repo
 snapshot of every row it loaded; on commit, changed aggregates are written with
 ``UPDATE … WHERE id = :id AND version = :loaded_version`` — zero rows updated means someone else
 won the race, and ``ConcurrencyConflict`` tells the bus to retry from a fresh read. New aggregates
-are inserted. The aggregates' events go into the ``outbox`` table in the same transaction.
+are inserted; a duplicate key means a racer inserted first (``ConcurrencyConflict`` too), while a
+foreign-key, not-null or check violation is ``IntegrityViolation``: no retry can mend it. The
+aggregates' events go into the ``outbox`` table in the same transaction.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from adapters.sqlalchemy.webhooks import (
     SqlAlchemyWebhookDeliveryRepository,
     SqlAlchemyWebhookEndpointRepository,
 )
-from application.errors import ConcurrencyConflict
+from application.errors import ConcurrencyConflict, IntegrityViolation
 from application.unit_of_work import CallQuery, OutboxMessage
 from domain import events as ev
 from domain.audit import AuditEntry
@@ -666,6 +668,23 @@ class SqlAlchemyProcessedMessages:
         )
 
 
+# SQLSTATE 23505 (PostgreSQL, asyncpg) and SQLite's extended result codes for a unique or primary
+# key; other integrity errors (23503 foreign key, 23502 not null, 23514 check, ...) are no race.
+_DUPLICATE_SQLSTATE = "23505"
+_DUPLICATE_SQLITE = ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY")
+
+
+def _is_duplicate_key(exc: IntegrityError) -> bool:
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate is not None:
+        return bool(sqlstate == _DUPLICATE_SQLSTATE)
+    name = getattr(orig, "sqlite_errorname", None)
+    if name is not None:
+        return name in _DUPLICATE_SQLITE
+    return "UNIQUE constraint failed" in str(orig)  # a driver that says neither: SQLite's message
+
+
 class SqlAlchemyUnitOfWork:
     organizations: SqlAlchemyOrganizationRepository
     calls: SqlAlchemyCallRepository
@@ -738,7 +757,9 @@ class SqlAlchemyUnitOfWork:
             await self._conn.commit()
         except IntegrityError as exc:
             await self._conn.rollback()
-            raise ConcurrencyConflict(f"conflicting write: {exc.orig}") from exc
+            if _is_duplicate_key(exc):
+                raise ConcurrencyConflict(f"conflicting write: {exc.orig}") from exc
+            raise IntegrityViolation(f"write refused by the schema: {exc.orig}") from exc
         except ConcurrencyConflict:
             await self._conn.rollback()
             raise

@@ -13,6 +13,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from application.errors import (
     ApplicationError,
     ConcurrencyConflict,
+    IntegrityViolation,
     NotFound,
     PhoneNumberTaken,
     WebhookTargetRefused,
@@ -80,6 +81,11 @@ def application_error_handler(_: Request[Any, Any, Any], exc: ApplicationError) 
         return error_response(503, exc.code, str(exc))
     if isinstance(exc, ConcurrencyConflict):
         return error_response(409, exc.code, "the object changed concurrently; retry")
+    if isinstance(exc, IntegrityViolation):
+        # Refers to something that is not there (or lacks a value the schema needs): retrying the
+        # same request cannot succeed, so not the retryable "conflict". Logged: it may be a bug.
+        log.warning("integrity violation: %s", exc)
+        return error_response(409, exc.code, "the request contradicts the stored state")
     if isinstance(exc, WebhookTargetRefused):
         # A well-formed URL this service does not send to. Most of these rules need DNS, so the
         # OpenAPI document cannot state them: 422, apart from the 400 of what the document refuses.

@@ -264,6 +264,21 @@ async def test_an_out_of_range_call_duration_is_refused_and_the_call_does_not_en
     assert call is not None and not call.ended and call.duration_s is None
 
 
+async def test_an_unknown_call_status_is_a_400_and_the_call_does_not_end(harness: ApiHarness) -> None:
+    driver = twilio(harness)
+    call_sid = "CA" + "3" * 32
+    r = await driver.avoice(
+        {"CallSid": call_sid, "AccountSid": "AC1", "From": "+15550001111", "To": ACME_NUMBER}
+    )
+    assert r.status_code == 200
+    r = await driver.acall_status(call_status_payload(call_sid, "vanished", duration=5))
+    assert r.status_code == 400 and error_code(r) == "invalid_request", r.text
+    assert "unknown call status" in r.json()["error"]["message"]
+    async with harness.services.uow() as uow:
+        call = await uow.calls.get_by_sid(call_sid)
+    assert call is not None and not call.ended
+
+
 async def test_a_negative_recording_duration_is_refused_but_twilios_unknown_minus_one_is_not(
     harness: ApiHarness,
 ) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sqlalchemy import tables as t
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
-from application.errors import ConcurrencyConflict
+from application.errors import ConcurrencyConflict, IntegrityViolation
 from application.unit_of_work import CallCursor, CallQuery
 from domain import events
 from domain.model import Call, CallKind, CallStatus, Organization, Recording, RecordingStatus
@@ -48,6 +48,25 @@ async def outbox_types(engine: AsyncEngine) -> list[str]:
     async with engine.connect() as conn:
         rows = await conn.execute(select(t.outbox.c.type).order_by(t.outbox.c.seq))
         return [r for (r,) in rows]
+
+
+async def test_a_duplicate_key_is_a_conflict_to_retry(engine: AsyncEngine) -> None:
+    await save(engine, new_org())
+    with pytest.raises(ConcurrencyConflict):
+        await save(engine, new_org())  # a racer inserted the same organization first
+
+
+async def test_a_missing_foreign_key_is_an_integrity_violation_not_a_conflict(engine: AsyncEngine) -> None:
+    org = new_org()
+    await save(engine, org)
+    never_saved = new_call(org, "CA" + "0" * 32)
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        uow.recordings.add(Recording.request(call=never_saved, now=T0))  # recordings.call_id: no such call
+        with pytest.raises(IntegrityViolation) as raised:
+            await uow.commit()
+    assert not isinstance(raised.value, ConcurrencyConflict)
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(t.recordings)) == 0
 
 
 async def test_an_aggregate_round_trips_with_its_phone_numbers(engine: AsyncEngine) -> None:

@@ -27,7 +27,6 @@ from adapters.twilio_telephony import (
     TwilioMediaNotFound,
     TwilioTelephony,
     TwilioTelephonyError,
-    parse_retry_after,
 )
 from application.ports import MediaNotFound, Telephony, TelephonyError
 from tests.fakes_telephony import FakeTelephony
@@ -625,15 +624,6 @@ def test_one_adapter_serves_successive_event_loops(
     asyncio.run(t.aclose())
     assert len(twilio_standin.requests("create_recording")) == 2
     gc.collect()  # the abandoned session's warnings belong to this test
-
-
-def test_retry_after_is_read_as_seconds_or_as_a_date() -> None:
-    assert parse_retry_after("7") == 7.0
-    assert parse_retry_after(" 0.5 ") == 0.5
-    assert parse_retry_after("-3") == 0.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0 - 60) == 60.0
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after(None) is None
 
 
 # --- the stand-in and the callback driver themselves ---------------------------------------------

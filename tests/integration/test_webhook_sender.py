@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from standardwebhooks import Webhook
 
-from adapters.webhook_sender import StandardWebhookSender, WebhookTargetPolicy, parse_retry_after
+from adapters.webhook_sender import StandardWebhookSender, WebhookTargetPolicy
 from application.errors import WebhookTargetRefused
 from application.ports import WebhookMessage
 from domain.webhooks import new_webhook_secret
@@ -251,13 +251,6 @@ async def test_retry_after_is_passed_on(receiver: WebhookReceiver) -> None:
     receiver.script("/hook", Reply(429, headers={"Retry-After": "120"}))
     result = await loopback_sender().send(message(receiver.url(), new_webhook_secret()))
     assert result.status_code == 429 and result.retry_after == dt.timedelta(seconds=120)
-
-
-def test_retry_after_reads_seconds_and_http_dates() -> None:
-    now = dt.datetime(2026, 11, 2, 15, 0, tzinfo=dt.UTC)
-    assert parse_retry_after("30", now) == dt.timedelta(seconds=30)
-    assert parse_retry_after("Mon, 02 Nov 2026 15:10:00 GMT", now) == dt.timedelta(minutes=10)
-    assert parse_retry_after("soon", now) is None and parse_retry_after(None, now) is None
 
 
 async def test_unreachable_receivers_are_failed_tries_not_errors() -> None:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain import events
+from domain.audit import AuditEntry
 from domain.errors import InvalidTransition, InvalidValue
 from domain.model import (
     DISCLOSURE_TEXT,
@@ -185,7 +186,7 @@ def test_a_platform_line_ignores_an_org_that_has_recording_off() -> None:
 
 
 def test_a_call_belongs_to_an_org_or_a_platform_line() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidValue):
         start_call(None)
 
 
@@ -745,3 +746,17 @@ def test_negative_durations_are_refused_and_change_nothing() -> None:
     with pytest.raises(InvalidValue):
         recording.twilio_status(status="completed", recording_sid=RE, duration_s=-3, now=at(9))
     assert recording.status == RecordingStatus.IN_PROGRESS and recording.duration_s is None
+
+
+def test_an_unknown_call_status_is_an_invalid_value() -> None:
+    assert CallStatus.parse("no-answer") is CallStatus.NO_ANSWER
+    with pytest.raises(InvalidValue, match="unknown call status"):
+        CallStatus.parse("vanished")
+
+
+@pytest.mark.parametrize(("action", "reason"), [("peek", "support ticket 7"), ("list_calls", "  ")])
+def test_an_audit_entry_refuses_an_unknown_action_or_a_blank_reason(action: str, reason: str) -> None:
+    with pytest.raises(InvalidValue):
+        AuditEntry.record(
+            actor="op", actor_role="platform_admin", action=action, reason=reason, now=T0, org_id=None
+        )

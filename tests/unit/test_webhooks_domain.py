@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from domain import events
+from domain.errors import InvalidTransition, InvalidValue
 from domain.model import Call, CallStatus, Organization, Recording, RecordingStatus, non_engagement_reason
 from domain.webhooks import (
     MAX_ATTEMPTS,
@@ -112,8 +113,10 @@ def test_failures_follow_the_schedule_then_the_delivery_is_exhausted() -> None:
 def test_jitter_stretches_each_wait_by_at_most_a_tenth(jitter: float) -> None:
     for attempts in range(1, MAX_ATTEMPTS):
         assert retry_delay(attempts, jitter=jitter) == RETRY_SCHEDULE[attempts] * jitter
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidValue):
         retry_delay(1, jitter=1.5)
+    with pytest.raises(InvalidTransition):
+        retry_delay(MAX_ATTEMPTS)  # the last try was the last
 
 
 @pytest.mark.parametrize("status", [429, 503])
