@@ -29,8 +29,8 @@ Whatever else Twilio lists for the call, and the service does not know, is adopt
 command: archived if the call was recorded, discarded if not. Additional recordings of a call are
 resumed exactly like the call's own.
 
-Run ``sweep()`` on demand (``callrec reconcile``) or ``run_forever(stop, interval_s)`` beside the
-workers (``callrec serve`` on the embedded default does).
+Run ``sweep()`` on demand (``callrec reconcile``) or, as a ``PollingLoop``, ``run_forever(stop)``
+every ``poll_interval`` seconds beside the workers (``entrypoints/runtime.py`` starts it).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from application import handlers
 from application.commands import RecordRecordingStatus
 from application.handlers import CALLBACK_STATUS_OF_LISTED
 from application.messagebus import MessageBus
+from application.polling import PollingLoop
 from application.ports import ProviderRecording
 from application.retry import retry_conflicts
 from application.services import Services
@@ -80,7 +81,7 @@ class SweepReport:
         return f"examined {self.examined} stuck recordings; resumed {done}; {len(self.failed)} failed"
 
 
-class RecordingReconciler:
+class RecordingReconciler(PollingLoop):
     """Finds stuck recordings and resumes their work (see the module docstring)."""
 
     def __init__(
@@ -90,14 +91,21 @@ class RecordingReconciler:
         stuck_after: timedelta = timedelta(minutes=15),
         batch_size: int = 200,
         concurrency: int = 4,
+        poll_interval: float = 300.0,
+        bus: MessageBus | None = None,
     ) -> None:
+        """``poll_interval``: seconds between two passes of ``run_forever``; ``bus``: the service's
+        (commands the sweep resumes go through it), or one of its own."""
         if stuck_after <= timedelta(0) or batch_size < 1 or concurrency < 1:
             raise ValueError("stuck_after, batch_size and concurrency must be positive")
         self.services = services
         self.stuck_after = stuck_after
         self.batch_size = batch_size
         self.concurrency = concurrency
-        self._bus = MessageBus(services)
+        self.poll_interval = poll_interval
+        self._bus = bus if bus is not None else MessageBus(services)
+        self._wake = asyncio.Event()
+        self._in_flight: dict[str, asyncio.Task[None]] = {}  # a pass finishes its work itself
 
     async def sweep(self) -> SweepReport:
         """One pass over every recording stuck for longer than ``stuck_after``."""
@@ -128,19 +136,13 @@ class RecordingReconciler:
         await asyncio.gather(*(resume(recording) for recording in stuck))
         return report
 
-    async def run_forever(self, stop: asyncio.Event, interval_s: float) -> None:
-        """Sweep now, then every ``interval_s`` seconds until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                report = await self.sweep()
-                if report.resumed or report.failed:
-                    log.info("reconciliation sweep: %s", report)
-            except Exception:
-                log.exception("reconciliation sweep failed")
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
-            except TimeoutError:
-                pass
+    async def run_once(self) -> int:
+        """One sweep (``run_forever`` runs it every ``poll_interval`` seconds); it finishes what it
+        starts, so it returns 0 and ``drain()`` is one sweep."""
+        report = await self.sweep()
+        if report.resumed or report.failed:
+            log.info("reconciliation sweep: %s", report)
+        return 0
 
     # --- per state --------------------------------------------------------------------------------
 

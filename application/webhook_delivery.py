@@ -7,8 +7,7 @@ each, and records the try, which decides the next one (``WebhookDelivery.attempt
 result could not be recorded (a crash in between) is sent again when the lease runs out, with the
 same ``webhook-id``: receivers deduplicate on it, as Standard Webhooks asks of them.
 
-Each pass also settles the calls whose scorability wait is over (``CALLREC_SCORABILITY_WAIT_S``)
-and any call a lost event left unsettled.
+It only delivers: settling the calls that webhooks announce is ``application/settling.py``'s.
 
 Run ``run_forever(stop)`` beside the HTTP app (``callrec serve``) and/or in ``callrec worker``;
 ``wake()`` after a commit that wrote deliveries makes the first try immediate.
@@ -47,7 +46,6 @@ class WebhookDeliveryScheduler(PollingLoop):
         concurrency: int = 16,
         lease: timedelta = timedelta(seconds=60),
         poll_interval: float = 1.0,
-        settle_batch: int = 100,
         jitter: Callable[[], float] = random_jitter,
     ) -> None:
         """``lease`` must outlast one try (the sender's timeout plus minting the recording URL)."""
@@ -55,7 +53,6 @@ class WebhookDeliveryScheduler(PollingLoop):
         self.batch_size = batch_size
         self.lease = lease
         self.poll_interval = poll_interval
-        self.settle_batch = settle_batch
         self.jitter = jitter
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
@@ -67,8 +64,7 @@ class WebhookDeliveryScheduler(PollingLoop):
     # --- one pass -------------------------------------------------------------------------------
 
     async def run_once(self) -> int:
-        """Settle waiting calls, then start a try for every due delivery; returns how many started."""
-        await self.settle_waiting_calls()
+        """Start a try for every due delivery; returns how many started."""
         free = self.batch_size - len(self._in_flight)
         if free <= 0:
             return 0
@@ -83,38 +79,6 @@ class WebhookDeliveryScheduler(PollingLoop):
     def _done(self, delivery_id: str, _task: asyncio.Task[None]) -> None:
         self._in_flight.pop(delivery_id, None)
         self._slots.release()
-
-    async def settle_waiting_calls(self) -> int:
-        """Settle the calls whose scorability wait is over (and any a lost event left behind)."""
-        svc = self.services
-        now = svc.clock.now()
-        async with svc.uow() as uow:
-            waiting = await uow.calls.settling(
-                ended_before=now - svc.settings.scorability_wait, limit=self.settle_batch
-            )
-
-        async def settle(call_id: str) -> bool:
-            async with svc.uow() as uow:
-                fresh = await uow.calls.get(call_id)
-                if fresh is None or fresh.settled_at is not None:
-                    return False
-                recording = await uow.recordings.get_for_call(call_id)
-                done = fresh.settle(
-                    recording,
-                    now=svc.clock.now(),
-                    scorability_wait=svc.settings.scorability_wait,
-                    instant_hangup=svc.settings.instant_hangup,
-                )
-                await uow.commit()
-                return done
-
-        settled = 0
-        for call in waiting:
-            try:
-                settled += await retry_conflicts(functools.partial(settle, call.id), what="settling a call")
-            except ConcurrencyConflict:
-                continue  # still contended: the next pass settles it
-        return settled
 
     async def _claim(self, limit: int) -> list[str]:
         svc = self.services

@@ -26,6 +26,7 @@ from application.outbox import OutboxRelay
 from application.ports import Clock
 from application.reconcile import RecordingReconciler
 from application.services import Services
+from application.settling import CallSettler
 from application.webhook_delivery import WebhookDeliveryScheduler
 from entrypoints.config import Settings
 
@@ -115,8 +116,13 @@ async def _open_store(store: Any) -> AsyncIterator[Any]:
         await store.aclose()
 
 
-def _reconciler(services: Services, settings: Settings) -> RecordingReconciler:
-    return RecordingReconciler(services, stuck_after=settings.reconcile_stuck_after)
+def _reconciler(services: Services, bus: MessageBus, settings: Settings) -> RecordingReconciler:
+    return RecordingReconciler(
+        services,
+        stuck_after=settings.reconcile_stuck_after,
+        poll_interval=settings.reconcile_interval_s,  # 0: not run periodically (entrypoints/runtime.py)
+        bus=bus,
+    )
 
 
 def kafka_options(settings: Settings) -> KafkaOptions:
@@ -177,6 +183,11 @@ def _webhook_scheduler(services: Services, settings: Settings) -> WebhookDeliver
     )
 
 
+def _call_settler(services: Services, settings: Settings) -> CallSettler:
+    # Settles as often as the webhook scheduler polls: what it settles is what webhooks announce.
+    return CallSettler(services, poll_interval=settings.webhook_poll_interval_s)
+
+
 class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
 
@@ -214,8 +225,7 @@ class Container(containers.DeclarativeContainer):
         kafka=providers.Singleton(_kafka_publisher, kafka_options),
     )
     relay = providers.Singleton(_relay, uow_factory, publisher, clock, settings)
-    # The reconciliation sweep: ``run_forever(stop, settings.reconcile_interval_s)`` beside the workers.
-    reconciler = providers.Singleton(_reconciler, services, settings)
-    # Webhook deliveries: ``run_forever(stop)`` in ``callrec serve`` and/or ``callrec worker``
-    # (see entrypoints/webhooks.py); several may run at once, they claim what they send.
+    # The background loops; entrypoints/runtime.py chooses which run where, and runs them.
+    reconciler = providers.Singleton(_reconciler, services, bus, settings)
     webhook_scheduler = providers.Singleton(_webhook_scheduler, services, settings)
+    call_settler = providers.Singleton(_call_settler, services, settings)

@@ -1,18 +1,11 @@
-"""Running the webhook delivery scheduler beside the HTTP app or the Kafka worker.
-
-``callrec serve`` starts it in both bus modes (deliveries are database rows, so the process that
-sends need not be the one that consumed the event); ``callrec worker`` may run it too. Several
-schedulers over one database are safe: each claims the deliveries it sends.
+"""The webhook policy announced at start. The delivery scheduler is one of the background loops of
+``entrypoints/runtime.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
-from typing import Any
 
-from application.webhook_delivery import WebhookDeliveryScheduler
 from entrypoints.config import Settings
 
 log = logging.getLogger(__name__)
@@ -29,19 +22,3 @@ def announce_webhook_policy(settings: Settings) -> None:
     if settings.webhook_allow_private_networks:
         for _ in range(3):
             log.warning(PRIVATE_NETWORKS_WARNING)
-
-
-async def start_webhook_delivery(container: Any, stop: asyncio.Event) -> asyncio.Task[None]:
-    """Start ``container.webhook_scheduler`` until ``stop`` is set; commits wake it up.
-
-    In the Kafka worker: ``task = await start_webhook_delivery(container, stop)`` after
-    ``init_resources()``, then ``await task`` once ``stop`` is set.
-    """
-    settings = container.settings()
-    announce_webhook_policy(settings)
-    scheduler = container.webhook_scheduler()
-    if inspect.isawaitable(scheduler):
-        scheduler = await scheduler
-    assert isinstance(scheduler, WebhookDeliveryScheduler)
-    container.commit_signal().listeners.append(scheduler.wake)
-    return asyncio.create_task(scheduler.run_forever(stop), name="webhook-delivery")

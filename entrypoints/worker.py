@@ -3,57 +3,41 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
 import json
 import logging
 import signal
 from collections.abc import Sequence
-from typing import Any
 
 from adapters.kafka.dlq import list_dead_letters, replay_dead_letters
 from adapters.kafka.worker import KafkaWorker
 from entrypoints.config import Settings
 from entrypoints.container import Container, kafka_options
-from entrypoints.reconcile import start_periodic_sweep
-from entrypoints.webhooks import start_webhook_delivery
+from entrypoints.runtime import BackgroundRuntime, resolve, worker_loops
 
 log = logging.getLogger(__name__)
 
 
-async def _resolve(provider: Any) -> Any:
-    value = provider()
-    if inspect.isawaitable(value):
-        value = await value
-    return value
-
-
 async def run_worker(settings: Settings, consumers: Sequence[str] | None = None) -> None:
-    """Run the consumers (all by default) until SIGTERM or SIGINT, then leave the groups cleanly."""
+    """Run the consumers (all by default) until SIGTERM or SIGINT, then leave the groups cleanly.
+
+    Beside them: webhook deliveries and settling (database rows: sending them here too is safe,
+    each try is claimed) and the periodic sweep (idempotent: every worker may run one).
+    """
     container = Container(settings=settings)
     await container.init_resources()  # type: ignore[misc]
     try:
-        dispatcher = await _resolve(container.dispatcher)
+        dispatcher = await resolve(container.dispatcher)
         worker = KafkaWorker(dispatcher, container.kafka_options(), consumers or None)
-        stop = asyncio.Event()
+        runtime = BackgroundRuntime(await worker_loops(container, worker))
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, runtime.stopping.set)
         log.info(
             "worker starting: %s on Kafka %s",
             ", ".join(c.name for c in worker.consumers),
             settings.kafka_bootstrap,
         )
-        # Webhook deliveries are database rows: sending them here too is safe (each try is claimed).
-        webhook_task = await start_webhook_delivery(container, stop)
-        sweep_task = await start_periodic_sweep(container, stop)  # every worker may run one: idempotent
-        await worker.run(stop)
-        stop.set()
-        if sweep_task is not None:
-            sweep_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweep_task
-        await webhook_task
+        await runtime.run()
     finally:
         await container.shutdown_resources()  # type: ignore[misc]
 

@@ -1,9 +1,8 @@
-"""The Litestar app factory: HTTP edge of the service, plus the in-process relay on the embedded default."""
+"""The Litestar app factory: the HTTP edge of the service; its lifespan runs ``serve_loops``
+(``entrypoints/runtime.py``): the relay, webhooks, settling, and the sweep on the embedded default."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,7 +30,7 @@ from entrypoints.http.security_headers import add_security_headers
 from entrypoints.http.strict_json import StrictJSONRequest
 from entrypoints.http.twilio_webhooks import TwilioWebhooks
 from entrypoints.http.webhooks_api import WebhookEndpointsApi
-from entrypoints.webhooks import start_webhook_delivery
+from entrypoints.runtime import BackgroundRuntime, resolve, serve_loops
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +38,6 @@ log = logging.getLogger(__name__)
 @get("/healthz", include_in_schema=False)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
-
-
-async def resolve(provider: Any) -> Any:
-    """A provider's object; providers that depend on async resources hand back an awaitable."""
-    value = provider()
-    if inspect.isawaitable(value):
-        value = await value
-    return value
 
 
 def _media_routes(store: Any) -> list[Any]:
@@ -66,32 +57,15 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         await container.init_resources()  # type: ignore[misc]
         resolved["services"] = await resolve(container.services)
         resolved["bus"] = await resolve(container.bus)
-        stop = asyncio.Event()
-        # Embedded, the relay hands events to their handlers in-process; with CALLREC_BUS=kafka it
-        # publishes them to Kafka (nothing connects until then) and `callrec worker` handles them.
-        relay = await resolve(container.relay)
-        app.state.relay = relay
-        container.commit_signal().listeners.append(relay.wake)
-        relay_task = asyncio.create_task(relay.run_forever(stop), name="outbox-relay")
-        webhook_task = await start_webhook_delivery(container, stop)
+        runtime = BackgroundRuntime(await serve_loops(container))
+        app.state.relay = await resolve(container.relay)
         app.state.webhook_scheduler = await resolve(container.webhook_scheduler)
-        sweep_task = None
-        if settings.bus == "inprocess" and settings.reconcile_interval_s > 0:
-            reconciler = await resolve(container.reconciler)
-            sweep_task = asyncio.create_task(
-                reconciler.run_forever(stop, settings.reconcile_interval_s), name="reconciliation-sweep"
-            )
+        app.state.call_settler = await resolve(container.call_settler)
+        runtime.start()
         try:
             yield
         finally:
-            stop.set()
-            if sweep_task is not None:
-                sweep_task.cancel()  # a pass may be archiving a long recording: it is resumed later
-                await asyncio.gather(sweep_task, return_exceptions=True)
-            await relay_task
-            await webhook_task
-            if settings.bus == "kafka":
-                await relay.publisher.stop()
+            await runtime.stop()
             await container.shutdown_resources()  # type: ignore[misc]
 
     resolved: dict[str, Any] = {}

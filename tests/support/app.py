@@ -22,7 +22,8 @@ from application.outbox import OutboxRelay
 from application.services import Services
 from entrypoints.config import Settings
 from entrypoints.container import Container
-from entrypoints.http.app import create_app, resolve
+from entrypoints.http.app import create_app
+from entrypoints.runtime import resolve
 
 __all__ = [
     "ApiHarness",

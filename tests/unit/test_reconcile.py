@@ -544,7 +544,7 @@ async def test_settled_recordings_are_never_examined(
 
 
 async def test_run_forever_sweeps_until_stopped(svc: Services) -> None:
-    reconciler = RecordingReconciler(svc)
+    reconciler = RecordingReconciler(svc, poll_interval=0.01)
     passes = 0
     original = reconciler.sweep
 
@@ -555,7 +555,7 @@ async def test_run_forever_sweeps_until_stopped(svc: Services) -> None:
 
     reconciler.sweep = counting  # type: ignore[method-assign]
     stop = asyncio.Event()
-    task = asyncio.create_task(reconciler.run_forever(stop, interval_s=0.01))
+    task = asyncio.create_task(reconciler.run_forever(stop))
     await asyncio.sleep(0.1)
     stop.set()
     await asyncio.wait_for(task, timeout=1)

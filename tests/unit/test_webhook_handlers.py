@@ -20,6 +20,7 @@ from application.commands import (
 from application.errors import NotFound, WebhookTargetRefused
 from application.messagebus import MessageBus
 from application.services import Services, ServiceSettings
+from application.settling import CallSettler
 from application.webhook_delivery import WebhookDeliveryScheduler
 from domain import events
 from domain.errors import InvalidTransition
@@ -312,6 +313,7 @@ async def test_the_scorability_wait_holds_call_ended_until_a_verdict_or_its_end(
     svc = services(db, telephony, store, clock, sender, scorability_wait=timedelta(seconds=30))
     bus = MessageBus(svc)
     scheduler = WebhookDeliveryScheduler(svc, jitter=lambda: 1.0)
+    settler = CallSettler(svc)
     await given_org(bus, recording=False)
     await subscribed(bus)
     waited = (await incoming(bus, sid(7))).call_id
@@ -327,7 +329,7 @@ async def test_the_scorability_wait_holds_call_ended_until_a_verdict_or_its_end(
     await scheduler.drain()
     assert [b["data"]["call_id"] for b in bodies(sender)] == [judged]  # type: ignore[index]
     clock.advance(seconds=31)
-    await scheduler.drain()
+    await settler.drain()  # the wait is over: the call settles
     await drain(svc)
     await scheduler.drain()
     assert [b["data"]["call_id"] for b in bodies(sender)] == [judged, waited]  # type: ignore[index]
