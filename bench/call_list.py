@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa
 
+from adapters.clock import SystemClock
 from adapters.sqlalchemy import tables as t
 from adapters.sqlalchemy.engine import create_engine, migrate
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
@@ -162,7 +163,7 @@ async def run(path: Path, count: int, limit: int, repeat: int) -> None:
         uow_factory=lambda processed_by=None: SqlAlchemyUnitOfWork(engine),
         telephony=None,  # type: ignore[arg-type]  # the list touches only the database
         store=None,  # type: ignore[arg-type]
-        clock=lambda: datetime.now(UTC),
+        clock=SystemClock(),
         settings=ServiceSettings(public_url="http://bench.invalid"),
     )
     deep_position = int(count * 0.99)

@@ -170,7 +170,7 @@ class _Tracked(Generic[A]):
 
 class _FakeRepository(Generic[A]):
     def __init__(self, table: dict[str, A]) -> None:
-        self._table = table
+        self._table: dict[str, A] = table
         self.tracked: dict[str, _Tracked[A]] = {}
 
     def add(self, aggregate: A) -> None:

@@ -56,7 +56,7 @@ from urllib.parse import urlencode
 
 import httpx
 from aiohttp import web
-from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+from twilio.request_validator import RequestValidator
 
 __all__ = [
     "DEFAULT_ACCOUNT_SID",

@@ -4,6 +4,7 @@ Tansu and PostgreSQL, with the Twilio stand-in, driven as Twilio and the platfor
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -208,9 +209,7 @@ def test_five_concurrent_calls_are_archived_and_deleted_at_twilio_exactly_once_e
     for call in calls:
         archived(service, "acme", call["call_id"])
     for call in calls:
-        wait_for(
-            lambda c=call: service.standin.delete_count(c["recording_sid"]) >= 1, "the Twilio copy deleted"
-        )
+        wait_for(functools.partial(deleted, service, call["recording_sid"]), "the Twilio copy deleted")
     time.sleep(1.0)  # stray redeliveries would show up as a second DELETE
     assert [service.standin.delete_count(c["recording_sid"]) for c in calls] == [1] * 5
     assert sorted(stored_audio(kafka_stack).values()) == sorted(c["audio"] for c in calls)
@@ -261,7 +260,7 @@ def test_a_worker_killed_mid_batch_leaves_its_work_to_the_other_and_no_effect_is
         archived(service, "beta", call["call_id"])  # waits for the survivor to take over
     for call in calls:
         wait_for(
-            lambda c=call: service.standin.delete_count(c["recording_sid"]) >= 1,
+            functools.partial(deleted, service, call["recording_sid"]),
             "every Twilio copy deleted",
             timeout=40,
         )
@@ -315,3 +314,7 @@ def test_serve_in_kafka_mode_keeps_answering_while_kafka_is_down_and_events_wait
         assert {t for t, _ in rows} >= {"OrganizationCreated", "CallStarted"}
     finally:
         stop_pid(service.pid)
+
+
+def deleted(service: Any, recording_sid: str) -> bool:
+    return bool(service.standin.delete_count(recording_sid) >= 1)

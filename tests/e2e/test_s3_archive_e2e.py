@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Iterator
@@ -179,9 +180,7 @@ def test_five_concurrent_calls_of_two_megabytes_are_each_archived_once(
     for call_id, _, _ in calls:
         available(s3_service, "busy", call_id)
     for _, _, recording_sid in calls:
-        wait_for(
-            lambda sid=recording_sid: s3_service.standin.delete_count(sid) == 1, "each Twilio copy deleted"
-        )
+        wait_for(functools.partial(deleted_once, s3_service, recording_sid), "each Twilio copy deleted")
 
     stored = bucket_objects(s3_client, s3_bucket)
     assert sorted(hashlib.sha256(b).hexdigest() for b in stored.values()) == sorted(
@@ -212,3 +211,7 @@ def test_a_lost_completed_callback_is_archived_by_the_periodic_sweep_of_serve(
 def test_serve_refuses_to_start_on_s3_without_a_bucket(tmp_path: Path, twilio_standin: TwilioStandin) -> None:
     with pytest.raises(RuntimeError, match="CALLREC_S3_BUCKET"):
         start_service(tmp_path, twilio_standin, {"CALLREC_STORAGE": "s3"})
+
+
+def deleted_once(service: Any, recording_sid: str) -> bool:
+    return bool(service.standin.delete_count(recording_sid) == 1)

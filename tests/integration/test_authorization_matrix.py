@@ -46,7 +46,7 @@ def load_matrix() -> list[Row]:
 
 ROWS = load_matrix()
 OWN_NUMBER, OTHER_NUMBER = "+15550000001", "+15550000002"
-WEBHOOK_BODY = {"url": "http://127.0.0.1:9/hook", "events": ["call.ended"]}
+WEBHOOK_BODY: dict[str, object] = {"url": "http://127.0.0.1:9/hook", "events": ["call.ended"]}
 
 
 @dataclass

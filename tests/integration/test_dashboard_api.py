@@ -69,7 +69,7 @@ def claims(**overrides: object) -> dict[str, object]:
         pytest.param(
             lambda secret: jwt.encode(claims(), "another-secret-of-32-bytes-length!", "HS256"), id="wrong-key"
         ),
-        pytest.param(lambda secret: jwt.encode(claims(), None, algorithm="none"), id="alg-none"),
+        pytest.param(lambda secret: jwt.encode(claims(), "", algorithm="none"), id="alg-none"),
         pytest.param(lambda secret: jwt.encode(claims(), secret, "HS512"), id="other-alg"),
         pytest.param(lambda secret: jwt.encode(claims(exp=None), secret, "HS256"), id="no-exp"),
         pytest.param(lambda secret: jwt.encode(claims(org_id=None), secret, "HS256"), id="no-org"),

@@ -22,7 +22,7 @@ from adapters.twilio_telephony import TwilioTelephony, TwilioTelephonyError
 from application.handlers import storage_key
 from domain.model import CallKind, Recording, RecordingStatus
 from entrypoints.http.forms import FORM_MAX_BYTES, FORM_MAX_FIELDS, FormRejected, parse_form
-from tests.support.app import ApiHarness, api_harness, error_code, sqlite_api_harness
+from tests.support.app import ApiHarness, api_harness, asgi_transport, error_code, sqlite_api_harness
 from tests.twilio_standin import (
     TwilioCallbackDriver,
     TwilioStandin,
@@ -47,11 +47,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[ApiHarness]:
 
 def twilio(h: ApiHarness) -> TwilioCallbackDriver:
     """Twilio's callbacks, signed with the harness's auth token, into the in-process app."""
-    import httpx
-
-    return TwilioCallbackDriver(
-        ORIGIN, h.settings.twilio_auth_token, async_transport=httpx.ASGITransport(app=h.app)
-    )
+    return TwilioCallbackDriver(ORIGIN, h.settings.twilio_auth_token, async_transport=asgi_transport(h.app))
 
 
 # --- forms: bounded before and while they are parsed --------------------------------------------

@@ -394,7 +394,7 @@ async def test_a_poison_message_goes_to_the_dlq_and_later_messages_on_its_partit
 
             async def second_archived() -> bool:
                 rows = await app.rows(t.recordings, t.recordings.c.recording_sid == sids[1])
-                return rows[0]["status"] == RecordingStatus.ARCHIVED
+                return bool(rows[0]["status"] == RecordingStatus.ARCHIVED)
 
             await eventually(second_archived, "the message behind the poison to be handled")
             letters = await eventually(
@@ -420,7 +420,7 @@ async def test_a_poison_message_goes_to_the_dlq_and_later_messages_on_its_partit
 
             async def first_archived() -> bool:
                 rows = await app.rows(t.recordings, t.recordings.c.recording_sid == sids[0])
-                return rows[0]["status"] == RecordingStatus.ARCHIVED
+                return bool(rows[0]["status"] == RecordingStatus.ARCHIVED)
 
             await eventually(first_archived, "the replayed message to be handled")
             after = await eventually(

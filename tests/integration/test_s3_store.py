@@ -390,4 +390,4 @@ def test_settings_that_s3_would_refuse_are_refused_up_front() -> None:
         {"upload_concurrency": 0},
     ):
         with pytest.raises(ValueError):
-            S3RecordingStore("bucket", **bad)  # type: ignore[arg-type]
+            S3RecordingStore("bucket", **bad)

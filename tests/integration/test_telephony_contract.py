@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import httpx
 import pytest
 from aiohttp import web
-from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+from twilio.request_validator import RequestValidator
 
 from adapters.twilio_telephony import (
     MEDIA_CHUNK_SIZE,

@@ -233,7 +233,8 @@ async def _attempt(telephony: TwilioTelephony, operation: str, call: str, sid: s
     if operation == "start":
         return await telephony.start_recording(call, CALLBACK_URL)
     if operation == "stop":
-        return await telephony.stop_recording(call, sid)
+        await telephony.stop_recording(call, sid)
+        return None
     if operation == "delete":
         return await telephony.delete_recording(sid)
     if operation == "list":

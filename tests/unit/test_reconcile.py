@@ -19,7 +19,7 @@ from application.commands import (
 from application.handlers import CallDecision
 from application.messagebus import MessageBus
 from application.ports import TelephonyError
-from application.reconcile import RecordingReconciler
+from application.reconcile import RecordingReconciler, SweepReport
 from application.services import Services
 from domain import events
 from domain.model import Recording, RecordingStatus
@@ -548,7 +548,7 @@ async def test_run_forever_sweeps_until_stopped(svc: Services) -> None:
     passes = 0
     original = reconciler.sweep
 
-    async def counting() -> object:
+    async def counting() -> SweepReport:
         nonlocal passes
         passes += 1
         return await original()
