@@ -95,10 +95,9 @@ def _reconcile(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     if args.stuck_after is not None:
-        from dataclasses import replace
         from datetime import timedelta
 
-        settings = replace(settings, reconcile_stuck_after=timedelta(seconds=args.stuck_after))
+        settings = settings.model_copy(update={"reconcile_stuck_after": timedelta(seconds=args.stuck_after)})
     report = asyncio.run(reconcile_once(settings, drain_s=args.drain_s))
     print(report)
     for recording_id, error in report.failed:
