@@ -16,7 +16,7 @@ from entrypoints.http.api import Cursor, Limit, call_body, decode_cursor, encode
 from entrypoints.http.auth import ops_admin_guard, principal_of
 from entrypoints.http.deps import ServicesDep
 from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, NOT_FOUND, error_spec
-from entrypoints.http.schemas import CallList, IdPath, IdQuery
+from entrypoints.http.schemas import CallPage, IdPath, IdQuery
 
 AUDIT_DOWN = {503: error_spec("The audit log cannot be written, so the access is refused")}
 Reason = Annotated[str, QueryParameter(min_length=3, max_length=500, description="Why you need this access")]
@@ -43,7 +43,7 @@ class AdminApi(Controller):
         limit: Limit = 50,
         cursor: Cursor = None,
         reason: OptionalReason = None,
-    ) -> CallList:
+    ) -> CallPage:
         """Calls of any org, or of the platform's discovery and support lines. Audited."""
         page, next_cursor = await operations.list_calls(
             services,
@@ -55,7 +55,7 @@ class AdminApi(Controller):
             reason=reason,
         )
         cursor_out = encode_cursor(next_cursor) if next_cursor else None
-        return CallList(items=[call_body(v, "/api/v1/admin/calls") for v in page], next_cursor=cursor_out)
+        return CallPage(items=[call_body(v, "/api/v1/admin/calls") for v in page], next_cursor=cursor_out)
 
     @get(
         "/calls/{call_id:str}/recording",

@@ -19,19 +19,18 @@ from litestar.response import Redirect
 from application import commands, views
 from application.errors import NotFound
 from application.unit_of_work import CallCursor
-from domain.model import DISCLOSURE_TEXT, CallKind
-from domain.model import Organization as OrganizationModel
+from domain.model import DISCLOSURE_TEXT, CallKind, Organization
 from entrypoints.http.auth import admin_guard, customer_guard, principal_of
 from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND
 from entrypoints.http.schemas import (
-    AdditionalRecording,
-    Call,
-    CallDetail,
-    CallList,
+    AdditionalRecordingResponse,
+    CallDetailResponse,
+    CallPage,
+    CallResponse,
     IdPath,
-    Recording,
+    RecordingResponse,
     RecordingSetting,
     RecordingSettingUpdate,
 )
@@ -51,10 +50,10 @@ def decode_cursor(value: str) -> CallCursor:
     return CallCursor(*decode_keyset(value))
 
 
-def call_body(view: views.CallView, base_path: str = "/api/v1/calls") -> Call:
+def call_body(view: views.CallView, base_path: str = "/api/v1/calls") -> CallResponse:
     call, rec = view.call, view.recording
     available = rec.status == "available"
-    return Call(
+    return CallResponse(
         id=call.id,
         from_=call.from_number,
         to=call.to_number,
@@ -64,7 +63,7 @@ def call_body(view: views.CallView, base_path: str = "/api/v1/calls") -> Call:
         ended_at=_iso(call.ended_at),
         duration_s=call.duration_s,
         non_engagement=view.non_engagement,
-        recording=Recording(
+        recording=RecordingResponse(
             status=rec.status,  # type: ignore[arg-type]
             reason=rec.reason,  # type: ignore[arg-type]
             duration_s=rec.duration_s,
@@ -76,13 +75,13 @@ def call_body(view: views.CallView, base_path: str = "/api/v1/calls") -> Call:
     )
 
 
-def call_detail_body(view: views.CallView, base_path: str = "/api/v1/calls") -> CallDetail:
+def call_detail_body(view: views.CallView, base_path: str = "/api/v1/calls") -> CallDetailResponse:
     """``call_body`` and the fate of the call's additional recordings."""
     body = call_body(view, base_path)
-    return CallDetail(
-        **{name: getattr(body, name) for name in Call.__struct_fields__},
+    return CallDetailResponse(
+        **{name: getattr(body, name) for name in CallResponse.__struct_fields__},
         additional_recordings=[
-            AdditionalRecording(
+            AdditionalRecordingResponse(
                 status=rec.status,  # type: ignore[arg-type]
                 reason=rec.reason,  # type: ignore[arg-type]
                 duration_s=rec.duration_s,
@@ -94,7 +93,7 @@ def call_detail_body(view: views.CallView, base_path: str = "/api/v1/calls") -> 
     )
 
 
-def _setting(org: OrganizationModel) -> RecordingSetting:
+def _setting(org: Organization) -> RecordingSetting:
     return RecordingSetting(enabled=org.recording_enabled, disclosure=DISCLOSURE_TEXT)
 
 
@@ -149,7 +148,7 @@ class DashboardApi(Controller):
         recording: Annotated[
             RecordingFilter | None, QueryParameter(description="Only calls whose recording is")
         ] = None,
-    ) -> CallList:
+    ) -> CallPage:
         """The org's calls, newest first, one keyset page at a time."""
         after = decode_cursor(cursor) if cursor else None
         if from_ is not None and to is not None and to < from_:
@@ -168,7 +167,7 @@ class DashboardApi(Controller):
             started_to=started_to,
             recording_status=recording,
         )
-        return CallList(
+        return CallPage(
             items=[call_body(v) for v in page],
             next_cursor=encode_cursor(next_cursor) if next_cursor else None,
         )
@@ -176,7 +175,7 @@ class DashboardApi(Controller):
     @get("/calls/{call_id:str}", responses={**AUTH_ERRORS, **BAD_REQUEST, **NOT_FOUND})
     async def get_call(
         self, request: Request[Any, Any, State], call_id: CallId, services: ServicesDep
-    ) -> CallDetail:
+    ) -> CallDetailResponse:
         """One call with its recording, or the reason there is none, and any additional recordings."""
         view = await views.get_call(
             services, org_id=principal_of(request).org_id, call_id=call_id, kinds=CUSTOMER

@@ -6,13 +6,13 @@ from litestar import Controller, post, put
 from litestar.params import JSONBody
 
 from application import commands
-from domain.model import Organization as OrganizationModel
+from domain.model import Organization
 from entrypoints.http.auth import service_guard
 from entrypoints.http.deps import Bus
 from entrypoints.http.errors import BODY_ERRORS, CONFLICT, NOT_FOUND, error_spec
 from entrypoints.http.schemas import (
     IdPath,
-    Organization,
+    OrganizationResponse,
     OrganizationUpsert,
     ScorabilityVerdict,
     TransferUpdate,
@@ -34,14 +34,14 @@ class InternalApi(Controller):
     )
     async def upsert_organization(
         self, org_id: IdParam, data: JSONBody[OrganizationUpsert], bus: Bus
-    ) -> Organization:
+    ) -> OrganizationResponse:
         """Create or update an org. New orgs record nothing; a number owned elsewhere is a 409."""
-        org: OrganizationModel = await bus.handle(
+        org: Organization = await bus.handle(
             commands.UpsertOrganization(
                 org_id=org_id, name=data.name, phone_numbers=list(data.phone_numbers), greeting=data.greeting
             )
         )
-        return Organization(
+        return OrganizationResponse(
             id=org.id,
             name=org.name,
             phone_numbers=sorted(org.phone_numbers),

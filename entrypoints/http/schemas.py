@@ -28,7 +28,7 @@ class OrganizationUpsert(Strict):
     greeting: Annotated[str, msgspec.Meta(max_length=2000)]
 
 
-class Organization(msgspec.Struct):
+class OrganizationResponse(msgspec.Struct):
     id: str
     name: str
     phone_numbers: list[str]
@@ -54,7 +54,7 @@ class RecordingSetting(msgspec.Struct):
     disclosure: str
 
 
-class Recording(msgspec.Struct):
+class RecordingResponse(msgspec.Struct):
     status: Literal["available", "processing", "not_recorded", "failed"]
     reason: Literal["recording_off", "no_audio"] | None
     duration_s: int | None
@@ -64,7 +64,7 @@ class Recording(msgspec.Struct):
     download_url: str | None
 
 
-class Call(msgspec.Struct):
+class CallResponse(msgspec.Struct):
     id: str
     from_: str = msgspec.field(name="from")
     to: str = ""
@@ -73,11 +73,11 @@ class Call(msgspec.Struct):
     answered_at: str | None = None
     ended_at: str | None = None
     duration_s: int | None = None
-    recording: Recording | None = None
+    recording: RecordingResponse | None = None
     non_engagement: bool = False
 
 
-class AdditionalRecording(msgspec.Struct):
+class AdditionalRecordingResponse(msgspec.Struct):
     """Another recording Twilio made of the call, besides `recording` (a retried start, or one started
     outside the service), and what became of it. It never replaces `recording` and is not played here.
 
@@ -93,14 +93,14 @@ class AdditionalRecording(msgspec.Struct):
     content_type: str | None
 
 
-class CallDetail(Call):
+class CallDetailResponse(CallResponse):
     """A call, with the fate of every additional recording Twilio made of it (oldest first)."""
 
-    additional_recordings: list[AdditionalRecording] = msgspec.field(default_factory=list)
+    additional_recordings: list[AdditionalRecordingResponse] = msgspec.field(default_factory=list)
 
 
-class CallList(msgspec.Struct):
-    items: list[Call]
+class CallPage(msgspec.Struct):
+    items: list[CallResponse]
     next_cursor: str | None
 
 

@@ -17,8 +17,7 @@ from litestar.params import JSONBody, QueryParameter
 
 from application import commands, webhooks
 from application.unit_of_work import DeliveryCursor
-from domain.webhooks import EndpointStatus
-from domain.webhooks import WebhookEndpoint as EndpointModel
+from domain.webhooks import EndpointStatus, WebhookEndpoint
 from entrypoints.http.auth import admin_guard, principal_of
 from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
@@ -57,7 +56,7 @@ class WebhookEndpointCreate(Strict):
     )
 
 
-class WebhookEndpoint(msgspec.Struct):
+class WebhookEndpointResponse(msgspec.Struct):
     id: str
     url: str
     events: list[str]
@@ -69,7 +68,7 @@ class WebhookEndpoint(msgspec.Struct):
     previous_secret_expires_at: str | None  # during a rotation's overlap, when the old secret stops
 
 
-class WebhookEndpointWithSecret(msgspec.Struct):
+class WebhookEndpointCreated(msgspec.Struct):
     """The endpoint and its signing secret (``whsec_…``): shown this once, never again."""
 
     id: str
@@ -81,11 +80,11 @@ class WebhookEndpointWithSecret(msgspec.Struct):
     previous_secret_expires_at: str | None
 
 
-class WebhookEndpointList(msgspec.Struct):
-    items: list[WebhookEndpoint]
+class WebhookEndpointPage(msgspec.Struct):
+    items: list[WebhookEndpointResponse]
 
 
-class WebhookAttempt(msgspec.Struct):
+class WebhookAttemptResponse(msgspec.Struct):
     number: int
     attempted_at: str
     outcome: Literal["succeeded", "gone", "failed"]
@@ -95,7 +94,7 @@ class WebhookAttempt(msgspec.Struct):
     next_attempt_at: str | None
 
 
-class WebhookDelivery(msgspec.Struct):
+class WebhookDeliveryResponse(msgspec.Struct):
     id: str
     webhook_id: str  # the ``webhook-id`` header, the same on every try
     event_type: str
@@ -107,11 +106,11 @@ class WebhookDelivery(msgspec.Struct):
     last_error: str | None
     created_at: str
     completed_at: str | None
-    attempts: list[WebhookAttempt]
+    attempts: list[WebhookAttemptResponse]
 
 
-class WebhookDeliveryList(msgspec.Struct):
-    items: list[WebhookDelivery]
+class WebhookDeliveryPage(msgspec.Struct):
+    items: list[WebhookDeliveryResponse]
     next_cursor: str | None
 
 
@@ -119,17 +118,17 @@ def _iso(value: datetime | None) -> str | None:
     return webhooks.iso(value)
 
 
-def _previous_expiry(endpoint: EndpointModel) -> str | None:
+def _previous_expiry(endpoint: WebhookEndpoint) -> str | None:
     expiring = [s.expires_at for s in endpoint.secrets if s.expires_at is not None]
     return _iso(max(expiring)) if expiring else None
 
 
-def _status(endpoint: EndpointModel) -> Literal["active", "disabled"]:
+def _status(endpoint: WebhookEndpoint) -> Literal["active", "disabled"]:
     return "active" if endpoint.status == EndpointStatus.ACTIVE else "disabled"
 
 
-def endpoint_body(endpoint: EndpointModel) -> WebhookEndpoint:
-    return WebhookEndpoint(
+def endpoint_body(endpoint: WebhookEndpoint) -> WebhookEndpointResponse:
+    return WebhookEndpointResponse(
         id=endpoint.id,
         url=endpoint.url,
         events=list(endpoint.event_types),
@@ -142,9 +141,9 @@ def endpoint_body(endpoint: EndpointModel) -> WebhookEndpoint:
     )
 
 
-def _with_secret(result: webhooks.EndpointWithSecret) -> WebhookEndpointWithSecret:
+def _with_secret(result: webhooks.EndpointWithSecret) -> WebhookEndpointCreated:
     endpoint = result.endpoint
-    return WebhookEndpointWithSecret(
+    return WebhookEndpointCreated(
         id=endpoint.id,
         url=endpoint.url,
         events=list(endpoint.event_types),
@@ -155,9 +154,9 @@ def _with_secret(result: webhooks.EndpointWithSecret) -> WebhookEndpointWithSecr
     )
 
 
-def delivery_body(view: webhooks.DeliveryView) -> WebhookDelivery:
+def delivery_body(view: webhooks.DeliveryView) -> WebhookDeliveryResponse:
     d = view.delivery
-    return WebhookDelivery(
+    return WebhookDeliveryResponse(
         id=d.id,
         webhook_id=d.message_id,
         event_type=d.event_type,
@@ -170,7 +169,7 @@ def delivery_body(view: webhooks.DeliveryView) -> WebhookDelivery:
         created_at=_iso(d.created_at) or "",
         completed_at=_iso(d.completed_at),
         attempts=[
-            WebhookAttempt(
+            WebhookAttemptResponse(
                 number=a.number,
                 attempted_at=_iso(a.attempted_at) or "",
                 outcome=a.outcome.value,
@@ -211,7 +210,7 @@ class WebhookEndpointsApi(Controller):
     @post("/", status_code=201, responses={**AUTH_ERRORS, **BODY_ERRORS, **REFUSED_URL})
     async def create_endpoint(
         self, request: Request[Any, Any, State], data: JSONBody[WebhookEndpointCreate], bus: Bus
-    ) -> WebhookEndpointWithSecret:
+    ) -> WebhookEndpointCreated:
         """Subscribe an https URL to ``call.ended``. The answer holds the signing secret, shown once."""
         result = await bus.handle(
             commands.RegisterWebhookEndpoint(
@@ -223,15 +222,15 @@ class WebhookEndpointsApi(Controller):
     @get("/", responses={**AUTH_ERRORS})
     async def list_endpoints(
         self, request: Request[Any, Any, State], services: ServicesDep
-    ) -> WebhookEndpointList:
+    ) -> WebhookEndpointPage:
         """The org's endpoints (without secrets), with why any of them was disabled."""
         found = await webhooks.list_endpoints(services, org_id=principal_of(request).org_id)
-        return WebhookEndpointList(items=[endpoint_body(e) for e in found])
+        return WebhookEndpointPage(items=[endpoint_body(e) for e in found])
 
     @get("/{endpoint_id:str}", responses={**AUTH_ERRORS, **NOT_FOUND})
     async def get_endpoint(
         self, request: Request[Any, Any, State], endpoint_id: EndpointId, services: ServicesDep
-    ) -> WebhookEndpoint:
+    ) -> WebhookEndpointResponse:
         """One endpoint (without its secret)."""
         endpoint = await webhooks.get_endpoint(
             services, org_id=principal_of(request).org_id, endpoint_id=endpoint_id
@@ -250,7 +249,7 @@ class WebhookEndpointsApi(Controller):
     @post("/{endpoint_id:str}/rotate-secret", status_code=200, responses={**AUTH_ERRORS, **NOT_FOUND})
     async def rotate_secret(
         self, request: Request[Any, Any, State], endpoint_id: EndpointId, bus: Bus
-    ) -> WebhookEndpointWithSecret:
+    ) -> WebhookEndpointCreated:
         """A new secret, shown once. For 24 hours messages carry signatures by both old and new."""
         result = await bus.handle(
             commands.RotateWebhookSecret(org_id=principal_of(request).org_id, endpoint_id=endpoint_id)
@@ -265,7 +264,7 @@ class WebhookEndpointsApi(Controller):
         services: ServicesDep,
         limit: Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")] = 50,
         cursor: CursorQuery = None,
-    ) -> WebhookDeliveryList:
+    ) -> WebhookDeliveryPage:
         """The endpoint's deliveries, newest first, each with its tries (status, response code,
         latency, next retry)."""
         page, next_cursor = await webhooks.list_deliveries(
@@ -275,7 +274,7 @@ class WebhookEndpointsApi(Controller):
             limit=limit,
             after=decode_cursor(cursor) if cursor else None,
         )
-        return WebhookDeliveryList(
+        return WebhookDeliveryPage(
             items=[delivery_body(v) for v in page],
             next_cursor=encode_cursor(next_cursor) if next_cursor else None,
         )
@@ -287,7 +286,7 @@ class WebhookEndpointsApi(Controller):
     )
     async def retry_delivery(
         self, request: Request[Any, Any, State], endpoint_id: EndpointId, delivery_id: DeliveryId, bus: Bus
-    ) -> WebhookDelivery:
+    ) -> WebhookDeliveryResponse:
         """Try a delivery again now; the answer is the delivery as scheduled (the try follows)."""
         view = await bus.handle(
             commands.RetryWebhookDelivery(

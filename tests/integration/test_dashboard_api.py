@@ -450,12 +450,12 @@ async def test_the_openapi_document_lists_every_endpoint_with_its_errors(sqlite_
         assert "401" in operation["responses"], (path, method)
         assert "ErrorBody" in str(operation["responses"]["401"]), (path, method)
     detail = paths["/api/v1/calls/{call_id}"]["get"]["responses"]["200"]["content"]["application/json"]
-    assert detail["schema"]["$ref"].endswith("/CallDetail")
+    assert detail["schema"]["$ref"].endswith("/CallDetailResponse")
     schemas = doc["components"]["schemas"]
-    assert set(schemas["Call"]["properties"]) < set(schemas["CallDetail"]["properties"])
-    extra = schemas["CallDetail"]["properties"]["additional_recordings"]
-    assert extra["type"] == "array" and extra["items"]["$ref"].endswith("/AdditionalRecording")
-    assert set(schemas["AdditionalRecording"]["properties"]["status"]["enum"]) == {
+    assert set(schemas["CallResponse"]["properties"]) < set(schemas["CallDetailResponse"]["properties"])
+    extra = schemas["CallDetailResponse"]["properties"]["additional_recordings"]
+    assert extra["type"] == "array" and extra["items"]["$ref"].endswith("/AdditionalRecordingResponse")
+    assert set(schemas["AdditionalRecordingResponse"]["properties"]["status"]["enum"]) == {
         "processing",
         "archived",
         "discarded",
