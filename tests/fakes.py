@@ -369,19 +369,16 @@ class FakeOutbox:
         self.pending_writes.append(write)
 
     async def defer(self, message_id: str, *, next_attempt_at: datetime, error: str) -> None:
-        def write() -> None:
-            row = self._row(message_id)
-            row.next_attempt_at = next_attempt_at
-            row.last_error = error
-            row.message = dataclasses.replace(row.message, attempts=row.message.attempts + 1)
-            row.claimed_by = row.claimed_until = None
-
-        self.pending_writes.append(write)
+        self._failed(message_id, error, next_attempt_at=next_attempt_at)
 
     async def dead_letter(self, message_id: str, *, now: datetime, error: str) -> None:
+        self._failed(message_id, error, dead_at=now)
+
+    def _failed(self, message_id: str, error: str, **values: datetime) -> None:
         def write() -> None:
             row = self._row(message_id)
-            row.dead_at = now
+            for name, value in values.items():
+                setattr(row, name, value)
             row.last_error = error
             row.message = dataclasses.replace(row.message, attempts=row.message.attempts + 1)
             row.claimed_by = row.claimed_until = None

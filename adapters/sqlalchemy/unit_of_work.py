@@ -551,24 +551,18 @@ class SqlAlchemyOutbox:
         await self.conn.execute(update(t.outbox).where(t.outbox.c.id == message_id).values(published_at=now))
 
     async def defer(self, message_id: str, *, next_attempt_at: datetime, error: str) -> None:
-        await self.conn.execute(
-            update(t.outbox)
-            .where(t.outbox.c.id == message_id)
-            .values(
-                next_attempt_at=next_attempt_at,
-                last_error=error,
-                attempts=t.outbox.c.attempts + 1,
-                claimed_by=None,  # the backoff decides when it is due again, for any relay
-                claimed_until=None,
-            )
-        )
+        await self._failed(message_id, error, next_attempt_at=next_attempt_at)
 
     async def dead_letter(self, message_id: str, *, now: datetime, error: str) -> None:
+        await self._failed(message_id, error, dead_at=now)
+
+    async def _failed(self, message_id: str, error: str, **values: datetime) -> None:
+        """One more failed attempt; the lease goes (the backoff or a replay decides what comes next)."""
         await self.conn.execute(
             update(t.outbox)
             .where(t.outbox.c.id == message_id)
             .values(
-                dead_at=now,
+                **values,
                 last_error=error,
                 attempts=t.outbox.c.attempts + 1,
                 claimed_by=None,
