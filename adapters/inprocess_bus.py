@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from application.messagebus import EventDispatcher
-from application.unit_of_work import OutboxMessage
+from application.ports import OutboxMessage
 from domain.events import decode_event
 
 

@@ -21,10 +21,9 @@ from application.errors import (
     PhoneNumberTaken,
     UnknownNumber,
 )
-from application.ports import ProviderRecording
+from application.ports import ProviderRecording, UnitOfWork
 from application.retry import retry_conflicts
 from application.services import Services
-from application.unit_of_work import UnitOfWork
 from domain import events
 from domain.model import (
     DISCARDED_RECORDING_OFF,

@@ -16,19 +16,11 @@ import functools
 import logging
 import random
 from datetime import timedelta
-from typing import Protocol
 
 from application.polling import PollingLoop
-from application.ports import Clock
-from application.unit_of_work import OutboxMessage, UnitOfWorkFactory
+from application.ports import Clock, EventPublisher, OutboxMessage, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
-
-
-class EventPublisher(Protocol):
-    async def publish(self, message: OutboxMessage) -> None:
-        """Deliver one committed event; raise if it was not delivered."""
-        ...
 
 
 class OutboxRelay(PollingLoop):

@@ -5,8 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from application.ports import Clock, RecordingStore, SecretBox, Telephony, WebhookSender
-from application.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from application.ports import (
+    Clock,
+    RecordingStore,
+    SecretBox,
+    Telephony,
+    UnitOfWork,
+    UnitOfWorkFactory,
+    WebhookSender,
+)
 from domain.model import INSTANT_HANGUP, CallKind
 
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from application.errors import NotFound
+from application.ports import CallCursor, CallQuery
 from application.services import Services
-from application.unit_of_work import CallCursor, CallQuery
 from domain.model import Call, CallKind, Recording, RecordingStatus, non_engagement_reason
 
 

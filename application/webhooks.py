@@ -18,9 +18,8 @@ from typing import Any
 
 from application import commands
 from application.errors import InvalidInput, NotFound
-from application.ports import SecretBox, WebhookSender
+from application.ports import DeliveryCursor, SecretBox, UnitOfWork, WebhookSender
 from application.services import Services
-from application.unit_of_work import DeliveryCursor, UnitOfWork
 from domain import events
 from domain.errors import InvalidTransition
 from domain.model import CallKind, new_id

@@ -45,8 +45,8 @@ from adapters.sqlalchemy import tables as t
 from adapters.sqlalchemy.engine import create_engine, migrate
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from application import views
+from application.ports import CallCursor
 from application.services import Services, ServiceSettings
-from application.unit_of_work import CallCursor
 
 ORG = "bench-org"
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)

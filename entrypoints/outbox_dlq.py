@@ -12,7 +12,8 @@ import inspect
 import json
 from collections.abc import Sequence
 
-from adapters.sqlalchemy.unit_of_work import SqlAlchemyOutbox, SqlAlchemyUnitOfWork
+from adapters.sqlalchemy.outbox import SqlAlchemyOutbox
+from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from entrypoints.config import Settings
 from entrypoints.container import Container
 

@@ -21,9 +21,8 @@ from typing import Any, Generic, Self, TypeVar
 
 from application.errors import ConcurrencyConflict
 from application.messagebus import EventDispatcher
-from application.ports import Telephony
+from application.ports import CallQuery, OutboxMessage, Telephony
 from application.services import Services, ServiceSettings
-from application.unit_of_work import CallQuery, OutboxMessage
 from domain import events as ev
 from domain.model import Call, CallKind, Organization, Recording, RecordingStatus
 from tests.fakes_store import InMemoryRecordingStore

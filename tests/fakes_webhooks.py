@@ -13,8 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from application.errors import WebhookTargetRefused
-from application.ports import WebhookMessage
-from application.unit_of_work import DeliveryCursor
+from application.ports import DeliveryCursor, WebhookMessage
 from domain.webhooks import (
     DeliveryAttempt,
     DeliveryStatus,

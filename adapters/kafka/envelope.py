@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from application.unit_of_work import OutboxMessage
+from application.ports import OutboxMessage
 from domain.events import EVENT_TYPES, Event
 
 EVENT_ID_HEADER = "event-id"

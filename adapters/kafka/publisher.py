@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaProducer
 from adapters.kafka.envelope import envelope_of, headers_of
 from adapters.kafka.options import KafkaOptions
 from adapters.kafka.topics import KafkaTopics, ensure_topics
-from application.unit_of_work import OutboxMessage
+from application.ports import OutboxMessage
 
 log = logging.getLogger(__name__)
 

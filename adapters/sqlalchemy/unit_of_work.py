@@ -11,9 +11,9 @@ aggregates' events go into the ``outbox`` table in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -22,14 +22,15 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sqlalchemy import tables as t
+from adapters.sqlalchemy.audit import SqlAlchemyAuditLog, SqlAlchemyProcessedMessages
+from adapters.sqlalchemy.outbox import SqlAlchemyOutbox
 from adapters.sqlalchemy.webhooks import (
     SqlAlchemyWebhookDeliveryRepository,
     SqlAlchemyWebhookEndpointRepository,
 )
 from application.errors import ConcurrencyConflict, IntegrityViolation
-from application.unit_of_work import CallQuery, OutboxMessage
+from application.ports import CallQuery
 from domain import events as ev
-from domain.audit import AuditEntry
 from domain.model import (
     ENDED_STATUSES,
     SETTLED_STATUSES,
@@ -452,214 +453,6 @@ class SqlAlchemyRecordingRepository(_Repository[Recording]):
         )
         result = await self.conn.execute(stmt)
         return [rec for row in result if (rec := self._remember(row)) is not None]
-
-
-class SqlAlchemyOutbox:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-
-    async def add(self, events: list[ev.Event], now: datetime) -> None:
-        if not events:
-            return
-        await self.conn.execute(
-            insert(t.outbox),
-            [
-                {
-                    "id": e.id,
-                    "type": e.type_name(),
-                    "aggregate_type": e.aggregate_type,
-                    "aggregate_id": e.aggregate_id,
-                    "org_id": e.org_id,
-                    "occurred_at": e.occurred_at,
-                    "payload": ev.encode_event(e).decode(),
-                    "created_at": now,
-                    "next_attempt_at": now,
-                    "attempts": 0,
-                }
-                for e in events
-            ],
-        )
-
-    @staticmethod
-    def _due_query(now: datetime, exclude_aggregates: set[str]) -> Any:
-        o = t.outbox.c
-        stmt = select(t.outbox).where(o.published_at.is_(None), o.dead_at.is_(None), o.next_attempt_at <= now)
-        if exclude_aggregates:
-            stmt = stmt.where(o.aggregate_id.not_in(exclude_aggregates))
-        # An aggregate's later event waits while an earlier one is still unpublished (kept in order).
-        earlier = t.outbox.alias("earlier")
-        return stmt.where(
-            ~select(earlier.c.seq)
-            .where(
-                earlier.c.aggregate_id == o.aggregate_id,
-                earlier.c.published_at.is_(None),
-                earlier.c.dead_at.is_(None),
-                earlier.c.seq < o.seq,
-            )
-            .exists()
-        )
-
-    async def due(self, *, now: datetime, limit: int, exclude_aggregates: set[str]) -> list[OutboxMessage]:
-        stmt = self._due_query(now, exclude_aggregates).order_by(t.outbox.c.seq).limit(limit)
-        return self._messages(await self.conn.execute(stmt))
-
-    async def claim(
-        self, *, relay: str, now: datetime, lease: timedelta, limit: int, exclude_aggregates: set[str]
-    ) -> list[OutboxMessage]:
-        """Due messages no other relay holds a live lease on, leased to ``relay`` (several relays).
-
-        On PostgreSQL the rows are locked ``FOR UPDATE SKIP LOCKED`` until the claim commits, so two
-        relays claiming at the same moment take different rows; SQLite serializes writers anyway
-        (and is meant for a single relay).
-        """
-        o = t.outbox.c
-        stmt = (
-            self._due_query(now, exclude_aggregates)
-            .where(or_(o.claimed_until.is_(None), o.claimed_until <= now, o.claimed_by == relay))
-            .order_by(o.seq)
-            .limit(limit)
-        )
-        if self.conn.dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True, of=t.outbox)
-        messages = self._messages(await self.conn.execute(stmt))
-        if messages:
-            await self.conn.execute(
-                update(t.outbox)
-                .where(o.id.in_([m.id for m in messages]))
-                .values(claimed_by=relay, claimed_until=now + lease)
-            )
-        return messages
-
-    @staticmethod
-    def _messages(result: Any) -> list[OutboxMessage]:
-        return [
-            OutboxMessage(
-                id=m["id"],
-                seq=m["seq"],
-                type=m["type"],
-                aggregate_type=m["aggregate_type"],
-                aggregate_id=m["aggregate_id"],
-                org_id=m["org_id"],
-                occurred_at=m["occurred_at"],
-                payload=m["payload"].encode(),
-                attempts=m["attempts"],
-            )
-            for m in (row._mapping for row in result)
-        ]
-
-    async def mark_published(self, message_id: str, now: datetime) -> None:
-        await self.conn.execute(update(t.outbox).where(t.outbox.c.id == message_id).values(published_at=now))
-
-    async def defer(self, message_id: str, *, next_attempt_at: datetime, error: str) -> None:
-        await self._failed(message_id, error, next_attempt_at=next_attempt_at)
-
-    async def dead_letter(self, message_id: str, *, now: datetime, error: str) -> None:
-        await self._failed(message_id, error, dead_at=now)
-
-    async def _failed(self, message_id: str, error: str, **values: datetime) -> None:
-        """One more failed attempt; the lease goes (the backoff or a replay decides what comes next)."""
-        await self.conn.execute(
-            update(t.outbox)
-            .where(t.outbox.c.id == message_id)
-            .values(
-                **values,
-                last_error=error,
-                attempts=t.outbox.c.attempts + 1,
-                claimed_by=None,
-                claimed_until=None,
-            )
-        )
-
-    async def dead_letters(self) -> list[DeadOutboxMessage]:
-        """The messages the relay gave up on, oldest first (``callrec dlq list``)."""
-        o = t.outbox.c
-        result = await self.conn.execute(select(t.outbox).where(o.dead_at.is_not(None)).order_by(o.seq))
-        rows = list(result)
-        messages = self._messages(rows)
-        return [
-            DeadOutboxMessage(
-                message, dead_at=row._mapping["dead_at"], error=row._mapping["last_error"] or ""
-            )
-            for message, row in zip(messages, rows, strict=True)
-        ]
-
-    async def revive(self, message_ids: Sequence[str], *, now: datetime) -> list[str]:
-        """Hand dead messages (all of them when ``message_ids`` is empty) back to the relay, due now,
-        with a fresh count of attempts; returns the ids revived."""
-        o = t.outbox.c
-        stmt = select(o.id).where(o.dead_at.is_not(None))
-        if message_ids:
-            stmt = stmt.where(o.id.in_(list(message_ids)))
-        ids = [row[0] for row in await self.conn.execute(stmt.order_by(o.seq))]
-        if ids:
-            await self.conn.execute(
-                update(t.outbox).where(o.id.in_(ids)).values(dead_at=None, attempts=0, next_attempt_at=now)
-            )
-        return ids
-
-
-@dataclass(frozen=True)
-class DeadOutboxMessage:
-    """A message the in-process relay gave up on, with when and the last error."""
-
-    message: OutboxMessage
-    dead_at: datetime
-    error: str
-
-
-class SqlAlchemyAuditLog:
-    """Append-only: entries are inserted on commit, with their events, and never updated."""
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-        self.pending: list[AuditEntry] = []
-
-    def add(self, entry: AuditEntry) -> None:
-        self.pending.append(entry)
-
-    async def flush(self, now: datetime) -> list[ev.Event]:
-        if not self.pending:
-            return []
-        await self.conn.execute(
-            insert(t.audit_log),
-            [
-                {
-                    "id": e.id,
-                    "occurred_at": e.occurred_at,
-                    "actor": e.actor,
-                    "actor_role": e.actor_role,
-                    "action": e.action,
-                    "reason": e.reason,
-                    "org_id": e.org_id,
-                    "call_id": e.call_id,
-                    "call_kind": e.call_kind,
-                }
-                for e in self.pending
-            ],
-        )
-        return [event for entry in self.pending for event in entry.events]
-
-    def committed(self) -> None:
-        for entry in self.pending:
-            entry.events.clear()
-        self.pending.clear()
-
-
-class SqlAlchemyProcessedMessages:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-
-    async def contains(self, consumer: str, event_id: str) -> bool:
-        p = t.processed_messages.c
-        result = await self.conn.execute(
-            select(p.event_id).where(p.consumer == consumer, p.event_id == event_id)
-        )
-        return result.first() is not None
-
-    async def add(self, consumer: str, event_id: str, now: datetime) -> None:
-        await self.conn.execute(
-            insert(t.processed_messages).values(consumer=consumer, event_id=event_id, processed_at=now)
-        )
 
 
 # SQLSTATE 23505 (PostgreSQL, asyncpg) and SQLite's extended result codes for a unique or primary

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.sqlalchemy import tables as t
 from application.errors import ConcurrencyConflict
-from application.unit_of_work import DeliveryCursor
+from application.ports import DeliveryCursor
 from domain import events as ev
 from domain.webhooks import (
     AttemptOutcome,

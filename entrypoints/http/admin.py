@@ -10,7 +10,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.response import Redirect
 
-from application import operations
+from application import operator_access
 from domain.model import CallKind
 from entrypoints.http.api import Cursor, Limit, call_body, decode_cursor, encode_cursor
 from entrypoints.http.auth import ops_admin_guard, principal_of
@@ -23,9 +23,9 @@ Reason = Annotated[str, QueryParameter(min_length=3, max_length=500, description
 OptionalReason = Annotated[str | None, QueryParameter(max_length=500, description="Why you need this access")]
 
 
-def _operator(request: Request[Any, Any, State]) -> operations.Operator:
+def _operator(request: Request[Any, Any, State]) -> operator_access.Operator:
     principal = principal_of(request)
-    return operations.Operator(sub=principal.sub, role=principal.role)
+    return operator_access.Operator(sub=principal.sub, role=principal.role)
 
 
 class AdminApi(Controller):
@@ -45,7 +45,7 @@ class AdminApi(Controller):
         reason: OptionalReason = None,
     ) -> CallPage:
         """Calls of any org, or of the platform's discovery and support lines. Audited."""
-        page, next_cursor = await operations.list_calls(
+        page, next_cursor = await operator_access.list_calls(
             services,
             _operator(request),
             kind=CallKind(kind),
@@ -77,7 +77,7 @@ class AdminApi(Controller):
         download: Annotated[bool, QueryParameter(description="Serve the audio as an attachment")] = False,
     ) -> Response[Any]:
         """307 to the audio of any call. The reason is required and audited before the URL is issued."""
-        url = await operations.recording_url(
+        url = await operator_access.recording_url(
             services, _operator(request), call_id=call_id, reason=reason, download=download
         )
         return Redirect(url, status_code=307, headers={"Cache-Control": "no-store"})

@@ -18,7 +18,7 @@ from litestar.response import Redirect
 
 from application import commands, views
 from application.errors import NotFound
-from application.unit_of_work import CallCursor
+from application.ports import CallCursor
 from domain.model import DISCLOSURE_TEXT, CallKind, Organization
 from entrypoints.http.auth import admin_guard, customer_guard, principal_of
 from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset

@@ -28,7 +28,7 @@ from entrypoints.http.media import media_router
 from entrypoints.http.openapi import StructSchemaConstraintsPlugin, openapi_config, uniform_error_responses
 from entrypoints.http.security_headers import add_security_headers
 from entrypoints.http.strict_json import StrictJSONRequest
-from entrypoints.http.twilio_webhooks import TwilioWebhooks
+from entrypoints.http.twilio_callbacks import TwilioCallbacks
 from entrypoints.http.webhooks_api import WebhookEndpointsApi
 from entrypoints.runtime import BackgroundRuntime, resolve, serve_loops
 
@@ -93,7 +93,7 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     app = Litestar(
         route_handlers=[
             healthz,
-            TwilioWebhooks,
+            TwilioCallbacks,
             InternalApi,
             DashboardApi,
             AdminApi,

@@ -18,7 +18,7 @@ from application.errors import (
     PhoneNumberTaken,
     WebhookTargetRefused,
 )
-from application.operations import AuditUnavailable
+from application.operator_access import AuditUnavailable
 from domain.errors import DomainError, InvalidValue
 from entrypoints.http.schemas import ErrorBody
 

@@ -16,7 +16,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
 
 from application import commands, webhooks
-from application.unit_of_work import DeliveryCursor
+from application.ports import DeliveryCursor
 from domain.webhooks import EndpointStatus, WebhookEndpoint
 from entrypoints.http.auth import admin_guard, principal_of
 from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from adapters.sqlalchemy import tables as t
 from adapters.sqlalchemy.engine import create_engine, migrate
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
-from application.unit_of_work import CallCursor, CallQuery
+from application.ports import CallCursor, CallQuery
 from domain.model import CallKind
 from tests.support.services import PostgresServer, create_database
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import strategies as st
 
 from application import commands
-from application.unit_of_work import CallQuery
+from application.ports import CallQuery
 from application.views import recording_view
 from domain.model import CallKind
 from entrypoints.http.cursors import CURSOR_PATTERN, MAX_CURSOR_LENGTH, decode_keyset, encode_keyset

@@ -14,8 +14,8 @@ from adapters.sqlalchemy import tables as t
 from application.commands import SetCallRecording, StartCall, UpsertOrganization
 from application.messagebus import MessageBus
 from application.outbox import OutboxRelay
+from application.ports import OutboxMessage
 from application.services import Services, ServiceSettings
-from application.unit_of_work import OutboxMessage
 from entrypoints.container import CommitSignal, UnitOfWorkFactory
 from tests.fakes_store import InMemoryRecordingStore
 from tests.fakes_telephony import FakeTelephony

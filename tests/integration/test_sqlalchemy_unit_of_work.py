@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from adapters.sqlalchemy import tables as t
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from application.errors import ConcurrencyConflict, IntegrityViolation
-from application.unit_of_work import CallCursor, CallQuery
+from application.ports import CallCursor, CallQuery
 from domain import events
 from domain.model import Call, CallKind, CallStatus, Organization, Recording, RecordingStatus
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from application.outbox import OutboxRelay
-from application.unit_of_work import OutboxMessage
+from application.ports import OutboxMessage
 from tests.fakes import FakeClock, FakeDatabase
 from tests.unit.test_outbox_relay_claims import busy_outbox
 

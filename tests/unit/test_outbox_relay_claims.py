@@ -9,7 +9,7 @@ from datetime import timedelta
 from application.commands import SetCallRecording, StartCall, UpsertOrganization
 from application.messagebus import MessageBus
 from application.outbox import OutboxRelay
-from application.unit_of_work import OutboxMessage
+from application.ports import OutboxMessage
 from tests.fakes import FakeClock, FakeDatabase, FakeUnitOfWorkFactory, make_services
 
 

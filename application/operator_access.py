@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from application import views
 from application.errors import ApplicationError, InvalidInput, NotFound
+from application.ports import CallCursor
 from application.services import Services
-from application.unit_of_work import CallCursor
 from domain.audit import AuditEntry
 from domain.model import CallKind
 

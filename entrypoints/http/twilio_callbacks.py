@@ -108,7 +108,7 @@ def connect_twiml(decision: CallDecision, settings: Settings) -> str:
     return str(response.to_xml())
 
 
-class TwilioWebhooks(Controller):
+class TwilioCallbacks(Controller):
     path = "/twilio"
     include_in_schema = False
     request_max_body_size = FORM_MAX_BYTES
