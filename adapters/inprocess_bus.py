@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from structlog.contextvars import bound_contextvars
+
 from application.messagebus import EventDispatcher
 from application.ports import OutboxMessage
-from domain.events import decode_event
+from domain.events import decode_event, log_context
 
 
 class InProcessEventPublisher:
@@ -14,4 +16,6 @@ class InProcessEventPublisher:
         self.dispatcher = dispatcher
 
     async def publish(self, message: OutboxMessage) -> None:
-        await self.dispatcher.dispatch(decode_event(message.type, message.payload))
+        event = decode_event(message.type, message.payload)
+        with bound_contextvars(**log_context(event)):  # on the handlers' log lines
+            await self.dispatcher.dispatch(event)

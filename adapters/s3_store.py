@@ -256,6 +256,12 @@ class S3RecordingStore:
     ) -> None:
         await self.aclose()
 
+    async def ping(self) -> None:
+        """Raise unless the bucket(s) answer (``HeadBucket``): readiness, not a full check."""
+        s3 = await self._s3()
+        for bucket in dict.fromkeys(b for b in (self.bucket, self.platform_bucket) if b):
+            await s3.head_bucket(Bucket=bucket)
+
     async def _s3(self) -> Any:
         if self._client is None:
             await self.open()

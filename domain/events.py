@@ -33,6 +33,15 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
         return cls.__name__
 
 
+def log_context(event: Event) -> dict[str, str]:
+    """What identifies an event on a log line: its id, and the call it is about if any."""
+    context = {"event_id": event.id}
+    call_id = getattr(event, "call_id", None)
+    if call_id:
+        context["call_id"] = call_id
+    return context
+
+
 # --- organizations ------------------------------------------------------------------------------
 
 

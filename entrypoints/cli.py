@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import contextlib
 import sys
 
 from sqlalchemy.engine import make_url
 
 from entrypoints.config import Settings
+from entrypoints.logs import configure_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -21,7 +22,9 @@ def _serve(args: argparse.Namespace) -> int:
     if make_url(settings.database_url).get_backend_name() == "sqlite":
         migrate(settings.database_url)
     app = create_app(settings=settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, log_config=None
+    )
     return 0
 
 
@@ -146,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--sub")
     token.set_defaults(func=_token)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()  # JSON from the first line, before the settings are even read
+    with contextlib.suppress(ValueError):  # a bad setting is reported by the command itself
+        settings = Settings.from_env()
+        configure_logging(settings.log_level, settings.log_levels)
     result: int = args.func(args)
     return result
 

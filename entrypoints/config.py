@@ -256,6 +256,36 @@ class Settings(BaseModel):
         notes='the e2e tests set `0.2`. See architecture.md, "The transactional outbox". Not in the contract',
     )
 
+    log_level: str = _env(
+        "CALLREC_LOG_LEVEL",
+        "INFO",
+        "level of the service's own log lines (`DEBUG`, `INFO`, `WARNING`, `ERROR`)",
+        section="service",
+        notes="lines are JSON (see operations.md). Third-party libraries log at `WARNING` unless "
+        "`CALLREC_LOG_LEVELS` says otherwise",
+    )
+    log_levels: dict[str, str] = _env(
+        "CALLREC_LOG_LEVELS",
+        {},
+        "per-logger levels, e.g. `twilio=INFO,aiokafka=DEBUG`",
+        section="service",
+        shown="empty (none)",
+        notes="a logger's level also applies to the loggers below it (`twilio` covers `twilio.http_client`)",
+    )
+    metrics_port: int = _env(
+        "CALLREC_METRICS_PORT",
+        0,
+        "`callrec worker`: port of its own Prometheus `/metrics` (archives, webhook tries); `0`: none",
+        section="service",
+        notes="0\u201365535. `callrec serve` serves `/metrics` on its HTTP port",
+    )
+    ready_timeout_s: Annotated[float, Seconds(0.1, 30)] = _env(
+        "CALLREC_READY_TIMEOUT_S",
+        2.0,
+        "how long `/readyz` waits for each dependency (database, broker, store) to answer",
+        section="service",
+    )
+
     # --- webhooks --------------------------------------------------------------------------------
     webhook_allow_private_networks: bool = _env(
         "CALLREC_WEBHOOK_ALLOW_PRIVATE_NETWORKS",
@@ -570,6 +600,31 @@ class Settings(BaseModel):
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        return _level("CALLREC_LOG_LEVEL", value)
+
+    @field_validator("log_levels", mode="before")
+    @classmethod
+    def _log_levels(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        levels = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            name, found, level = item.partition("=")
+            if not found or not name.strip():
+                raise ValueError(f"CALLREC_LOG_LEVELS must read logger=LEVEL,…, not {item!r}")
+            levels[name.strip()] = _level("CALLREC_LOG_LEVELS", level)
+        return levels
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError(f"CALLREC_METRICS_PORT must be between 0 and 65535, not {value}")
+        return value
+
     @field_validator("platform_lines", mode="before")
     @classmethod
     def _platform_lines(cls, value: Any) -> Any:
@@ -617,6 +672,13 @@ def _number(name: str, value: str, kind: type[float] | type[int] = float) -> Any
     except ValueError:
         article = "an integer" if kind is int else "a number"
         raise ValueError(f"{name} must be {article}, not {value!r}") from None
+
+
+def _level(name: str, value: str) -> str:
+    level = value.strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError(f"{name}: {value!r} is not a level (DEBUG, INFO, WARNING, ERROR, CRITICAL)")
+    return level
 
 
 def _marker(info: FieldInfo, kind: type) -> Any:

@@ -29,6 +29,7 @@ from application.services import Services
 from application.settling import CallSettler
 from application.webhook_delivery import WebhookDeliveryScheduler
 from entrypoints.config import Settings
+from entrypoints.observability import InstrumentedSender, InstrumentedStore
 
 if TYPE_CHECKING:  # imported where used: the embedded default starts without aioboto3 or aiokafka
     from adapters.kafka import KafkaEventPublisher, KafkaOptions
@@ -210,10 +211,10 @@ class Container(containers.DeclarativeContainer):
         Services,
         uow_factory=uow_factory,
         telephony=telephony,
-        store=store,
+        store=providers.Singleton(InstrumentedStore, store),  # counted: entrypoints/observability.py
         clock=clock,
         settings=service_settings,
-        webhook_sender=webhook_sender,
+        webhook_sender=providers.Singleton(InstrumentedSender, webhook_sender),
         secret_box=secret_box,
     )
     bus = providers.Singleton(MessageBus, services)

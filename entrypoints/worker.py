@@ -23,6 +23,10 @@ async def run_worker(settings: Settings, consumers: Sequence[str] | None = None)
     Beside them: webhook deliveries and settling (database rows: sending them here too is safe,
     each try is claimed) and the periodic sweep (idempotent: every worker may run one).
     """
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)  # this process's counters (archives, webhook tries)
     container = Container(settings=settings)
     await container.init_resources()  # type: ignore[misc]
     try:

@@ -27,12 +27,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from structlog.contextvars import bound_contextvars
 
 from adapters.kafka.dlq import REPLAY_CONSUMER_HEADER, DeadLetterQueue
 from adapters.kafka.envelope import EVENT_TYPE_HEADER, UndecodableMessage, decode_envelope, header
 from adapters.kafka.options import KafkaOptions
 from adapters.kafka.topics import KafkaTopics
 from application.messagebus import EventDispatcher
+from domain.events import Event, log_context
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +251,11 @@ class KafkaEventConsumer:
             return await self._dead_letter(record, exc, attempts=1)
         if type(event).__name__ not in self.event_types:
             return True
+        with bound_contextvars(consumer=self.name, **log_context(event)):
+            return await self._handle_event(record, event)
+
+    async def _handle_event(self, record: ConsumerRecord[Any, Any], event: Event) -> bool:
+        """Dispatch to this consumer with retries; dead-letter after the last attempt."""
         deadline = time.monotonic() + self.options.message_time_limit_s
         attempt = 0
         while True:

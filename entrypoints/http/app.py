@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -26,6 +26,7 @@ from entrypoints.http.errors import EXCEPTION_HANDLERS
 from entrypoints.http.internal import InternalApi
 from entrypoints.http.media import media_router
 from entrypoints.http.openapi import StructSchemaConstraintsPlugin, openapi_config, uniform_error_responses
+from entrypoints.http.operations import healthz, metrics, observe_requests, readyz
 from entrypoints.http.security_headers import add_security_headers
 from entrypoints.http.strict_json import StrictJSONRequest
 from entrypoints.http.twilio_callbacks import TwilioCallbacks
@@ -33,11 +34,6 @@ from entrypoints.http.webhooks_api import WebhookEndpointsApi
 from entrypoints.runtime import BackgroundRuntime, resolve, serve_loops
 
 log = logging.getLogger(__name__)
-
-
-@get("/healthz", include_in_schema=False)
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
 
 
 def _media_routes(store: Any) -> list[Any]:
@@ -93,6 +89,8 @@ def create_app(container: Container | None = None, settings: Settings | None = N
     app = Litestar(
         route_handlers=[
             healthz,
+            readyz,
+            metrics,
             TwilioCallbacks,
             InternalApi,
             DashboardApi,
@@ -104,6 +102,7 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         dependencies={"bus": Provide(provide_bus), "services": Provide(provide_services)},
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_security_headers],
+        middleware=[observe_requests],
         lifespan=[lifespan],
         on_app_init=[on_app_init, jwt_auth.on_app_init],
         request_class=StrictJSONRequest,
@@ -112,6 +111,7 @@ def create_app(container: Container | None = None, settings: Settings | None = N
         openapi_config=openapi_config(title="Call recording service", version="1.0.0"),
         plugins=[StructSchemaConstraintsPlugin()],
         debug=False,
+        logging_config=None,  # the process configured logging already (entrypoints/logs.py)
     )
     uniform_error_responses(app)
     return app

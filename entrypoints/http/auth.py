@@ -35,7 +35,16 @@ MAX_SUB_LENGTH = 200
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 # Paths that do not take a dashboard JWT (they authenticate otherwise, or are public).
-JWT_EXCLUDED = ["^/twilio/", "^/internal/", "^/media/", "^/healthz$", "^/schema", "^/dashboard"]
+JWT_EXCLUDED = [
+    "^/twilio/",
+    "^/internal/",
+    "^/media/",
+    "^/healthz$",
+    "^/readyz$",
+    "^/metrics$",
+    "^/schema",
+    "^/dashboard",
+]
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException, ValidationException
+from structlog.contextvars import bind_contextvars
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
@@ -63,6 +64,8 @@ async def signed_form(request: Request[Any, Any, State]) -> dict[str, str]:
         value = params.get(key, "")
         if value and not grammar.fullmatch(value):
             raise ValidationException(f"form field {key} is not a valid value")
+    if params.get("CallSid"):
+        bind_contextvars(call_sid=params["CallSid"])  # on this request's log lines
     return params
 
 
@@ -130,6 +133,8 @@ class TwilioCallbacks(Controller):
             reject = VoiceResponse()
             reject.reject()
             return _twiml(str(reject.to_xml()))
+        bind_contextvars(call_id=decision.call_id)
+        log.info("call %s arrived (recording %s)", command.call_sid, "on" if decision.recorded else "off")
         return _twiml(connect_twiml(decision, request.app.state.settings))
 
     @post("/stream-status", status_code=204)

@@ -70,10 +70,15 @@ class KafkaStack:
         log.close()
         self.workers[name] = proc.pid
 
+    def events(self, name: str) -> list[str]:
+        """The ``event`` of each of the worker's (JSON) log lines."""
+        lines = self.log(name).read_text(errors="replace").splitlines()
+        return [json.loads(line)["event"] for line in lines if line.startswith("{")]
+
     def assigned(self, name: str) -> bool:
         """Every consumer of the worker owns partitions, as of its latest assignment."""
         latest: dict[str, str] = {}
-        for line in self.log(name).read_text(errors="replace").splitlines():
+        for line in self.events(name):
             found = re.search(r"consumer (\S+) assigned (.*)$", line)
             if found:
                 latest[found.group(1)] = found.group(2)
@@ -82,7 +87,7 @@ class KafkaStack:
     def partitions(self, name: str, consumer: str) -> set[int]:
         """The partitions the worker's consumer owns as of its latest assignment."""
         latest = ""
-        for line in self.log(name).read_text(errors="replace").splitlines():
+        for line in self.events(name):
             found = re.search(rf"consumer {re.escape(consumer)} assigned (.*)$", line)
             if found:
                 latest = found.group(1)

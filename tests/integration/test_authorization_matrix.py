@@ -22,7 +22,7 @@ from tests.support.app import ApiHarness, api_harness, error_code
 MATRIX = Path(__file__).resolve().parents[2] / "docs" / "authorization-matrix.csv"
 # Authenticated otherwise (Twilio signatures, signed media URLs, the dashboard session cookie: see
 # tests/e2e/test_dashboard_browser.py) or public: not in the matrix.
-OUTSIDE_MATRIX = re.compile(r"^/(twilio|media|healthz|schema|dashboard)(/|$)")
+OUTSIDE_MATRIX = re.compile(r"^/(twilio|media|healthz|readyz|metrics|schema|dashboard)(/|$)")
 
 
 @dataclass(frozen=True)
