@@ -1,4 +1,4 @@
-"""``callrec serve | worker | migrate | token | dlq | reconcile``."""
+"""``callrec serve | worker | migrate | token | dlq | reconcile | demo``."""
 
 from __future__ import annotations
 
@@ -108,6 +108,18 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from entrypoints.demo import run_demo
+
+    try:
+        return asyncio.run(run_demo(Settings.from_env(), port=args.port, serve=args.serve))
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"callrec demo failed: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="callrec", description="Call-recording service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         "--drain-s", type=float, default=60.0, help="seconds to hand on the resumed work (0: leave it)"
     )
     reconcile.set_defaults(func=_reconcile)
+    demo = sub.add_parser(
+        "demo", help="play a recorded call through the service with a built-in Twilio stand-in"
+    )
+    demo.add_argument("--port", type=int, help="port of the demo's service (default: a free one)")
+    demo.add_argument("--serve", action="store_true", help="keep serving afterwards, until Ctrl-C")
+    demo.set_defaults(func=_demo)
     token = sub.add_parser("token", help="print a dashboard bearer token")
     token.add_argument("--org", required=True)
     token.add_argument("--role", required=True, choices=["member", "admin", "ops_admin"])
