@@ -6,11 +6,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters.kafka import KafkaOptions, KafkaTopics
+from adapters.kafka.monitoring import broker_gauges
+from adapters.kafka.topics import ensure_topics
 from tests.support.app import ApiHarness, sqlite_api_harness
+from tests.support.kafka import TansuBroker
 from tests.support.services import free_port
 
 ACME, ACME_NUMBER = "acme", "+15550000001"
@@ -124,3 +130,36 @@ def test_log_lines_are_json_from_the_first_with_context_and_without_secrets() ->
     for secret in ("deadbeef", "AKIA1", "hunter2", "tok-123", "abcdefghijklmnop", "every REST request"):
         assert secret not in done.stderr
     assert "x=1" in lines[1]["event"]  # the rest of the URL stays
+
+
+async def test_consumer_lag_counts_past_the_committed_offset_and_the_dlq_its_messages(
+    kafka_broker: TansuBroker,
+) -> None:
+    prefix = f"ops{uuid.uuid4().hex[:8]}."
+    options = KafkaOptions(bootstrap=kafka_broker.bootstrap, topic_prefix=prefix, group_prefix=prefix)
+    topics = KafkaTopics(prefix)
+    await ensure_topics(options, topics.all)
+    topic = topics.for_event_type("RecordingCompletedAtTwilio")
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+    await producer.start()
+    try:
+        for _ in range(3):
+            await producer.send_and_wait(topic, b"{}", partition=0)
+        await producer.send_and_wait(topics.dlq, b"{}", partition=1)
+    finally:
+        await producer.stop()
+    committer = AIOKafkaConsumer(
+        bootstrap_servers=kafka_broker.bootstrap, group_id=f"{prefix}archive", enable_auto_commit=False
+    )
+    committer.assign([TopicPartition(topic, 0)])
+    await committer.start()
+    try:
+        await committer.commit({TopicPartition(topic, 0): 1})
+    finally:
+        await committer.stop()
+
+    lags, dlq = await broker_gauges(
+        options, {"archive": ["RecordingCompletedAtTwilio"], "calls.settle": ["CallEnded"]}
+    )
+    assert lags == {f"{prefix}archive": 2, f"{prefix}calls.settle": 0}
+    assert dlq == 1
