@@ -223,6 +223,7 @@ class Driver:
         self.twilio = TwilioCallbackDriver(stack.base_url, DEFAULT_AUTH_TOKEN)
         self.service = {"Authorization": f"Bearer {stack.env['CALLREC_SERVICE_TOKEN']}"}
         self.recordings: dict[str, str] = {}  # call sid → recording sid, as the stand-in reports
+        self.statuses: dict[str, str] = {}  # recording sid → its status at the stand-in
 
     async def ok(self, sent: Awaitable[httpx.Response], status: int = 204) -> httpx.Response:
         response = await sent
@@ -242,7 +243,14 @@ class Driver:
             state = (await self.http.get(f"{self.stack.standin.base_url}/_standin/state")).json()
             for sid, info in state["recordings"].items():
                 self.recordings.setdefault(info["call_sid"], sid)
+                self.statuses[sid] = info["status"]
             await asyncio.sleep(0.2)
+
+    async def stopped(self, recording_sid: str) -> None:
+        deadline = time.monotonic() + 90
+        while self.statuses.get(recording_sid) != "stopped":
+            assert time.monotonic() < deadline, f"recording {recording_sid} was not stopped"
+            await asyncio.sleep(0.1)
 
     async def recording_callback(self, call: Call, status: str, **kw: Any) -> None:
         assert call.recording_sid is not None
@@ -282,6 +290,7 @@ class Driver:
             url = f"{self.stack.base_url}/internal/v1/calls/{call.call_id}/transfer"
             for stage in ("started", "completed"):
                 await self.ok(self.http.post(url, json={"stage": stage}, headers=self.service))
+            await self.stopped(call.recording_sid)  # the transfer stops the recording; Twilio completes it
         if call.kind == "absent":
             await self.recording_callback(call, "in-progress")
             await self.standin(f"recordings/{call.recording_sid}/status", {"status": "absent"})
