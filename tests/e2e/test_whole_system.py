@@ -58,7 +58,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONSUMERS = sorted({name for handlers in EVENT_HANDLERS.values() for name, _ in handlers})
 CALLS = 200
 AUDIO_SIZE = 16 * 1024
-IN_FLIGHT = 16  # calls driven at once
+IN_FLIGHT = 32  # calls driven at once
 REC_ORG, REC_NUMBER = "acme", "+15550300001"
 OFF_ORG, OFF_NUMBER = "plain", "+15550300002"
 CALLER = "+15558675309"
@@ -214,13 +214,28 @@ def _ready(base_url: str) -> bool:
 # --- driving the calls ----------------------------------------------------------------------------
 
 
+class SharedTransport(httpx.AsyncBaseTransport):
+    """One connection pool for every callback: the driver's per-request clients must not close it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pass
+
+
 class Driver:
     """Twilio's and the platform's side of the calls, asynchronously."""
 
-    def __init__(self, stack: Stack, http: httpx.AsyncClient) -> None:
+    def __init__(self, stack: Stack, http: httpx.AsyncClient, transport: httpx.AsyncBaseTransport) -> None:
         self.stack = stack
         self.http = http
-        self.twilio = TwilioCallbackDriver(stack.base_url, DEFAULT_AUTH_TOKEN)
+        self.twilio = TwilioCallbackDriver(
+            stack.base_url, DEFAULT_AUTH_TOKEN, async_transport=SharedTransport(transport)
+        )
         self.service = {"Authorization": f"Bearer {stack.env['CALLREC_SERVICE_TOKEN']}"}
         self.recordings: dict[str, str] = {}  # call sid → recording sid, as the stand-in reports
         self.statuses: dict[str, str] = {}  # recording sid → its status at the stand-in
@@ -370,8 +385,11 @@ async def drive_and_settle(stack: Stack, calls: list[Call]) -> None:
     # Idle connections are dropped well before the servers' keep-alive timeouts (uvicorn: 5 s), so
     # that a request never goes out on a connection the server is closing.
     limits = httpx.Limits(keepalive_expiry=1.0)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
-        driver = Driver(stack, http)
+    async with (
+        httpx.AsyncClient(timeout=30, limits=limits) as http,
+        httpx.AsyncHTTPTransport(limits=limits) as transport,
+    ):
+        driver = Driver(stack, http, transport)
         await setup_orgs(stack, http, driver.service)
         stop_watching = asyncio.Event()
         watcher = asyncio.create_task(driver.watch_recordings(stop_watching))
