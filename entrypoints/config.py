@@ -252,7 +252,7 @@ class Settings(BaseModel):
         1.0,
         "base of the outbox relay's exponential backoff",
         section="service",
-        notes="the e2e tests set `0.2`. See consistency.md, \"The transactional outbox\"",
+        notes='the e2e tests set `0.2`. See consistency.md, "The transactional outbox"',
     )
 
     # --- webhooks --------------------------------------------------------------------------------
