@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 from collections.abc import Mapping
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -96,7 +97,7 @@ def configure_logging(level: str = "INFO", levels: Mapping[str, str] | None = No
             structlog.processors.JSONRenderer(),
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers = [handler]
@@ -110,3 +111,19 @@ def configure_logging(level: str = "INFO", levels: Mapping[str, str] | None = No
     for name, logger_level in (levels or {}).items():
         logging.getLogger(name).setLevel(logger_level.upper())
     logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught  # a crash is a JSON line too
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when the line is written (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException, traceback: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, traceback)
+        return
+    logging.getLogger("callrec").critical("uncaught exception", exc_info=(kind, error, traceback))

@@ -112,16 +112,19 @@ try:
     raise ValueError("boom")
 except ValueError:
     logging.getLogger("entrypoints.runtime").exception("loop crashed")
+raise RuntimeError("the process crashes")
 """
 
 
 def test_log_lines_are_json_from_the_first_with_context_and_without_secrets() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", LOGGING_SCRIPT], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-c", LOGGING_SCRIPT], cwd=PROJECT_ROOT, capture_output=True, text=True
     )
+    assert done.returncode == 1
     lines = [json.loads(line) for line in done.stderr.splitlines()]
     events = [line["event"] for line in lines]
-    assert len(events) == 4 and events[0] == "first line" and events[2:] == ["connecting", "loop crashed"]
+    assert events[0] == "first line" and events[2:] == ["connecting", "loop crashed", "uncaught exception"]
+    assert "RuntimeError: the process crashes" in lines[4]["exception"]
     assert all({"event", "level", "timestamp", "logger"} <= set(line) for line in lines)
     assert lines[0]["level"] == "info" and lines[0]["logger"] == "entrypoints.cli"
     assert lines[1]["call_id"] == "call-1" and lines[1]["request_id"] == "req-1"
