@@ -13,7 +13,7 @@ from application.commands import EndCall, RecordStreamEvent, SetCallRecording, S
 from application.messagebus import MessageBus
 from application.ports import MediaNotFound
 from application.reconcile import RecordingReconciler
-from domain.model import RecordingStatus
+from domain.model import CallStatus, RecordingStatus, StreamEvent
 from tests.fakes import FakeClock, FakeDatabase, make_services
 from tests.twilio_standin import TwilioStandin, new_sid
 
@@ -193,8 +193,8 @@ async def test_the_sweep_learns_in_one_request_that_twilio_holds_nothing_of_an_u
     await bus.handle(SetCallRecording("org-acme", True, "admin@acme"))
     call = new_sid("CA")
     decision = await bus.handle(StartCall(call, twilio_standin.account_sid, "+15557654321", "+15550001111"))
-    await bus.handle(RecordStreamEvent(call, new_sid("MZ"), "stream-started"))
-    await bus.handle(EndCall(call, "completed", 3))
+    await bus.handle(RecordStreamEvent(call, new_sid("MZ"), StreamEvent.STARTED))
+    await bus.handle(EndCall(call, CallStatus.COMPLETED, 3))
     twilio_standin.forget_call(call)
 
     clock.advance(minutes=20)

@@ -17,7 +17,7 @@ from application.handlers import CallDecision
 from application.messagebus import MessageBus
 from application.services import Services
 from domain import events
-from domain.model import Recording, RecordingStatus
+from domain.model import ProviderRecordingStatus, Recording, RecordingStatus, StreamEvent
 from tests.fakes import FakeClock, FakeDatabase, FakeTelephony, InMemoryRecordingStore, drain, make_services
 
 ORG, NUMBER, CALL = "org-acme", "+15550001111", "CA" + "1" * 32
@@ -30,12 +30,14 @@ async def completed_recording(svc: Services, telephony: FakeTelephony) -> tuple[
     await bus.handle(UpsertOrganization(ORG, "Acme", [NUMBER], "Hi."))
     await bus.handle(SetCallRecording(ORG, True, "admin@acme"))
     decision: CallDecision = await bus.handle(StartCall(CALL, "AC" + "0" * 32, "+15557654321", NUMBER))
-    await bus.handle(RecordStreamEvent(CALL, "MZ1", "stream-started"))
+    await bus.handle(RecordStreamEvent(CALL, "MZ1", StreamEvent.STARTED))
     await drain(svc)
     [recording_sid] = list(telephony.recordings)
     telephony.set_audio(recording_sid, AUDIO)
     telephony.complete_recording(recording_sid, duration=12)
-    await bus.handle(RecordRecordingStatus(CALL, recording_sid, "completed", duration_s=12))
+    await bus.handle(
+        RecordRecordingStatus(CALL, recording_sid, ProviderRecordingStatus.COMPLETED, duration_s=12)
+    )
     return decision.call_id, recording_sid
 
 

@@ -34,7 +34,15 @@ from application.outbox import OutboxRelay
 from application.ports import MediaStream, StoredObject
 from application.services import Services, ServiceSettings
 from domain import events
-from domain.model import DISCLOSURE_TEXT, CallKind, CallStatus, Recording, RecordingStatus
+from domain.model import (
+    DISCLOSURE_TEXT,
+    CallKind,
+    CallStatus,
+    ProviderRecordingStatus,
+    Recording,
+    RecordingStatus,
+    StreamEvent,
+)
 from tests.fakes import (
     PUBLIC_URL,
     FakeClock,
@@ -91,7 +99,7 @@ async def incoming(bus: MessageBus, call_sid: str, to: str = ACME_NUMBER) -> Cal
 
 
 async def agent_answers(bus: MessageBus, call_sid: str) -> None:
-    await bus.handle(RecordStreamEvent(call_sid, "MZ" + call_sid[2:], "stream-started"))
+    await bus.handle(RecordStreamEvent(call_sid, "MZ" + call_sid[2:], StreamEvent.STARTED))
 
 
 def twilio_recording_of(telephony: FakeTelephony, call_sid: str) -> str:
@@ -114,7 +122,7 @@ async def twilio_completes(
         RecordRecordingStatus(
             call_sid,
             recording_sid,
-            "completed",
+            ProviderRecordingStatus.COMPLETED,
             media_url=f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{recording_sid}",
             duration_s=42,
         )
@@ -136,7 +144,7 @@ async def archived_call(
 ) -> CallDecision:
     decision = await recorded_call_in_progress(bus, svc, call_sid, to)
     await twilio_completes(bus, telephony, call_sid)
-    await bus.handle(EndCall(call_sid, "completed", 42))
+    await bus.handle(EndCall(call_sid, CallStatus.COMPLETED, 42))
     await drain(svc)
     return decision
 
@@ -315,9 +323,9 @@ async def test_the_status_callback_url_does_not_double_a_trailing_slash() -> Non
     assert settings.recording_status_callback == "https://rec.example.com/twilio/recording-status"
 
 
-@pytest.mark.parametrize("event", ["stream-stopped", "stream-error"])
+@pytest.mark.parametrize("event", [StreamEvent.STOPPED, StreamEvent.ERROR])
 async def test_nothing_is_recorded_before_the_agent_answers(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, event: str
+    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, event: StreamEvent
 ) -> None:
     await given_org(bus, recording=True)
     decision = await incoming(bus, sid(1))
@@ -338,7 +346,7 @@ async def test_an_unrecorded_call_asks_twilio_for_nothing(
 
     await agent_answers(bus, sid(1))
     await bus.handle(TransferCall(decision.call_id, "completed"))
-    await bus.handle(EndCall(sid(1), "completed", 30))
+    await bus.handle(EndCall(sid(1), CallStatus.COMPLETED, 30))
     await drain(svc)
 
     assert telephony.calls == []
@@ -352,7 +360,7 @@ async def test_a_caller_who_hangs_up_before_capture_starts_leaves_no_audio(
     decision = await incoming(bus, sid(1))
 
     await agent_answers(bus, sid(1))
-    await bus.handle(EndCall(sid(1), "completed", 1))
+    await bus.handle(EndCall(sid(1), CallStatus.COMPLETED, 1))
     await drain(svc)
 
     assert operations(telephony, "start_recording") == []
@@ -728,7 +736,11 @@ async def test_out_of_order_callbacks_are_harmless(
     recording_sid = await twilio_completes(bus, telephony, sid(1))
     await drain(svc)
 
-    for status in ("in-progress", "absent", "completed"):
+    for status in (
+        ProviderRecordingStatus.CAPTURING,
+        ProviderRecordingStatus.ABSENT,
+        ProviderRecordingStatus.COMPLETED,
+    ):
         await bus.handle(RecordRecordingStatus(sid(1), recording_sid, status))
     await drain(svc)
 
@@ -744,7 +756,7 @@ async def test_completed_callback_arriving_before_in_progress_still_archives(
     decision = await recorded_call_in_progress(bus, svc, sid(1))
 
     recording_sid = await twilio_completes(bus, telephony, sid(1))
-    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, "in-progress"))
+    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, ProviderRecordingStatus.CAPTURING))
     await drain(svc)
 
     recording = recording_of(db, decision.call_id)
@@ -843,7 +855,9 @@ async def test_audio_twilio_holds_for_a_recorded_call_without_our_request_is_ado
     decision = await incoming(bus, sid(1))  # never answered, so we never asked
     recording_sid = telephony.add_recording(sid(1), status="completed", audio=audio_of())
 
-    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, "completed", duration_s=3))
+    await bus.handle(
+        RecordRecordingStatus(sid(1), recording_sid, ProviderRecordingStatus.COMPLETED, duration_s=3)
+    )
     await drain(svc)
 
     recording = recording_of(db, decision.call_id)
@@ -858,7 +872,7 @@ async def test_the_agent_answering_after_twilios_audio_was_adopted_starts_no_sec
     await given_org(bus, recording=True)
     decision = await incoming(bus, sid(1))
     recording_sid = telephony.add_recording(sid(1), status="in-progress")
-    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, "in-progress"))
+    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, ProviderRecordingStatus.CAPTURING))
 
     await agent_answers(bus, sid(1))
     await drain(svc)
@@ -877,7 +891,9 @@ async def test_audio_of_a_call_that_was_not_recorded_is_never_kept(
     await agent_answers(bus, sid(1))
     recording_sid = telephony.add_recording(sid(1), status="completed", audio=audio_of())
 
-    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, "completed", duration_s=3))
+    await bus.handle(
+        RecordRecordingStatus(sid(1), recording_sid, ProviderRecordingStatus.COMPLETED, duration_s=3)
+    )
     await drain(svc)
 
     assert telephony.is_deleted(recording_sid)  # never left behind at Twilio
@@ -897,11 +913,13 @@ async def second_recording_completes(
     """A recording of the call the service did not start (a retried start, someone else's) completes
     at Twilio and calls back; returns its sid."""
     other = telephony.add_recording(call_sid, status="in-progress")
-    await bus.handle(RecordRecordingStatus(call_sid, other, "in-progress"))
+    await bus.handle(RecordRecordingStatus(call_sid, other, ProviderRecordingStatus.CAPTURING))
     telephony.set_audio(other, audio)
     telephony.complete_recording(other, duration=17)
     for _ in range(callbacks):
-        await bus.handle(RecordRecordingStatus(call_sid, other, "completed", duration_s=17))
+        await bus.handle(
+            RecordRecordingStatus(call_sid, other, ProviderRecordingStatus.COMPLETED, duration_s=17)
+        )
     return other
 
 
@@ -916,8 +934,8 @@ async def test_a_second_recording_of_a_recorded_call_is_archived_verified_and_de
     second = await second_recording_completes(bus, telephony, sid(1), second_audio, callbacks=2)
     telephony.set_audio(first, first_audio)
     telephony.complete_recording(first, duration=42)
-    await bus.handle(RecordRecordingStatus(sid(1), first, "completed", duration_s=42))
-    await bus.handle(EndCall(sid(1), "completed", 42))
+    await bus.handle(RecordRecordingStatus(sid(1), first, ProviderRecordingStatus.COMPLETED, duration_s=42))
+    await bus.handle(EndCall(sid(1), CallStatus.COMPLETED, 42))
     await drain(svc)
 
     own = recording_of(db, decision.call_id)
@@ -944,7 +962,9 @@ async def test_a_second_recording_never_holds_up_settling_the_call(
     await given_org(bus, recording=True)
     decision = await archived_call(bus, svc, telephony, sid(1))
     other = telephony.add_recording(sid(1), status="in-progress")
-    await bus.handle(RecordRecordingStatus(sid(1), other, "in-progress"))  # and it never completes
+    await bus.handle(
+        RecordRecordingStatus(sid(1), other, ProviderRecordingStatus.CAPTURING)
+    )  # and it never completes
     await drain(svc)
 
     assert db.calls[decision.call_id].settled_at is not None
@@ -968,7 +988,7 @@ async def test_a_start_that_a_callback_for_another_recording_overtook_keeps_both
 
     async def another_recording_calls_back() -> None:
         telephony.add_recording(sid(1), sid=early, status="in-progress")
-        await bus.handle(RecordRecordingStatus(sid(1), early, "in-progress"))
+        await bus.handle(RecordRecordingStatus(sid(1), early, ProviderRecordingStatus.CAPTURING))
 
     async def calls_back_just_before_the_answer_is_committed() -> None:
         db.before_next_commit(another_recording_calls_back)
@@ -984,7 +1004,9 @@ async def test_a_start_that_a_callback_for_another_recording_overtook_keeps_both
     assert {r.recording_sid for r in db.recordings_of_call(decision.call_id)} == {early, ours}
     for recording_sid in (early, ours):
         telephony.complete_recording(recording_sid, duration=20)
-        await bus.handle(RecordRecordingStatus(sid(1), recording_sid, "completed", duration_s=20))
+        await bus.handle(
+            RecordRecordingStatus(sid(1), recording_sid, ProviderRecordingStatus.COMPLETED, duration_s=20)
+        )
     await drain(svc)
 
     recordings = db.recordings_of_call(decision.call_id)
@@ -1043,7 +1065,7 @@ async def test_transfer_completed_stops_every_live_recording_of_the_call(
     decision = await recorded_call_in_progress(bus, svc, sid(1))
     first = twilio_recording_of(telephony, sid(1))
     other = telephony.add_recording(sid(1), status="in-progress")
-    await bus.handle(RecordRecordingStatus(sid(1), other, "in-progress"))
+    await bus.handle(RecordRecordingStatus(sid(1), other, ProviderRecordingStatus.CAPTURING))
 
     await bus.handle(TransferCall(decision.call_id, "completed"))
     await drain(svc)
@@ -1066,15 +1088,19 @@ async def test_every_recording_of_an_unrecorded_call_is_discarded_and_the_call_s
     live = telephony.add_recording(sid(1), status="in-progress")
     done = telephony.add_recording(sid(1), status="completed", audio=audio_of())
 
-    await bus.handle(RecordRecordingStatus(sid(1), live, "in-progress"))
+    await bus.handle(RecordRecordingStatus(sid(1), live, ProviderRecordingStatus.CAPTURING))
     clock.advance(seconds=1)
-    await bus.handle(RecordRecordingStatus(sid(1), done, "completed", duration_s=3))
-    await bus.handle(RecordRecordingStatus(sid(1), done, "completed", duration_s=3))  # Twilio retried
+    await bus.handle(RecordRecordingStatus(sid(1), done, ProviderRecordingStatus.COMPLETED, duration_s=3))
+    await bus.handle(
+        RecordRecordingStatus(sid(1), done, ProviderRecordingStatus.COMPLETED, duration_s=3)
+    )  # Twilio retried
     await drain(svc)
     assert telephony.status(live) == "stopped"  # its completed callback brings it back
     telephony.complete_recording(live, duration=8)
-    await bus.handle(RecordRecordingStatus(sid(1), live, "completed", duration_s=8))
-    await bus.handle(RecordRecordingStatus(sid(1), live, "in-progress"))  # late and out of order
+    await bus.handle(RecordRecordingStatus(sid(1), live, ProviderRecordingStatus.COMPLETED, duration_s=8))
+    await bus.handle(
+        RecordRecordingStatus(sid(1), live, ProviderRecordingStatus.CAPTURING)
+    )  # late and out of order
     await drain(svc)
 
     assert telephony.is_deleted(live) and telephony.is_deleted(done)
@@ -1096,7 +1122,7 @@ async def test_every_recording_of_an_unrecorded_call_is_discarded_and_the_call_s
 
 async def test_a_recording_callback_for_an_unknown_call_is_not_found(bus: MessageBus) -> None:
     with pytest.raises(NotFound):
-        await bus.handle(RecordRecordingStatus(sid(9), "RE" + "9" * 32, "completed"))
+        await bus.handle(RecordRecordingStatus(sid(9), "RE" + "9" * 32, ProviderRecordingStatus.COMPLETED))
 
 
 # --- views --------------------------------------------------------------------------------------
@@ -1108,7 +1134,7 @@ async def test_view_of_a_call_taken_with_the_toggle_off_says_recording_off(
     await given_org(bus, recording=False)
     decision = await incoming(bus, sid(1))
     await agent_answers(bus, sid(1))
-    await bus.handle(EndCall(sid(1), "completed", 30))
+    await bus.handle(EndCall(sid(1), CallStatus.COMPLETED, 30))
 
     view = await views.get_call(svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,))
 
@@ -1120,9 +1146,11 @@ async def test_view_of_a_recorded_call_that_captured_nothing_says_no_audio(
 ) -> None:
     await given_org(bus, recording=True)
     absent = await recorded_call_in_progress(bus, svc, sid(1))
-    await bus.handle(RecordRecordingStatus(sid(1), twilio_recording_of(telephony, sid(1)), "absent"))
+    await bus.handle(
+        RecordRecordingStatus(sid(1), twilio_recording_of(telephony, sid(1)), ProviderRecordingStatus.ABSENT)
+    )
     unanswered = await incoming(bus, sid(2))
-    await bus.handle(EndCall(sid(2), "no-answer", 0))
+    await bus.handle(EndCall(sid(2), CallStatus.NO_ANSWER, 0))
     await drain(svc)
 
     for call_id in (absent.call_id, unanswered.call_id):
@@ -1157,7 +1185,9 @@ async def test_view_of_a_recording_twilio_failed_says_failed(
     decision = await recorded_call_in_progress(bus, svc, sid(1))
 
     await bus.handle(
-        RecordRecordingStatus(sid(1), twilio_recording_of(telephony, sid(1)), "failed", error_code="13610")
+        RecordRecordingStatus(
+            sid(1), twilio_recording_of(telephony, sid(1)), ProviderRecordingStatus.FAILED, error_code="13610"
+        )
     )
 
     view = await views.get_call(svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,))

@@ -22,7 +22,7 @@ from application.ports import TelephonyError
 from application.reconcile import RecordingReconciler, SweepReport
 from application.services import Services
 from domain import events
-from domain.model import Recording, RecordingStatus
+from domain.model import CallStatus, ProviderRecordingStatus, Recording, RecordingStatus, StreamEvent
 from tests.fakes import FakeClock, FakeDatabase, FakeTelephony, InMemoryRecordingStore, drain, make_services
 
 ORG, NUMBER = "org-acme", "+15550001111"
@@ -52,7 +52,7 @@ def reconciler(svc: Services) -> RecordingReconciler:
 
 async def recorded_call_in_progress(bus: MessageBus, svc: Services, call_sid: str) -> CallDecision:
     decision: CallDecision = await bus.handle(StartCall(call_sid, ACCOUNT_SID, "+15557654321", NUMBER))
-    await bus.handle(RecordStreamEvent(call_sid, "MZ" + call_sid[2:], "stream-started"))
+    await bus.handle(RecordStreamEvent(call_sid, "MZ" + call_sid[2:], StreamEvent.STARTED))
     await drain(svc)
     return decision
 
@@ -87,7 +87,9 @@ async def complete_with_callback(
     recording_sid = twilio_sid_of(telephony, call_sid)
     telephony.set_audio(recording_sid, audio)
     telephony.complete_recording(recording_sid, duration=30)
-    await bus.handle(RecordRecordingStatus(call_sid, recording_sid, "completed", duration_s=30))
+    await bus.handle(
+        RecordRecordingStatus(call_sid, recording_sid, ProviderRecordingStatus.COMPLETED, duration_s=30)
+    )
     return recording_sid
 
 
@@ -109,7 +111,7 @@ async def test_a_lost_completed_callback_is_found_by_the_sweep_and_the_recording
     audio = audio_of()
     telephony.set_audio(recording_sid, audio)
     telephony.complete_recording(recording_sid, duration=30)  # ...and its callback never arrives
-    await bus.handle(EndCall(sid(1), "completed", 31))
+    await bus.handle(EndCall(sid(1), CallStatus.COMPLETED, 31))
 
     clock.advance(STUCK_AFTER + timedelta(seconds=1))
     report = await reconciler.sweep()
@@ -192,7 +194,7 @@ async def test_a_recording_twilio_started_but_whose_sid_was_never_saved_is_adopt
     reconciler: RecordingReconciler,
 ) -> None:
     decision: CallDecision = await bus.handle(StartCall(sid(1), ACCOUNT_SID, "+15557654321", NUMBER))
-    await bus.handle(RecordStreamEvent(sid(1), "MZ1", "stream-started"))
+    await bus.handle(RecordStreamEvent(sid(1), "MZ1", StreamEvent.STARTED))
     lose_pending_events(db, clock)  # the start request went out, its answer was lost with the process
     recording_sid = telephony.add_recording(sid(1), status="completed", audio=audio_of())
 
@@ -215,9 +217,9 @@ async def test_a_requested_recording_twilio_never_started_of_an_ended_call_becom
     reconciler: RecordingReconciler,
 ) -> None:
     decision: CallDecision = await bus.handle(StartCall(sid(1), ACCOUNT_SID, "+15557654321", NUMBER))
-    await bus.handle(RecordStreamEvent(sid(1), "MZ1", "stream-started"))
+    await bus.handle(RecordStreamEvent(sid(1), "MZ1", StreamEvent.STARTED))
     lose_pending_events(db, clock)
-    await bus.handle(EndCall(sid(1), "completed", 2))
+    await bus.handle(EndCall(sid(1), CallStatus.COMPLETED, 2))
 
     clock.advance(STUCK_AFTER * 2)
     report = await reconciler.sweep()
@@ -345,7 +347,7 @@ async def a_second_recording(
     """Twilio holds a second recording of the call and has called back that it started."""
     other = telephony.add_recording(call_sid, status="in-progress")
     telephony.set_audio(other, audio)
-    await bus.handle(RecordRecordingStatus(call_sid, other, "in-progress"))
+    await bus.handle(RecordRecordingStatus(call_sid, other, ProviderRecordingStatus.CAPTURING))
     await drain(svc)
     return other
 
@@ -387,7 +389,9 @@ async def test_a_second_recording_stuck_in_any_state_is_resumed_like_the_calls_o
     if stuck_in == RecordingStatus.ARCHIVED:
         telephony.fail_next("delete_recording")
     if stuck_in != RecordingStatus.IN_PROGRESS:  # else its completed callback is lost
-        await bus.handle(RecordRecordingStatus(sid(1), other, "completed", duration_s=12))
+        await bus.handle(
+            RecordRecordingStatus(sid(1), other, ProviderRecordingStatus.COMPLETED, duration_s=12)
+        )
         await drain(svc, check=False)
     lose_pending_events(db, clock)
     assert the_other_recording(db, decision.call_id).status == stuck_in
@@ -444,7 +448,7 @@ async def test_audio_of_an_unrecorded_call_is_discarded_by_the_sweep_along_with_
     await bus.handle(UpsertOrganization(ORG, "Acme", [NUMBER], "Hi, Acme here."))  # recording off
     decision = await bus.handle(StartCall(sid(1), ACCOUNT_SID, "+15557654321", NUMBER))
     told = telephony.add_recording(sid(1), status="in-progress")
-    await bus.handle(RecordRecordingStatus(sid(1), told, "in-progress"))
+    await bus.handle(RecordRecordingStatus(sid(1), told, ProviderRecordingStatus.CAPTURING))
     lose_pending_events(db, clock)  # the stop never reached Twilio
     untold = telephony.add_recording(sid(1), status="completed", audio=audio_of())
 
@@ -479,7 +483,7 @@ async def test_audio_being_discarded_that_twilio_no_longer_lists_ends_discarded(
     await bus.handle(UpsertOrganization(ORG, "Acme", [NUMBER], "Hi, Acme here."))  # recording off
     decision = await bus.handle(StartCall(sid(1), ACCOUNT_SID, "+15557654321", NUMBER))
     gone = telephony.add_recording(sid(1), status="completed", audio=audio_of())
-    await bus.handle(RecordRecordingStatus(sid(1), gone, "completed", duration_s=4))
+    await bus.handle(RecordRecordingStatus(sid(1), gone, ProviderRecordingStatus.COMPLETED, duration_s=4))
     lose_pending_events(db, clock)
     telephony.recordings[gone].deleted = True  # deleted, and the record of it lost
 
@@ -535,7 +539,9 @@ async def test_settled_recordings_are_never_examined(
     await complete_with_callback(bus, telephony, sid(1), audio_of())
     await drain(svc)
     await recorded_call_in_progress(bus, svc, sid(2))
-    await bus.handle(RecordRecordingStatus(sid(2), twilio_sid_of(telephony, sid(2)), "absent"))
+    await bus.handle(
+        RecordRecordingStatus(sid(2), twilio_sid_of(telephony, sid(2)), ProviderRecordingStatus.ABSENT)
+    )
 
     clock.advance(days=30)
     report = await reconciler.sweep()

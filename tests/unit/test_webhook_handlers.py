@@ -24,6 +24,7 @@ from application.settling import CallSettler
 from application.webhook_delivery import WebhookDeliveryScheduler
 from domain import events
 from domain.errors import InvalidTransition
+from domain.model import CallStatus, ProviderRecordingStatus
 from domain.webhooks import DeliveryStatus, EndpointStatus, SendResult
 from tests.fakes import (
     PUBLIC_URL,
@@ -196,7 +197,7 @@ async def test_a_second_recording_archived_after_the_call_settled_sends_nothing_
     other = telephony.add_recording(sid(1), status="completed", audio=b"ID3 another take")
     telephony.complete_recording(other, duration=5)
 
-    await bus.handle(RecordRecordingStatus(sid(1), other, "completed", duration_s=5))
+    await bus.handle(RecordRecordingStatus(sid(1), other, ProviderRecordingStatus.COMPLETED, duration_s=5))
     await drain(svc)
     await scheduler.drain()
 
@@ -216,7 +217,7 @@ async def test_an_unrecorded_call_gets_call_ended_without_a_recording_url(
     await subscribed(bus)
     await incoming(bus, sid(2))
     await agent_answers(bus, sid(2))
-    await bus.handle(EndCall(sid(2), "completed", 30))
+    await bus.handle(EndCall(sid(2), CallStatus.COMPLETED, 30))
     await drain(svc)
     await scheduler.drain()
     [body] = bodies(sender)
@@ -273,8 +274,10 @@ async def test_a_silent_recording_gets_no_webhook(
     await subscribed(bus)
     await recorded_call_in_progress(bus, svc, sid(5))
     recording_sid = twilio_recording_of(telephony, sid(5))
-    await bus.handle(RecordRecordingStatus(sid(5), recording_sid, "absent", error_code="16102"))
-    await bus.handle(EndCall(sid(5), "completed", 20))
+    await bus.handle(
+        RecordRecordingStatus(sid(5), recording_sid, ProviderRecordingStatus.ABSENT, error_code="16102")
+    )
+    await bus.handle(EndCall(sid(5), CallStatus.COMPLETED, 20))
     await drain(svc)
     await scheduler.drain()
     assert sender.sent == []
@@ -320,7 +323,7 @@ async def test_the_scorability_wait_holds_call_ended_until_a_verdict_or_its_end(
     judged = (await incoming(bus, sid(8))).call_id
     for call_sid in (sid(7), sid(8)):
         await agent_answers(bus, call_sid)
-        await bus.handle(EndCall(call_sid, "completed", 30))
+        await bus.handle(EndCall(call_sid, CallStatus.COMPLETED, 30))
     await drain(svc)
     await scheduler.drain()
     assert sender.sent == []
