@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sqlalchemy.engine import create_engine, migrate
 from tests.kafka_fixtures import kafka_broker, kafka_options, read_topics  # noqa: F401
+from tests.support.database import Database, migrated_template
 from tests.support.s3 import moto_server, s3_bucket, s3_client, s3_proxy, s3_store  # noqa: F401
 from tests.support.services import PostgresServer, create_database, throwaway_postgres
 
@@ -16,6 +17,20 @@ try:  # the Twilio stand-in fixtures
     from tests.twilio_fixtures import *  # noqa: F403
 except ImportError:  # pragma: no cover - while the module is being written
     pass
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite database migrated to head, copied by every test that asks for ``db``."""
+    return migrated_template(tmp_path_factory.mktemp("template") / "callrec.db")
+
+
+@pytest.fixture
+async def db(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[Database]:
+    """This test's own copy of the migrated database, through the real unit of work."""
+    database = Database.copy_of(sqlite_template, tmp_path / "callrec.db")
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture(scope="session")
