@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from adapters.sqlalchemy import tables as t
 from adapters.sqlalchemy.engine import create_engine, migrate
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
+from application.errors import ConcurrencyConflict
 from application.ports import OutboxMessage
 from domain import events as ev
 from domain.model import Call, Organization, Recording
@@ -96,6 +97,7 @@ class Database:
         self.url = f"sqlite+aiosqlite:///{path}"
         self.engine = create_engine(self.url)
         self.commits = 0
+        self.lost_races = 0  # commits of racing units of work refused with ConcurrencyConflict
         self._racing: AsyncEngine | None = None
         self._before_commit: list[Hook] = []
         event.listen(self.engine.sync_engine, "commit", self._count)
@@ -137,7 +139,7 @@ class Database:
             self._racing = _write_locking_at_first_write(self.url)
             event.listen(self._racing.sync_engine, "commit", self._count)
         hooks, self._before_commit = self._before_commit, []
-        return _Overtaken(self._racing, hooks, clock=clock, **kwargs)
+        return _Overtaken(self, self._racing, hooks, clock=clock, **kwargs)
 
     def before_next_commit(self, hook: Hook) -> None:
         """Run ``hook`` when the next unit of work opened commits, before it writes anything.
@@ -290,15 +292,19 @@ class Database:
 class _Overtaken(SqlAlchemyUnitOfWork):
     """A unit of work whose commit first lets the hooks commit what overtakes it."""
 
-    def __init__(self, engine: AsyncEngine, hooks: list[Hook], **kwargs: Any) -> None:
+    def __init__(self, db: Database, engine: AsyncEngine, hooks: list[Hook], **kwargs: Any) -> None:
         super().__init__(engine, **kwargs)
-        self._hooks = hooks
+        self._db, self._hooks = db, hooks
 
     async def commit(self) -> None:
         hooks, self._hooks = self._hooks, []
         for hook in hooks:
             await hook()
-        await super().commit()
+        try:
+            await super().commit()
+        except ConcurrencyConflict:
+            self._db.lost_races += 1
+            raise
 
 
 class UnitOfWorkFactory:

@@ -989,6 +989,7 @@ async def test_a_start_that_a_callback_for_another_recording_overtook_keeps_both
     assert (await db.call(decision.call_id)).recording_id == first_named
     assert all(r.status == RecordingStatus.TWILIO_DELETED for r in recordings)
     assert telephony.is_deleted(early) and telephony.is_deleted(ours)
+    assert db.lost_races == (overtaken == "while its answer is recorded")
 
 
 async def test_a_start_adopts_the_oldest_recording_twilio_holds_and_archives_the_others_too(
@@ -1323,6 +1324,7 @@ async def test_concurrent_updates_of_one_call_are_retried_so_none_is_lost(
     assert (call.scorable, call.scorability_reason, call.transfer_stage) == (False, "robocall", "started")
     assert call.version == 2
     assert (await db.event_types())[-2:] == ["TransferStarted", "CallScorabilityRecorded"]
+    assert db.lost_races == 1
 
 
 async def test_two_simultaneous_deliveries_of_a_new_call_create_it_once(
@@ -1340,6 +1342,7 @@ async def test_two_simultaneous_deliveries_of_a_new_call_create_it_once(
     assert decisions[0] == decisions[1]
     assert len(await db.call_ids()) == 1
     assert (await db.event_types()).count("CallStarted") == 1
+    assert db.lost_races == 1
 
 
 async def test_two_orgs_claiming_one_number_at_once_end_with_one_owner(bus: MessageBus, db: Database) -> None:
@@ -1351,6 +1354,7 @@ async def test_two_orgs_claiming_one_number_at_once_end_with_one_owner(bus: Mess
         await bus.handle(UpsertOrganization(ACME, "Acme", [ACME_NUMBER], "Hello"))
 
     assert await db.organization_ids() == [GLOBEX]
+    assert db.lost_races == 1
 
 
 async def test_a_consumer_marker_is_recorded_once(db: Database) -> None:
