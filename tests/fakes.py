@@ -40,7 +40,7 @@ PUBLIC_URL = "https://callrec.test"
 
 
 class FakeClock:
-    """A clock that stands still until told otherwise. Always timezone-aware UTC."""
+    """A clock that stands still until told otherwise. Always timezone-aware UTC, never turned back."""
 
     def __init__(self, now: datetime | None = None) -> None:
         self._now = _utc(now or datetime(2026, 11, 2, 15, 0, tzinfo=UTC))
@@ -49,11 +49,13 @@ class FakeClock:
         return self._now
 
     def set(self, now: datetime) -> None:
+        if _utc(now) < self._now:
+            raise ValueError(f"a clock does not go back from {self._now} to {now}")
         self._now = _utc(now)
 
     def advance(self, delta: timedelta | None = None, **kwargs: float) -> datetime:
         """``advance(timedelta(seconds=5))`` or ``advance(seconds=5)``; returns the new time."""
-        self._now += (delta or timedelta()) + timedelta(**kwargs)
+        self.set(self._now + (delta or timedelta()) + timedelta(**kwargs))
         return self._now
 
 

@@ -16,7 +16,8 @@ class PlainSecretBox:
         return "sealed:" + secret[::-1]
 
     def open(self, sealed: str) -> str:
-        assert sealed.startswith("sealed:"), sealed
+        if not sealed.startswith("sealed:"):
+            raise ValueError("not sealed by this box")
         return sealed.removeprefix("sealed:")[::-1]
 
 
@@ -25,11 +26,11 @@ class RecordingWebhookSender:
     """Implements ``WebhookSender`` without a network: records each message and answers from a script.
 
     ``answers`` are consumed one per send (the last one repeats); ``refuse`` holds URL substrings
-    that ``check_target`` refuses.
+    that ``check_target`` refuses, and ``send`` too, as the real sender checks again before sending.
     """
 
     answers: list[SendResult] = field(default_factory=lambda: [SendResult(200, 5)])
-    refuse: tuple[str, ...] = ("127.0.0.1", "localhost", "10.0.0.")
+    refuse: tuple[str, ...] = ("127.0.0.1", "localhost", "10.0.0.", "0.0.0.0")
     sent: list[WebhookMessage] = field(default_factory=list)
 
     async def check_target(self, url: str) -> None:
@@ -37,5 +38,9 @@ class RecordingWebhookSender:
             raise WebhookTargetRefused(f"url: {url} refused")
 
     async def send(self, message: WebhookMessage) -> SendResult:
+        try:
+            await self.check_target(message.url)
+        except WebhookTargetRefused as exc:
+            return SendResult(None, 0, error=f"refused: {exc}")
         self.sent.append(message)
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
