@@ -94,6 +94,7 @@ class Database:
     """One test's migrated SQLite database. ``commits`` counts the transactions committed on it."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.url = f"sqlite+aiosqlite:///{path}"
         self.engine = create_engine(self.url)
         self.commits = 0
@@ -119,6 +120,11 @@ class Database:
         await self.engine.dispose()
         if self._racing is not None:
             await self._racing.dispose()
+
+    def delete(self) -> None:
+        """Remove the database's files (after ``dispose``)."""
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
     # -- units of work --
 

@@ -1,6 +1,6 @@
-"""The application's behaviour through its bus, with in-memory fakes for every port.
+"""The application's behaviour through its bus, on the real database with fakes for the outside world.
 
-Commands go through ``MessageBus``; the events they commit reach their handlers by draining the fake
+Commands go through ``MessageBus``; the events they commit reach their handlers by draining the
 outbox through ``EventDispatcher`` (``tests.fakes.drain``), or through the real ``OutboxRelay`` with
 the in-process publisher.
 """

@@ -1,4 +1,4 @@
-"""The reconciliation sweep with in-memory fakes: what it finds, and how it resumes the work."""
+"""The reconciliation sweep against a fake Twilio: what it finds, and how it resumes the work."""
 
 from __future__ import annotations
 
