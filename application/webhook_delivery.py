@@ -139,6 +139,7 @@ class WebhookDeliveryScheduler(PollingLoop):
                 attempt.outcome,
                 result.status_code if result.status_code is not None else result.error,
                 f", next at {attempt.next_attempt_at.isoformat()}" if attempt.next_attempt_at else "",
+                extra={"call_id": delivery.call_id} if delivery.call_id else None,
             )
 
     async def _record(self, delivery_id: str, result: SendResult) -> DeliveryAttempt | None:

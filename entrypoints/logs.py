@@ -3,7 +3,8 @@
 Modules keep ``logging.getLogger(__name__)``; stdlib logging goes through structlog's
 ``ProcessorFormatter``, so third-party lines come out in the same format. Every line carries
 ``timestamp``, ``level``, ``logger`` and ``event``, plus what the edges bound with
-``structlog.contextvars`` (``request_id``, ``call_id``, ``call_sid``, ``event_id``, ``consumer``).
+``structlog.contextvars`` (``request_id``, ``call_id``, ``call_sid``, ``event_id``, ``consumer``)
+and a stdlib call's ``extra`` fields.
 Secrets never reach the line: values of secret-looking keys are masked, and signed-URL query strings,
 URL passwords and bearer tokens are cut out of every string.
 """
@@ -72,6 +73,7 @@ def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> Eve
 
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
+    structlog.stdlib.ExtraAdder(),  # a stdlib call's ``extra={"call_id": …}`` becomes a field
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),

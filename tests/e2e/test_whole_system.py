@@ -532,6 +532,8 @@ def test_two_hundred_calls_through_the_production_shape_with_faults_and_a_killed
                 assert line.get("request_id"), line
             if line.get("consumer"):
                 assert line.get("event_id"), line
+            if line["logger"] == "application.webhook_delivery" and " try " in line["event"]:
+                assert line.get("call_id"), line
     voice_lines = [line for line in stack.lines("serve") if "arrived" in line["event"]]
     assert {line["call_id"] for line in voice_lines} == {c.call_id for c in calls}
 
