@@ -26,6 +26,7 @@ from adapters.sqlalchemy.repositories import (
     SqlAlchemyOrganizationRepository,
     SqlAlchemyRecordingRepository,
 )
+from adapters.sqlalchemy.repository import Repository
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from adapters.sqlalchemy.webhooks import (
     SqlAlchemyWebhookDeliveryRepository,
@@ -57,7 +58,7 @@ def test_a_column_without_a_field_is_refused() -> None:
 
 
 def test_every_aggregate_maps_every_column_of_its_table() -> None:
-    repositories = [
+    repositories: list[type[Repository[Any]]] = [
         SqlAlchemyOrganizationRepository,
         SqlAlchemyCallRepository,
         SqlAlchemyRecordingRepository,
@@ -85,7 +86,7 @@ def values(hint: Any) -> st.SearchStrategy[Any]:
         return st.lists(values(get_args(hint)[0]), max_size=3)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return st.sampled_from(list(hint))
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return aggregates(hint)
     simple: dict[Any, st.SearchStrategy[Any]] = {
         str: TEXT,
@@ -102,7 +103,7 @@ def fields_of(cls: type) -> dict[str, Any]:
 
 
 def aggregates(cls: type, **fixed: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.builds(cls, **{name: fixed[name] if name in fixed else values(hint) for name, hint in fields_of(cls).items()})
+    return st.builds(cls, **{name: fixed.get(name, values(hint)) for name, hint in fields_of(cls).items()})
 
 
 def with_ids(cls: type, **fixed: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
