@@ -15,6 +15,7 @@ import enum
 import inspect
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import attrgetter, itemgetter
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import msgspec
@@ -25,6 +26,9 @@ T = TypeVar("T")
 Row = Mapping[Any, Any]  # a result row's ._mapping
 
 STAMPED = "updated_at"  # set to the commit time on every write, where the table has it
+
+
+_NONE_OWNED: dict[str, Any] = {}  # shared, never written
 
 
 class MappingError(TypeError):
@@ -67,6 +71,7 @@ class _Column:
         self.attr, self._column = attr, column
         self.columns: tuple[str, ...] = (column,)
         self._enum = _enum(hint)
+        self.plain = self._enum is None and attr == column
 
     def dump(self, value: Any, row: dict[str, Any]) -> None:
         row[self._column] = value.value if self._enum is not None and value is not None else value
@@ -74,6 +79,29 @@ class _Column:
     def load(self, row: Row) -> Any:
         value = row[self._column]
         return self._enum(value) if self._enum is not None and value is not None else value
+
+
+class _Codec:
+    """Fields to row values and back: the plain columns (most) in one C-level call each way."""
+
+    def __init__(self, fields: Sequence[_Field]) -> None:
+        plain = [f.attr for f in fields if isinstance(f, _Column) and f.plain]
+        self._plain = tuple(plain)
+        # The first name repeated: a getter of one name would return a value, not a tuple.
+        self._attrs = attrgetter(*plain, plain[0]) if plain else lambda _: ()
+        self._items = itemgetter(*plain, plain[0]) if plain else lambda _: ()
+        self._converted = [f for f in fields if not (isinstance(f, _Column) and f.plain)]
+
+    def dump(self, obj: Any, row: dict[str, Any]) -> None:
+        row.update(zip(self._plain, self._attrs(obj), strict=False))
+        for f in self._converted:
+            f.dump(getattr(obj, f.attr), row)
+
+    def load(self, row: Row) -> dict[str, Any]:
+        values = dict(zip(self._plain, self._items(row), strict=False))
+        for f in self._converted:
+            values[f.attr] = f.load(row)
+        return values
 
 
 class Spec(Protocol):
@@ -94,17 +122,20 @@ class _Embedded:
         self.attr = attr
         self._cls, self._optional = _optional(hint)
         hints = get_type_hints(self._cls)
-        self._fields = [_Column(f.name, f.name, hints[f.name]) for f in dataclasses.fields(self._cls)]
-        self.columns = tuple(f.attr for f in self._fields)
+        fields = [_Column(f.name, f.name, hints[f.name]) for f in dataclasses.fields(self._cls)]
+        self.columns = tuple(f.attr for f in fields)
+        self._codec = _Codec(fields)
 
     def dump(self, value: Any, row: dict[str, Any]) -> None:
-        for f in self._fields:
-            f.dump(None if value is None else getattr(value, f.attr), row)
+        if value is None:
+            row.update(dict.fromkeys(self.columns))
+        else:
+            self._codec.dump(value, row)
 
     def load(self, row: Row) -> Any:
         if self._optional and row[self.columns[0]] is None:
             return None
-        return self._cls(**{f.attr: f.load(row) for f in self._fields})
+        return self._cls(**self._codec.load(row))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,15 +273,15 @@ class RowMapping(Generic[T]):
             raise MappingError(f"{table.name} columns {sorted(unwritten)} map to no field of {cls.__name__}")
         self.insert = insert(table)
         self._make: Callable[..., T] = cls
+        self._codec = _Codec(self.fields)
 
     def dump(self, obj: T) -> dict[str, Any]:
         row: dict[str, Any] = {}
-        for f in self.fields:
-            f.dump(getattr(obj, f.attr), row)
+        self._codec.dump(obj, row)
         return row
 
     def load(self, row: Row, owned: Mapping[str, Any] | None = None) -> T:
-        values = {f.attr: f.load(row) for f in self.fields}
+        values = self._codec.load(row)
         for child in self.children:
             values[child.attr] = list(owned[child.attr] if owned else ())
         return self._make(**values)
@@ -279,6 +310,8 @@ class AggregateMapping(RowMapping[T]):
         self.by_id = select(table).where(c.id == bindparam("id"))
 
     def state(self, aggregate: T) -> State:
+        if not self.children:
+            return State(self.dump(aggregate), _NONE_OWNED)
         owned = {child.attr: child.state(getattr(aggregate, child.attr)) for child in self.children}
         return State(self.dump(aggregate), owned)
 
@@ -289,6 +322,7 @@ class AggregateMapping(RowMapping[T]):
             return {}
         return {child.attr: await child.load(conn, ids) for child in self.children}
 
-    def load_with(self, row: Row, children: Mapping[str, Mapping[str, list[Any]]]) -> T:
-        owned = {attr: found[row["id"]] for attr, found in children.items()}
-        return self.load(row, owned)
+    def owned(
+        self, aggregate_id: str, children: Mapping[str, Mapping[str, list[Any]]]
+    ) -> dict[str, Any] | None:
+        return {attr: found[aggregate_id] for attr, found in children.items()} if children else None

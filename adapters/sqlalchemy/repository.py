@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.sqlalchemy.mapping import AggregateMapping, State
+from adapters.sqlalchemy.mapping import AggregateMapping, Row, State
 from application.errors import ConcurrencyConflict
 from domain import events as ev
 
@@ -33,7 +33,17 @@ A = TypeVar("A", bound=Aggregate)
 @dataclass
 class _Tracked(Generic[A]):
     aggregate: A
-    state: State | None  # None: new, to be inserted
+    new: bool  # to be inserted
+    source: tuple[Row, dict[str, Any] | None] | None = None  # the row (and child values) it was loaded from
+    snapshot: State | None = None  # as loaded or last committed
+
+    def loaded(self, mapping: AggregateMapping[Any]) -> State:
+        """Built from the source when first needed: a read-only request never pays for it."""
+        if self.snapshot is None:
+            assert self.source is not None
+            self.snapshot = mapping.state(mapping.load(*self.source))
+            self.source = None
+        return self.snapshot
 
 
 class Repository(Generic[A]):
@@ -45,7 +55,7 @@ class Repository(Generic[A]):
         self.wrote = False  # some row inserted or updated (the webhook scheduler wakes on deliveries')
 
     def add(self, aggregate: A) -> None:
-        self.tracked[aggregate.id] = _Tracked(aggregate, None)
+        self.tracked[aggregate.id] = _Tracked(aggregate, new=True)
 
     async def get(self, aggregate_id: str) -> A | None:
         return await self._first(self.mapping.by_id, {"id": aggregate_id})
@@ -59,8 +69,9 @@ class Repository(Generic[A]):
         fresh = [row for row in rows if row["id"] not in self.tracked]
         children = await self.mapping.load_children(self.conn, [row["id"] for row in fresh])
         for row in fresh:
-            aggregate: A = self.mapping.load_with(row, children)
-            self.tracked[aggregate.id] = _Tracked(aggregate, self.mapping.state(aggregate))
+            owned = self.mapping.owned(row["id"], children)
+            aggregate: A = self.mapping.load(row, owned)
+            self.tracked[aggregate.id] = _Tracked(aggregate, new=False, source=(row, owned))
         return [self.tracked[row["id"]].aggregate for row in rows]
 
     async def flush(self, now: datetime) -> list[ev.Event]:
@@ -68,14 +79,13 @@ class Repository(Generic[A]):
         stamp = {"updated_at": now} if m.stamped else {}
         new_events: list[ev.Event] = []
         for tracked in self.tracked.values():
-            aggregate, loaded = tracked.aggregate, tracked.state
-            state = m.state(aggregate)
-            if loaded is None:
+            aggregate, state = tracked.aggregate, m.state(tracked.aggregate)
+            if tracked.new:
                 await conn.execute(m.insert, {**state.row, **stamp})
                 for child in m.children:
                     await child.write(conn, aggregate.id, state.owned[child.attr], replace=False)
                 self.wrote = True
-            elif state != loaded:
+            elif state != (loaded := tracked.loaded(m)):
                 params = {**state.row, **stamp, "version": aggregate.version + 1}
                 result = await conn.execute(
                     m.update, {**params, "loaded_id": aggregate.id, "loaded_version": aggregate.version}
@@ -95,9 +105,9 @@ class Repository(Generic[A]):
         m = self.mapping
         for tracked in self.tracked.values():
             aggregate = tracked.aggregate
-            if tracked.state is not None and m.state(aggregate) != tracked.state:
+            if not tracked.new and m.state(aggregate) != tracked.loaded(m):
                 aggregate.version += 1
             aggregate.events.clear()
             for appended in m.appended:
                 getattr(aggregate, appended.attr).clear()
-            tracked.state = m.state(aggregate)
+            tracked.new, tracked.snapshot = False, m.state(aggregate)
