@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain.model import CallStatus, ProviderRecordingStatus, StreamEvent
+
 
 class Command:
     """Marker base class."""
@@ -36,14 +38,14 @@ class StartCall(Command):
 class RecordStreamEvent(Command):
     call_sid: str
     stream_sid: str
-    event: str  # stream-started | stream-stopped | stream-error
+    event: StreamEvent
 
 
 @dataclass(frozen=True)
 class RecordRecordingStatus(Command):
     call_sid: str
     recording_sid: str
-    status: str
+    status: ProviderRecordingStatus
     media_url: str | None = None
     duration_s: int | None = None
     error_code: str | None = None
@@ -52,7 +54,7 @@ class RecordRecordingStatus(Command):
 @dataclass(frozen=True)
 class EndCall(Command):
     call_sid: str
-    status: str
+    status: CallStatus
     duration_s: int | None = None
 
 
