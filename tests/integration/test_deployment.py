@@ -5,7 +5,9 @@ with its bucket, migrate once, the API and scalable workers checked on /readyz).
 
 from __future__ import annotations
 
+import base64
 import re
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,7 @@ def test_compose_runs_the_production_shape() -> None:
     services = compose()["services"]
     kafka = services["kafka"]["environment"]
     assert "controller" in kafka["KAFKA_PROCESS_ROLES"] and "KAFKA_CONTROLLER_QUORUM_VOTERS" in kafka
+    assert uuid.UUID(bytes=base64.urlsafe_b64decode(kafka["CLUSTER_ID"] + "=="))  # what KRaft formats with
     advertised = kafka["KAFKA_ADVERTISED_LISTENERS"]
     assert "kafka:9092" in advertised and "//localhost:9092" not in advertised  # reachable by containers
     init = " ".join(services["minio-init"]["command"])
