@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain.audit import AuditActor
+
 
 class Command:
     """Marker base class."""
@@ -22,6 +24,7 @@ class SetCallRecording(Command):
     org_id: str
     enabled: bool
     changed_by: str
+    actor: AuditActor | None = None  # for the audit log; None: ``changed_by``, as the service itself
 
 
 @dataclass(frozen=True)
@@ -74,18 +77,21 @@ class RegisterWebhookEndpoint(Command):
     org_id: str
     url: str
     event_types: list[str]
+    actor: AuditActor | None = None  # for the audit log
 
 
 @dataclass(frozen=True)
 class DeleteWebhookEndpoint(Command):
     org_id: str
     endpoint_id: str
+    actor: AuditActor | None = None  # for the audit log
 
 
 @dataclass(frozen=True)
 class RotateWebhookSecret(Command):
     org_id: str
     endpoint_id: str
+    actor: AuditActor | None = None  # for the audit log
 
 
 @dataclass(frozen=True)

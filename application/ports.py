@@ -351,7 +351,14 @@ class ProcessedMessages(Protocol):
 
 class AuditLog(Protocol):
     def add(self, entry: AuditEntry) -> None:
-        """Append an entry; it is written (with its event) on commit, or the commit fails."""
+        """Append an entry; it is chained and written (with its events) on commit, or the commit fails.
+
+        Appends are serialised: concurrent commits never give two entries the same place in the chain.
+        """
+        ...
+
+    async def page(self, *, org_id: str, limit: int, before_seq: int | None = None) -> list[AuditEntry]:
+        """The org's entries, newest first (by ``seq``), strictly before ``before_seq``."""
         ...
 
 

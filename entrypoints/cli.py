@@ -1,4 +1,4 @@
-"""``callrec serve | worker | migrate | token | dlq | reconcile``."""
+"""``callrec serve | worker | migrate | token | dlq | reconcile | audit``."""
 
 from __future__ import annotations
 
@@ -105,6 +105,23 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from adapters.sqlalchemy.engine import migrate
+    from entrypoints.audit_verify import parse_head, verify_audit_log
+
+    settings = Settings.from_env()
+    try:
+        head = parse_head(args.head) if args.head else None
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if make_url(settings.database_url).get_backend_name() == "sqlite":
+        migrate(settings.database_url)
+    return asyncio.run(verify_audit_log(settings, head=head))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="callrec", description="Call-recording service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,6 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         "--drain-s", type=float, default=60.0, help="seconds to hand on the resumed work (0: leave it)"
     )
     reconcile.set_defaults(func=_reconcile)
+    audit = sub.add_parser("audit", help="the audit log of accesses and changes")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser(
+        "verify", help="walk the hash chain; exit 1 naming the first edited, removed or reordered record"
+    )
+    verify.add_argument(
+        "--head", help="SEQ:HASH of a chain head received on callrec.audit.v1 (default: the outbox's newest)"
+    )
+    audit.set_defaults(func=_audit)
     token = sub.add_parser("token", help="print a dashboard bearer token")
     token.add_argument("--org", required=True)
     token.add_argument("--role", required=True, choices=["member", "admin", "ops_admin"])

@@ -336,6 +336,9 @@ class FakeAuditLog:
     def add(self, entry: Any) -> None:
         self.pending.append(entry)
 
+    async def page(self, *, org_id: str, limit: int, before_seq: int | None = None) -> list[Any]:
+        return [e for e in reversed(self._db.audit_log) if e.org_id == org_id][:limit]
+
 
 class FakeOutbox:
     """Reads see what is committed; writes (publish, defer) wait for the unit of work's commit."""

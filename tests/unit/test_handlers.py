@@ -34,6 +34,7 @@ from application.outbox import OutboxRelay
 from application.ports import MediaStream, StoredObject
 from application.services import Services, ServiceSettings
 from domain import events
+from domain.audit import AuditActor
 from domain.model import DISCLOSURE_TEXT, CallKind, CallStatus, Recording, RecordingStatus
 from tests.fakes import (
     PUBLIC_URL,
@@ -46,6 +47,7 @@ from tests.fakes import (
     make_services,
 )
 
+MEMBER = AuditActor("member@acme", "member")
 ACME, ACME_NUMBER, ACME_GREETING = "org-acme", "+15550001111", "Hi, Acme Plumbing here. How can I help?"
 GLOBEX, GLOBEX_NUMBER = "org-globex", "+15550002222"
 DISCOVERY_LINE, SUPPORT_LINE = "+15559990001", "+15559990002"
@@ -884,7 +886,12 @@ async def test_audio_of_a_call_that_was_not_recorded_is_never_kept(
     assert store.objects == {}
     with pytest.raises(NotFound):
         await views.recording_url(
-            svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,), download=False
+            svc,
+            actor=MEMBER,
+            org_id=ACME,
+            call_id=decision.call_id,
+            kinds=(CallKind.CUSTOMER,),
+            download=False,
         )
 
 
@@ -1175,7 +1182,12 @@ async def test_another_orgs_call_and_its_recording_are_not_found(
         await views.get_call(svc, org_id=GLOBEX, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,))
     with pytest.raises(NotFound):
         await views.recording_url(
-            svc, org_id=GLOBEX, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,), download=False
+            svc,
+            actor=MEMBER,
+            org_id=GLOBEX,
+            call_id=decision.call_id,
+            kinds=(CallKind.CUSTOMER,),
+            download=False,
         )
 
 
@@ -1201,7 +1213,7 @@ async def test_recording_url_is_short_lived_and_names_the_download(
     decision = await archived_call(bus, svc, telephony, sid(1))
 
     url = await views.recording_url(
-        svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,), download=True
+        svc, actor=MEMBER, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,), download=True
     )
 
     [issued] = store.issued_urls
