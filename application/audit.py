@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from application.errors import ApplicationError
+from application.ports import AuditCursor
 from application.retry import retry_conflicts
 from application.services import Services
 from domain.audit import AuditEntry
@@ -41,11 +42,11 @@ async def record_before_access(svc: Services, entry: AuditEntry) -> None:
 
 
 async def org_audit_log(
-    svc: Services, *, org_id: str, limit: int, before_seq: int | None = None
-) -> tuple[list[AuditEntry], int | None]:
-    """One page of the org's audit log, newest first, and where the next page starts (None: last)."""
+    svc: Services, *, org_id: str, limit: int, after: AuditCursor | None = None
+) -> tuple[list[AuditEntry], AuditCursor | None]:
+    """One page of the org's audit log, newest first, and the cursor of the next page (None: last)."""
     async with svc.uow() as uow:
-        found = await uow.audit.page(org_id=org_id, limit=limit + 1, before_seq=before_seq)
+        found = await uow.audit.page(org_id=org_id, limit=limit + 1, after=after)
     page = found[:limit]
-    more = len(found) > limit and page and page[-1].seq is not None
-    return page, (page[-1].seq if more else None)
+    more = len(found) > limit and page
+    return page, (AuditCursor(page[-1].occurred_at, page[-1].id) if more else None)

@@ -349,6 +349,14 @@ class ProcessedMessages(Protocol):
     async def contains(self, consumer: str, event_id: str) -> bool: ...
 
 
+@dataclass(frozen=True)
+class AuditCursor:
+    """Keyset position in an org's audit log: the last entry of the previous page."""
+
+    occurred_at: datetime
+    id: str
+
+
 class AuditLog(Protocol):
     def add(self, entry: AuditEntry) -> None:
         """Append an entry; it is chained and written (with its events) on commit, or the commit fails.
@@ -357,8 +365,8 @@ class AuditLog(Protocol):
         """
         ...
 
-    async def page(self, *, org_id: str, limit: int, before_seq: int | None = None) -> list[AuditEntry]:
-        """The org's entries, newest first (by ``seq``), strictly before ``before_seq``."""
+    async def page(self, *, org_id: str, limit: int, after: AuditCursor | None = None) -> list[AuditEntry]:
+        """The org's entries, newest first by (occurred_at, id), strictly after ``after``."""
         ...
 
 

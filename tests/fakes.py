@@ -336,7 +336,7 @@ class FakeAuditLog:
     def add(self, entry: Any) -> None:
         self.pending.append(entry)
 
-    async def page(self, *, org_id: str, limit: int, before_seq: int | None = None) -> list[Any]:
+    async def page(self, *, org_id: str, limit: int, after: Any = None) -> list[Any]:
         return [e for e in reversed(self._db.audit_log) if e.org_id == org_id][:limit]
 
 

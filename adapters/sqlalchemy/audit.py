@@ -19,10 +19,11 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, insert, select, text
+from sqlalchemy import Row, insert, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.sqlalchemy import tables as t
+from application.ports import AuditCursor
 from domain import events as ev
 from domain.audit import GENESIS_HASH, AuditEntry, ChainHead
 
@@ -120,13 +121,13 @@ class SqlAlchemyAuditLog:
             entry.seq = entry.prev_hash = entry.hash = None
             entry.events[:] = [e for e in entry.events if not isinstance(e, ev.AuditEntryAppended)]
 
-    async def page(self, *, org_id: str, limit: int, before_seq: int | None = None) -> list[AuditEntry]:
-        """The org's entries, newest first, strictly before ``before_seq``."""
+    async def page(self, *, org_id: str, limit: int, after: AuditCursor | None = None) -> list[AuditEntry]:
+        """The org's entries, newest first by (occurred_at, id), strictly after ``after``."""
         a = t.audit_log.c
         where = [a.org_id == org_id]
-        if before_seq is not None:
-            where.append(a.seq < before_seq)
-        stmt = select(t.audit_log).where(*where).order_by(a.seq.desc()).limit(limit)
+        if after is not None:
+            where.append(tuple_(a.occurred_at, a.id) < tuple_(after.occurred_at, after.id))
+        stmt = select(t.audit_log).where(*where).order_by(a.occurred_at.desc(), a.id.desc()).limit(limit)
         return [entry_from_row(row) for row in await self.conn.execute(stmt)]
 
 

@@ -254,5 +254,5 @@ audit_log = Table(
     Column("source_address", String(64)),
     Column("outcome", String(16), nullable=False),
     UniqueConstraint("seq"),
-    Index("ix_audit_log_org_seq", "org_id", "seq"),
+    Index("ix_audit_log_org_time", "org_id", "occurred_at"),
 )

@@ -18,7 +18,7 @@ from litestar.response import Redirect
 
 from application import audit, commands, views
 from application.errors import NotFound
-from application.ports import CallCursor
+from application.ports import AuditCursor, CallCursor
 from domain.audit import AuditEntry
 from domain.model import DISCLOSURE_TEXT, CallKind, Organization
 from entrypoints.http.auth import admin_guard, audit_actor, customer_guard, principal_of
@@ -108,12 +108,14 @@ def _setting(org: Organization) -> RecordingSetting:
 
 
 CallId = IdPath
-AuditCursor = Annotated[
-    str | None,
-    QueryParameter(
-        pattern="^[1-9][0-9]{0,17}$", max_length=18, description="`next_cursor` of the previous page"
-    ),
-]
+
+
+def encode_audit_cursor(cursor: AuditCursor) -> str:
+    return encode_keyset(cursor.occurred_at, cursor.id)
+
+
+def decode_audit_cursor(value: str) -> AuditCursor:
+    return AuditCursor(*decode_keyset(value))
 
 
 def audit_entry_body(entry: AuditEntry) -> AuditEntryResponse:
@@ -259,18 +261,18 @@ class DashboardApi(Controller):
         request: Request[Any, Any, State],
         services: ServicesDep,
         limit: Limit = 50,
-        cursor: AuditCursor = None,
+        cursor: Cursor = None,
     ) -> AuditPage:
         """The org's audit log (admins only), newest first: every access to its recordings (its own
         users', recording URLs put into webhooks, and the operations team's with its reason) and every
         change of its recording setting and webhook endpoints. One keyset page at a time."""
-        entries, next_seq = await audit.org_audit_log(
+        entries, next_cursor = await audit.org_audit_log(
             services,
             org_id=principal_of(request).org_id,
             limit=limit,
-            before_seq=int(cursor) if cursor else None,
+            after=decode_audit_cursor(cursor) if cursor else None,
         )
         return AuditPage(
             items=[audit_entry_body(e) for e in entries],
-            next_cursor=str(next_seq) if next_seq is not None else None,
+            next_cursor=encode_audit_cursor(next_cursor) if next_cursor else None,
         )

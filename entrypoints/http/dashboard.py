@@ -29,7 +29,7 @@ from application import audit, commands, views
 from application.errors import NotFound
 from domain.model import DISCLOSURE_TEXT, CallKind
 from entrypoints.config import Settings
-from entrypoints.http.api import decode_cursor, encode_cursor
+from entrypoints.http.api import decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor
 from entrypoints.http.auth import (
     CUSTOMER_ROLES,
     Principal,
@@ -255,7 +255,7 @@ class DashboardPages(Controller):
         self,
         request: Request[Any, Any, State],
         services: ServicesDep,
-        cursor: Annotated[str | None, QueryParameter(pattern="^[1-9][0-9]{0,17}$", max_length=18)] = None,
+        cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
     ) -> Response[Any]:
         """The Access log (admins): who accessed the org's recordings or changed its settings, and why."""
         principal = await session_principal(request)
@@ -265,8 +265,11 @@ class DashboardPages(Controller):
             return page(
                 request, "message.html", 403, title="Forbidden", principal=principal, message="Admins only."
             )
-        entries, next_seq = await audit.org_audit_log(
-            services, org_id=principal.org_id, limit=PAGE_SIZE, before_seq=int(cursor) if cursor else None
+        entries, next_cursor = await audit.org_audit_log(
+            services,
+            org_id=principal.org_id,
+            limit=PAGE_SIZE,
+            after=decode_audit_cursor(cursor) if cursor else None,
         )
         return page(
             request,
@@ -276,7 +279,7 @@ class DashboardPages(Controller):
             entries=entries,
             actions=ACTION_LABELS,
             roles=ROLE_LABELS,
-            next_cursor=str(next_seq) if next_seq is not None else None,
+            next_cursor=encode_audit_cursor(next_cursor) if next_cursor else None,
         )
 
     @get("/settings")

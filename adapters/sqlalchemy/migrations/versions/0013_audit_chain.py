@@ -81,16 +81,12 @@ def upgrade() -> None:
         batch_op.alter_column("hash", existing_type=sa.String(length=64), nullable=False)
         batch_op.alter_column("outcome", existing_type=sa.String(length=16), nullable=False)
         batch_op.create_unique_constraint(batch_op.f("uq_audit_log_seq"), ["seq"])
-        batch_op.drop_index("ix_audit_log_org_time")
-        batch_op.create_index("ix_audit_log_org_seq", ["org_id", "seq"], unique=False)
 
 
 def downgrade() -> None:
     # Entries of the org's own users and of changes have no reason: they go with the chain.
     op.execute("DELETE FROM audit_log WHERE reason IS NULL")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.drop_index("ix_audit_log_org_seq")
-        batch_op.create_index("ix_audit_log_org_time", ["org_id", "occurred_at"], unique=False)
         batch_op.drop_constraint(batch_op.f("uq_audit_log_seq"), type_="unique")
         batch_op.alter_column("reason", existing_type=sa.Text(), nullable=False)
         for column in ("outcome", "source_address", "request_id", "target_id", "hash", "prev_hash", "seq"):
