@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sqlalchemy import tables as t
 from adapters.sqlalchemy.audit import published_head, read_chain
-from adapters.sqlalchemy.engine import create_engine
+from adapters.sqlalchemy.engine import create_engine, migrate
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from application import commands
 from application.handlers import CallDecision
@@ -167,6 +167,30 @@ async def test_callrec_audit_verify_exits_non_zero_naming_the_edited_record(
     await tamper(engine, text("UPDATE audit_log SET reason = 'nothing to see' WHERE seq = 3"))
     assert await asyncio.to_thread(callrec, ["audit", "verify"]) == 1
     assert five[2] in capsys.readouterr().err
+
+
+async def test_the_migration_chains_the_entries_logged_before_it(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/legacy.db"
+    await asyncio.to_thread(migrate, url, "0012")
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            for n, minute in enumerate((7, 3, 5)):
+                await conn.execute(
+                    text(
+                        "INSERT INTO audit_log (id, occurred_at, actor, actor_role, action, reason, org_id)"
+                        " VALUES (:id, :at, 'ops', 'ops_admin', 'list_calls', 'ticket', 'acme')"
+                    ),
+                    {"id": f"legacy-{n}", "at": f"2026-11-01 09:0{minute}:00.000000"},
+                )
+        await asyncio.to_thread(migrate, url)
+        report = await chain(engine)
+        async with engine.connect() as conn:
+            order = [i for (i,) in await conn.execute(select(t.audit_log.c.id).order_by(t.audit_log.c.seq))]
+    finally:
+        await engine.dispose()
+    assert report.broken is None and report.count == 3
+    assert order == ["legacy-1", "legacy-2", "legacy-0"]  # in the order they happened
 
 
 # --- the customer's view ------------------------------------------------------------------------
