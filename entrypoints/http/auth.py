@@ -184,5 +184,5 @@ def audit_actor(
 ) -> AuditActor:
     """Who is acting, for the audit log: the principal, the request id and the source address."""
     who = principal or principal_of(connection)
-    client = connection.client.host if connection.client else None
+    client = connection.client.host[:64] if connection.client else None
     return AuditActor(who.sub, who.role, request_id(connection), client)
