@@ -1,4 +1,4 @@
-"""Configuration from the environment (see docs/configuration.md and the contract).
+"""Configuration from the environment (see docs/configuration.md).
 
 Every variable is declared once, below, on :class:`Settings`: its environment name (the alias), type,
 default, range and description. ``docs/configuration.md``'s tables are generated from these
@@ -116,7 +116,7 @@ class Settings(BaseModel):
         "./var",
         "directory for the embedded database, the filesystem store and generated secrets",
         section="service",
-        notes="not in the contract; the tests point it at a temp dir. Created on first use",
+        notes="the tests point it at a temp dir. Created on first use",
     )
     database_url: str = _env(
         "CALLREC_DATABASE_URL",
@@ -198,7 +198,6 @@ class Settings(BaseModel):
         "(`/api/v1/calls/{id}/recording`, `/api/v1/admin/calls/{id}/recording`, "
         "`/dashboard/calls/{id}/audio`) point to",
         section="service",
-        notes="Not in the contract",
     )
     archive_recheck_source: bool = _env(
         "CALLREC_ARCHIVE_RECHECK_SOURCE",
@@ -239,21 +238,21 @@ class Settings(BaseModel):
         shown="`1048576` (1 MiB)",
         notes="larger bodies get 413. Form routes (`/twilio/*`, `/dashboard/session`, "
         "`/dashboard/sign-out`, `/dashboard/settings`) take at most 64 KiB and 100 fields, none "
-        "repeated, whatever this says. Not in the contract",
+        "repeated, whatever this says",
     )
     outbox_max_attempts: int = _env(
         "CALLREC_OUTBOX_MAX_ATTEMPTS",
         10,
         "in-process bus: attempts at an event before its outbox row is dead-lettered (`callrec dlq list`)",
         section="service",
-        notes="Kafka mode ignores it (consumers use `CALLREC_KAFKA_MAX_ATTEMPTS`). Not in the contract",
+        notes="Kafka mode ignores it (consumers use `CALLREC_KAFKA_MAX_ATTEMPTS`)",
     )
     relay_retry_base_s: float = _env(
         "CALLREC_RELAY_RETRY_BASE_S",
         1.0,
         "base of the outbox relay's exponential backoff",
         section="service",
-        notes='the e2e tests set `0.2`. See architecture.md, "The transactional outbox". Not in the contract',
+        notes='the e2e tests set `0.2`. See consistency.md, "The transactional outbox"',
     )
 
     # --- webhooks --------------------------------------------------------------------------------
@@ -326,7 +325,6 @@ class Settings(BaseModel):
         None,
         "HMAC-SHA256 key of the filesystem store's signed `/media/…` URLs (unused with S3)",
         section="secrets",
-        notes="Not in the contract",
     )
     webhook_secret_key_value: Annotated[SecretStr, GeneratedSecret("webhook_secret_key")] = _env(
         "CALLREC_WEBHOOK_SECRET_KEY",
@@ -440,7 +438,7 @@ class Settings(BaseModel):
     kafka_topic_prefix: str = _env(
         "CALLREC_KAFKA_TOPIC_PREFIX",
         "",
-        "prefix for every topic name (empty in production, so that names are exactly the contract's)",
+        "prefix for every topic name (empty in production, so that names are exactly those in events.md)",
         section="kafka",
     )
     kafka_group_prefix: str = _env(
