@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -60,8 +61,17 @@ async def _writer(url: str, name: str) -> None:
         await engine.dispose()
 
 
+_start: Any = None  # in the spawned writer: the barrier both writers start from
+
+
+def _keep_barrier(barrier: Any) -> None:
+    global _start
+    _start = barrier
+
+
 def writer_process(url: str, name: str) -> None:
-    """One API process: its own engine, several requests appending at once."""
+    """The other API process: its own engine, several requests appending at once."""
+    _start.wait(60)
     asyncio.run(_writer(url, name))
 
 
@@ -75,12 +85,15 @@ async def chain(engine: AsyncEngine) -> ChainReport:
 async def test_concurrent_writers_in_two_processes_never_fork_the_chain(
     database_url: str, engine: AsyncEngine
 ) -> None:
+    # This process and a spawned one, each with its own engine and several transactions at once,
+    # starting together.
     context = multiprocessing.get_context("spawn")
+    start = context.Barrier(2)
     loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(WRITERS, mp_context=context) as pool:
-        await asyncio.gather(
-            *(loop.run_in_executor(pool, writer_process, database_url, f"p{w}") for w in range(WRITERS))
-        )
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_keep_barrier, initargs=(start,)) as pool:
+        child = loop.run_in_executor(pool, writer_process, database_url, "p1")
+        await asyncio.to_thread(start.wait, 60)
+        await asyncio.gather(child, _writer(database_url, "p0"))
     report = await chain(engine)
     total = WRITERS * TASKS * APPENDS
     assert report.broken is None, report.broken
