@@ -44,6 +44,7 @@ from twilio.rest import Client
 
 from adapters.retry import NO_RETRY, RetryPolicy, Sleep, parse_retry_after, retrying
 from application.ports import MediaNotFound, MediaStream, ProviderRecording, TelephonyError
+from domain.model import ProviderRecordingStatus
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -53,11 +54,30 @@ __all__ = [
     "TwilioTelephony",
     "TwilioTelephonyError",
     "basic_auth_header",
+    "recording_status",
 ]
 
 DEFAULT_API_BASE: Final = "https://api.twilio.com"
 MEDIA_CHUNK_SIZE: Final = 64 * 1024
 RECORDING_STATUS_CALLBACK_EVENTS: Final = ("in-progress", "completed", "absent")
+
+# Twilio's words for a recording's state (its callbacks use the first four, its list all of them),
+# in the service's: the status, and whether audio is still being captured.
+_RECORDING_STATUSES: Final = {
+    "in-progress": (ProviderRecordingStatus.CAPTURING, True),
+    "paused": (ProviderRecordingStatus.CAPTURING, True),
+    "stopped": (ProviderRecordingStatus.CAPTURING, False),
+    "processing": (ProviderRecordingStatus.CAPTURING, False),
+    "completed": (ProviderRecordingStatus.COMPLETED, False),
+    "absent": (ProviderRecordingStatus.ABSENT, False),
+    "failed": (ProviderRecordingStatus.FAILED, False),
+}
+
+
+def recording_status(word: str) -> tuple[ProviderRecordingStatus, bool] | None:
+    """Twilio's ``RecordingStatus`` word as ``(status, capturing)``; None for a word it never used."""
+    return _RECORDING_STATUSES.get(word)
+
 
 _API_TIMEOUT_S: Final = 30.0
 _MEDIA_TIMEOUT: Final = aiohttp.ClientTimeout(total=None, connect=15, sock_connect=10, sock_read=60)
@@ -323,7 +343,8 @@ class TwilioTelephony:
             ProviderRecording(
                 sid=str(instance.sid),
                 call_sid=str(instance.call_sid or call_sid),
-                status=str(instance.status or ""),
+                status=status[0] if (status := recording_status(str(instance.status or ""))) else None,
+                capturing=status[1] if status else False,
                 duration_s=_duration(instance.duration),
                 media_url=instance.media_url or None,
                 error_code=None if instance.error_code in (None, 0, "0") else str(instance.error_code),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.audit import AuditActor
+from domain.model import CallStatus, ProviderRecordingStatus, StreamEvent
 
 
 class Command:
@@ -39,14 +40,14 @@ class StartCall(Command):
 class RecordStreamEvent(Command):
     call_sid: str
     stream_sid: str
-    event: str  # stream-started | stream-stopped | stream-error
+    event: StreamEvent
 
 
 @dataclass(frozen=True)
 class RecordRecordingStatus(Command):
     call_sid: str
     recording_sid: str
-    status: str
+    status: ProviderRecordingStatus
     media_url: str | None = None
     duration_s: int | None = None
     error_code: str | None = None
@@ -55,7 +56,7 @@ class RecordRecordingStatus(Command):
 @dataclass(frozen=True)
 class EndCall(Command):
     call_sid: str
-    status: str
+    status: CallStatus
     duration_s: int | None = None
 
 

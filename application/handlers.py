@@ -30,25 +30,15 @@ from domain.model import (
     DISCARDED_RECORDING_OFF,
     LIVE_STATUSES,
     Call,
-    CallStatus,
     Organization,
+    ProviderRecordingStatus,
     Recording,
     RecordingStatus,
+    StreamEvent,
     identifier,
     is_identifier,
     unique_numbers,
 )
-
-# Twilio's recording statuses, as listed, in the words of its status callback.
-CALLBACK_STATUS_OF_LISTED = {
-    "in-progress": "in-progress",
-    "paused": "in-progress",
-    "stopped": "in-progress",
-    "processing": "in-progress",
-    "completed": "completed",
-    "absent": "absent",
-    "failed": "failed",
-}
 
 # --- results returned to the edge ---------------------------------------------------------------
 
@@ -155,7 +145,7 @@ async def record_stream_event(cmd: commands.RecordStreamEvent, svc: Services) ->
     """``stream-started`` is the agent answering: the only moment capture may begin."""
     async with svc.uow() as uow:
         call = await _call_by_sid(uow, cmd.call_sid)
-        if cmd.event != "stream-started":
+        if cmd.event != StreamEvent.STARTED:
             return
         recording = call.answer(svc.clock.now())
         if recording is not None:
@@ -185,7 +175,7 @@ async def _apply_recording_status(
     call: Call,
     *,
     recording_sid: str,
-    status: str,
+    status: ProviderRecordingStatus,
     now: datetime,
     media_url: str | None = None,
     duration_s: int | None = None,
@@ -210,10 +200,13 @@ async def _apply_recording_status(
             recording = Recording.found(call=call, recording_sid=recording_sid, now=now)
         if recording is not primary:
             uow.recordings.add(recording)
-    if recording.status == RecordingStatus.DISCARDING and status in ("in-progress", "completed"):
+    if recording.status == RecordingStatus.DISCARDING and status in (
+        ProviderRecordingStatus.CAPTURING,
+        ProviderRecordingStatus.COMPLETED,
+    ):
         # The caller was never told: this audio must not be kept. Discard it at Twilio.
         call.found_unconsented_recording(recording_sid=recording_sid, twilio_status=status, now=now)
-    recording.twilio_status(
+    recording.provider_reported(
         status=status,
         recording_sid=recording_sid,
         now=now,
@@ -226,7 +219,7 @@ async def _apply_recording_status(
 async def end_call(cmd: commands.EndCall, svc: Services) -> None:
     async with svc.uow() as uow:
         call = await _call_by_sid(uow, cmd.call_sid)
-        call.end(status=CallStatus.parse(cmd.status), duration_s=cmd.duration_s, now=svc.clock.now())
+        call.end(status=cmd.status, duration_s=cmd.duration_s, now=svc.clock.now())
         await uow.commit()
 
 
@@ -273,7 +266,8 @@ async def start_twilio_recording(event: events.RecordingRequested, svc: Services
     live = [
         r
         for r in listed
-        if r.status in ("in-progress", "paused", "stopped", "processing", "completed") and r.sid not in known
+        if r.status in (ProviderRecordingStatus.CAPTURING, ProviderRecordingStatus.COMPLETED)
+        and r.sid not in known
     ]
     if live:
         recording_sid = live[-1].sid  # newest first: the oldest is the one we started
@@ -299,7 +293,7 @@ async def start_twilio_recording(event: events.RecordingRequested, svc: Services
             else:
                 # A callback named another recording as the call's first: ours is kept all the same.
                 await _apply_recording_status(
-                    uow, call, recording_sid=recording_sid, status="in-progress", now=now
+                    uow, call, recording_sid=recording_sid, status=ProviderRecordingStatus.CAPTURING, now=now
                 )
             for other in listed:  # whatever else Twilio holds for the call is kept (or discarded) too
                 if other.sid != recording_sid:
@@ -310,13 +304,12 @@ async def start_twilio_recording(event: events.RecordingRequested, svc: Services
 
 
 async def _adopt(uow: UnitOfWork, call: Call, listed: ProviderRecording, now: datetime) -> None:
-    status = CALLBACK_STATUS_OF_LISTED.get(listed.status)
-    if status is not None:
+    if listed.status is not None:
         await _apply_recording_status(
             uow,
             call,
             recording_sid=listed.sid,
-            status=status,
+            status=listed.status,
             now=now,
             media_url=listed.media_url,
             duration_s=listed.duration_s,
@@ -347,7 +340,7 @@ async def discard_unconsented_recording(event: events.UnconsentedRecordingFound,
         async with svc.uow() as uow:
             await uow.commit()  # already discarded (or Twilio captured nothing): nothing left to do
         return
-    if event.twilio_status == "in-progress":
+    if event.twilio_status == ProviderRecordingStatus.CAPTURING:
         await svc.telephony.stop_recording(event.call_sid, event.recording_sid)
         async with svc.uow() as uow:
             await uow.commit()

@@ -15,7 +15,9 @@ from application.services import Services
 from domain.audit import AuditActor, AuditEntry
 from domain.model import CallKind
 
-__all__ = ["AuditUnavailable", "list_calls", "recording_url"]
+__all__ = ["AuditUnavailable", "Operator", "list_calls", "recording_url"]
+
+Operator = AuditActor  # who on the operations team acts (sub, role, request id, source address)
 
 
 async def list_calls(

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from domain.audit import AuditEntry
-from domain.model import Call, CallKind, Organization, Recording, RecordingStatus
+from domain.model import Call, CallKind, Organization, ProviderRecordingStatus, Recording, RecordingStatus
 from domain.webhooks import DeliveryAttempt, SendResult, WebhookDelivery, WebhookEndpoint
 
 
@@ -48,13 +48,15 @@ class MediaStream:
 class ProviderRecording:
     """A recording as the provider lists it.
 
-    ``status`` is the provider's own word: ``in-progress``, ``paused``, ``stopped``, ``processing``,
-    ``completed``, ``absent`` or ``failed``. ``duration_s`` is None until the provider knows it.
+    ``status`` is None for a state the service does not know (it looks again later); ``capturing`` is
+    whether audio is still being captured (a stopped recording the provider is still finishing is
+    ``CAPTURING`` but not capturing). ``duration_s`` is None until the provider knows it.
     """
 
     sid: str
     call_sid: str
-    status: str
+    status: ProviderRecordingStatus | None
+    capturing: bool = False
     duration_s: int | None = None
     media_url: str | None = None
     error_code: str | None = None

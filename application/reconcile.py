@@ -44,14 +44,13 @@ from datetime import timedelta
 
 from application import handlers
 from application.commands import RecordRecordingStatus
-from application.handlers import CALLBACK_STATUS_OF_LISTED
 from application.messagebus import MessageBus
 from application.polling import PollingLoop
 from application.ports import ProviderRecording
 from application.retry import retry_conflicts
 from application.services import Services
 from domain import events
-from domain.model import LIVE_STATUSES, Recording, RecordingStatus
+from domain.model import LIVE_STATUSES, ProviderRecordingStatus, Recording, RecordingStatus
 
 __all__ = ["STUCK_STATUSES", "RecordingReconciler", "SweepReport"]
 
@@ -198,11 +197,10 @@ class RecordingReconciler(PollingLoop):
         if recording.recording_sid is None and action is None:
             return actions  # the first unknown one may yet be this recording: adopt nothing before it
         for other in listed:
-            status = CALLBACK_STATUS_OF_LISTED.get(other.status)
-            if other is ours or other.sid in known or status is None:
+            if other is ours or other.sid in known or other.status is None:
                 continue
             log.warning("call %s: adopting recording %s found at Twilio", recording.call_sid, other.sid)
-            await self._tell(recording.call_sid, other, status)
+            await self._tell(recording.call_sid, other, other.status)
             actions.append("adopted-from-twilio")
         return actions
 
@@ -212,8 +210,10 @@ class RecordingReconciler(PollingLoop):
                 return await self._absent_if_call_ended(recording)
             if recording.status == RecordingStatus.DISCARDING and recording.recording_sid is not None:
                 # Gone from Twilio's list: its delete (a 404 counts as done) marks it discarded.
-                gone = ProviderRecording(sid=recording.recording_sid, call_sid=recording.call_sid, status="")
-                await self._tell(recording.call_sid, gone, "completed")
+                gone = ProviderRecording(
+                    sid=recording.recording_sid, call_sid=recording.call_sid, status=None
+                )
+                await self._tell(recording.call_sid, gone, ProviderRecordingStatus.COMPLETED)
                 return "discard"
             log.warning(
                 "Twilio lists no recording %s for call %s (recording %s)",
@@ -222,21 +222,18 @@ class RecordingReconciler(PollingLoop):
                 recording.id,
             )
             return None
-        status = CALLBACK_STATUS_OF_LISTED.get(ours.status)
+        status = ours.status
         if status is None:
             return None  # a status we do not know: look again later
-        if status == "in-progress":
+        if status == ProviderRecordingStatus.CAPTURING:
             if recording.status == RecordingStatus.IN_PROGRESS:
                 return None  # still being recorded (a long call): look again later
-            if recording.status == RecordingStatus.DISCARDING and ours.status not in (
-                "in-progress",
-                "paused",
-            ):
+            if recording.status == RecordingStatus.DISCARDING and not ours.capturing:
                 return None  # stopped, and finishing at Twilio: its completion is deleted
         await self._tell(recording.call_sid, ours, status)
         return f"twilio-said-{status}"
 
-    async def _tell(self, call_sid: str, listed: ProviderRecording, status: str) -> None:
+    async def _tell(self, call_sid: str, listed: ProviderRecording, status: ProviderRecordingStatus) -> None:
         await self._bus.handle(
             RecordRecordingStatus(
                 call_sid=call_sid,

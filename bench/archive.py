@@ -164,20 +164,30 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _archive(args: argparse.Namespace, telephony: Any) -> tuple[dict[str, float], str]:
-    """The service's own ``archive_recording`` on the real adapters (an in-memory database)."""
+    """The service's own ``archive_recording`` on the real adapters (a throwaway SQLite database)."""
     import aioboto3
 
     from adapters.s3_store import S3RecordingStore
     from application.handlers import archive_recording, storage_key
     from domain import events
-    from domain.model import CallKind, Recording, RecordingStatus
-    from tests.fakes import FakeClock, FakeDatabase, make_services
+    from domain.model import Call, CallKind, Organization, Recording, RecordingStatus
+    from tests.fakes import FakeClock, make_services
+    from tests.support.database import Database, migrated_template
     from tests.support.s3 import S3_CREDENTIALS
 
     clock = FakeClock(datetime.now(UTC))
+    org = Organization.create(id="bench", name="Bench", phone_numbers=[], greeting="Hi.", now=clock.now())
+    call = Call.start(
+        call_sid="CA" + "0" * 32,
+        account_sid="AC" + "0" * 32,
+        from_number="+1",
+        to_number="+2",
+        now=clock.now(),
+        org=org,
+    )
     recording = Recording(
         id="rec-bench",
-        call_id="call-bench",
+        call_id=call.id,
         org_id="bench",
         kind=CallKind.CUSTOMER,
         call_sid="CA" + "0" * 32,
@@ -186,8 +196,12 @@ async def _archive(args: argparse.Namespace, telephony: Any) -> tuple[dict[str, 
         call_started_at=clock.now(),
         recording_sid=args.sid,
     )
-    db = FakeDatabase()
-    db.recordings[recording.id] = recording
+    scratch = tempfile.TemporaryDirectory(prefix="callrec-bench-")
+    db = Database(await asyncio.to_thread(migrated_template, Path(scratch.name) / "bench.db"))
+    async with db.unit_of_work() as uow:
+        uow.calls.add(call)
+        uow.recordings.add(recording)
+        await uow.commit()
     phases: dict[str, float] = {}
 
     class TimedStore(S3RecordingStore):
@@ -214,7 +228,7 @@ async def _archive(args: argparse.Namespace, telephony: Any) -> tuple[dict[str, 
         upload_concurrency=args.concurrency,
     )
     async with store:
-        services = make_services(db=db, telephony=telephony, store=store, clock=clock)  # type: ignore[arg-type]
+        services = make_services(db=db, telephony=telephony, store=store, clock=clock)
         event = events.RecordingCompletedAtTwilio(
             occurred_at=clock.now(),
             org_id="bench",
@@ -227,7 +241,9 @@ async def _archive(args: argparse.Namespace, telephony: Any) -> tuple[dict[str, 
         await archive_recording(event, services)
         phases["total"] = time.perf_counter() - t0
         phases["verify"] = phases["total"] - phases["stream_to_s3"]
-    archived = db.recordings[recording.id]
+    archived = await db.recording(recording.id)
+    await db.dispose()
+    scratch.cleanup()
     assert archived.status == RecordingStatus.ARCHIVED and archived.audio is not None
     return phases, storage_key(archived)
 

@@ -186,6 +186,27 @@ ENDED_STATUSES = frozenset(
     {CallStatus.COMPLETED, CallStatus.BUSY, CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.CANCELED}
 )
 
+
+class ProviderRecordingStatus(enum.StrEnum):
+    """What the telephony provider says of one of a call's recordings, parsed at the edge.
+
+    The values are the words of Twilio's recording status callback (they travel in events).
+    """
+
+    CAPTURING = "in-progress"  # being captured (or paused, or stopped and still being finished)
+    COMPLETED = "completed"
+    ABSENT = "absent"  # nothing was captured
+    FAILED = "failed"
+
+
+class StreamEvent(enum.StrEnum):
+    """The agent's media stream, as Twilio reports it: ``started`` is the agent answering."""
+
+    STARTED = "stream-started"
+    STOPPED = "stream-stopped"
+    ERROR = "stream-error"
+
+
 # Answered, then ended within this long: an instant hangup (configurable, CALLREC_INSTANT_HANGUP_S).
 INSTANT_HANGUP = timedelta(seconds=3)
 # Twilio's ``absent`` recording with this ErrorCode: the recording was silent.
@@ -362,7 +383,9 @@ class Call:
             )
         )
 
-    def found_unconsented_recording(self, *, recording_sid: str, twilio_status: str, now: datetime) -> None:
+    def found_unconsented_recording(
+        self, *, recording_sid: str, twilio_status: ProviderRecordingStatus, now: datetime
+    ) -> None:
         """Twilio holds audio of a call whose caller was not told it is recorded: it must not be kept.
 
         The event asks for the audio to be stopped (if still live) and deleted at Twilio, unarchived.
@@ -501,6 +524,7 @@ ARCHIVED_STATUSES = frozenset({RecordingStatus.ARCHIVED, RecordingStatus.TWILIO_
 SETTLED_STATUSES = ARCHIVED_STATUSES | {RecordingStatus.ABSENT, RecordingStatus.FAILED}
 # Twilio may still report these as absent or failed.
 _AT_TWILIO_UNFINISHED = LIVE_STATUSES | {RecordingStatus.DISCARDING}
+_LIVE_OR_DONE = frozenset({ProviderRecordingStatus.CAPTURING, ProviderRecordingStatus.COMPLETED})
 
 
 @dataclass
@@ -594,10 +618,10 @@ class Recording:
         if self.status == RecordingStatus.REQUESTED:
             self.status = RecordingStatus.IN_PROGRESS
 
-    def twilio_status(
+    def provider_reported(
         self,
         *,
-        status: str,
+        status: ProviderRecordingStatus,
         recording_sid: str | None,
         now: datetime,
         media_url: str | None = None,
@@ -615,14 +639,14 @@ class Recording:
         self._attach_sid(recording_sid, now)
         if media_url and not self.media_url:
             self.media_url = media_url
-        if self.status == RecordingStatus.DISCARDING and status in ("in-progress", "completed"):
-            if status == "completed" and self.completed_at is None:
+        if self.status == RecordingStatus.DISCARDING and status in _LIVE_OR_DONE:
+            if status == ProviderRecordingStatus.COMPLETED and self.completed_at is None:
                 self.completed_at = now
                 self.duration_s = duration_s
-        elif status == "in-progress":
+        elif status == ProviderRecordingStatus.CAPTURING:
             if self.status == RecordingStatus.REQUESTED:
                 self.status = RecordingStatus.IN_PROGRESS
-        elif status == "completed":
+        elif status == ProviderRecordingStatus.COMPLETED:
             if self.status in LIVE_STATUSES:
                 self.status = RecordingStatus.COMPLETED
                 self.completed_at = now
@@ -634,19 +658,17 @@ class Recording:
                     recording_sid=self.recording_sid,
                     duration_s=duration_s,
                 )
-        elif status == "absent":
+        elif status == ProviderRecordingStatus.ABSENT:
             if self.status in _AT_TWILIO_UNFINISHED:
                 self.status = RecordingStatus.ABSENT
                 self.error_code = error_code
                 self._emit(events.RecordingAbsent, now, error_code=error_code)
-        elif status == "failed":
+        else:
             if self.status in _AT_TWILIO_UNFINISHED:
                 self.status = RecordingStatus.FAILED
                 self.error_code = error_code
                 self.failure_reason = f"twilio reported failure (error {error_code})"
                 self._emit(events.RecordingFailed, now, error=self.failure_reason)
-        else:
-            raise InvalidTransition(f"unknown recording status {status!r}")
 
     def never_captured(self, now: datetime) -> None:
         """The call ended before Twilio could start capturing (instant hangup, init failure)."""

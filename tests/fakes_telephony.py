@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from adapters.twilio_telephony import recording_status
 from application.ports import MediaNotFound, MediaStream, ProviderRecording, TelephonyError
 
 __all__ = ["FakeRecording", "FakeTelephony"]
@@ -186,7 +187,13 @@ class FakeTelephony:
             if r.call_sid == call_sid and not r.deleted and call_sid not in self.unknown_calls
         ]
         listed = [
-            ProviderRecording(sid=r.sid, call_sid=r.call_sid, status=r.status, duration_s=r.duration)
+            ProviderRecording(
+                sid=r.sid,
+                call_sid=r.call_sid,
+                status=parsed[0] if (parsed := recording_status(r.status)) else None,
+                capturing=parsed[1] if parsed else False,
+                duration_s=r.duration,
+            )
             for r in reversed(found)  # newest first, as Twilio lists them
         ]
         await self._done("list_call_recordings")

@@ -16,9 +16,11 @@ from litestar.exceptions import PermissionDeniedException, ValidationException
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
+from adapters.twilio_telephony import recording_status
 from application import commands
 from application.errors import UnknownNumber
 from application.handlers import CallDecision
+from domain.model import CallStatus, StreamEvent
 from entrypoints.config import Settings
 from entrypoints.http.deps import Bus
 from entrypoints.http.forms import FORM_MAX_BYTES, read_form
@@ -136,11 +138,17 @@ class TwilioCallbacks(Controller):
     async def stream_status(self, request: Request[Any, Any, State], bus: Bus) -> None:
         """``stream-started`` means the agent answered; capture begins now and not before."""
         params = await signed_form(request)
+        word = _required(params, "StreamEvent")
+        try:
+            event = StreamEvent(word)
+        except ValueError:
+            log.info("ignored stream event %r of call %s", word, params.get("CallSid"))
+            return
         await bus.handle(
             commands.RecordStreamEvent(
                 call_sid=_required(params, "CallSid"),
                 stream_sid=params.get("StreamSid", ""),
-                event=_required(params, "StreamEvent"),
+                event=event,
             )
         )
 
@@ -149,11 +157,15 @@ class TwilioCallbacks(Controller):
         """Recording lifecycle callbacks; duplicates and out-of-order ones are harmless."""
         params = await signed_form(request)
         error_code = params.get("ErrorCode") or None
+        word = _required(params, "RecordingStatus")
+        status = recording_status(word)
+        if status is None:
+            raise ValidationException(f"unknown RecordingStatus {word!r}")
         await bus.handle(
             commands.RecordRecordingStatus(
                 call_sid=_required(params, "CallSid"),
                 recording_sid=_required(params, "RecordingSid"),
-                status=_required(params, "RecordingStatus"),
+                status=status[0],
                 media_url=params.get("RecordingUrl") or None,
                 duration_s=_seconds(params, "RecordingDuration"),
                 error_code=None if error_code == "0" else error_code,
@@ -170,7 +182,7 @@ class TwilioCallbacks(Controller):
         await bus.handle(
             commands.EndCall(
                 call_sid=_required(params, "CallSid"),
-                status=status,
+                status=CallStatus.parse(status),
                 duration_s=_seconds(params, "CallDuration"),
             )
         )

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from application import commands
 from application.ports import CallQuery
 from application.views import recording_view
-from domain.model import CallKind
+from domain.model import CallKind, ProviderRecordingStatus
 from entrypoints.http.cursors import CURSOR_PATTERN, MAX_CURSOR_LENGTH, decode_keyset, encode_keyset
 from tests.support.app import ApiHarness, api_harness, error_code, sqlite_api_harness
 
@@ -397,7 +397,9 @@ async def test_the_call_detail_says_what_became_of_every_other_recording_twilio_
         other = h.telephony.add_recording(call.call_sid, status="completed", audio=b"ID3" + b"other" * 300)
         h.telephony.complete_recording(other, duration=duration)
         await h.bus.handle(
-            commands.RecordRecordingStatus(call.call_sid, other, "completed", duration_s=duration)
+            commands.RecordRecordingStatus(
+                call.call_sid, other, ProviderRecordingStatus.COMPLETED, duration_s=duration
+            )
         )
         await h.relay.drain()
         assert h.telephony.is_deleted(other)

@@ -300,6 +300,36 @@ async def test_a_negative_recording_duration_is_refused_but_twilios_unknown_minu
     assert recording.duration_s is None
 
 
+async def test_an_unknown_recording_status_is_refused_at_the_edge_and_an_unknown_stream_event_ignored(
+    harness: ApiHarness,
+) -> None:
+    driver = twilio(harness)
+    call_sid = "CA" + "4" * 32
+    await driver.avoice({"CallSid": call_sid, "AccountSid": "AC1", "From": "+15550001111", "To": ACME_NUMBER})
+    stray = await driver.astream_status(
+        {"CallSid": call_sid, "StreamSid": "MZ1", "StreamEvent": "stream-paused"}
+    )
+    assert stray.status_code == 204
+    await harness.relay.drain()
+    assert not [rec for rec in harness.telephony.recordings.values() if rec.call_sid == call_sid]
+    await driver.astream_status({"CallSid": call_sid, "StreamSid": "MZ1", "StreamEvent": "stream-started"})
+    await harness.relay.drain()
+    recording_sid = next(s for s, rec in harness.telephony.recordings.items() if rec.call_sid == call_sid)
+    payload = recording_status_payload(
+        call_sid=call_sid,
+        recording_sid=recording_sid,
+        status="paused-forever",
+        standin_base="http://twilio.invalid",
+    )
+    r = await driver.arecording_status(payload)
+    assert r.status_code == 400 and "unknown RecordingStatus" in r.json()["error"]["message"], r.text
+    async with harness.services.uow() as uow:
+        call = await uow.calls.get_by_sid(call_sid)
+        assert call is not None
+        recording = await uow.recordings.get_for_call(call.id)
+    assert recording is not None and recording.status == RecordingStatus.IN_PROGRESS
+
+
 async def test_a_sip_caller_is_answered_and_sids_outside_twilios_grammar_are_refused(
     tmp_path: Path, database_url: str
 ) -> None:

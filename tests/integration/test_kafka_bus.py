@@ -36,7 +36,7 @@ from application.messagebus import EventDispatcher, MessageBus
 from application.outbox import OutboxRelay
 from application.services import Services, ServiceSettings
 from domain.events import EVENT_TYPES, decode_event, event_data
-from domain.model import RecordingStatus
+from domain.model import CallStatus, ProviderRecordingStatus, RecordingStatus, StreamEvent
 from entrypoints.container import CommitSignal, UnitOfWorkFactory
 from tests.fakes_store import InMemoryRecordingStore
 from tests.fakes_telephony import FakeTelephony
@@ -113,12 +113,16 @@ async def recording_org(app: App) -> None:
 async def answered_call(app: App) -> str:
     call_sid = "CA" + uuid.uuid4().hex
     await app.bus.handle(commands.StartCall(call_sid, ACCOUNT_SID, "+15558675309", NUMBER))
-    await app.bus.handle(commands.RecordStreamEvent(call_sid, "MZ" + uuid.uuid4().hex, "stream-started"))
+    await app.bus.handle(commands.RecordStreamEvent(call_sid, "MZ" + uuid.uuid4().hex, StreamEvent.STARTED))
     return call_sid
 
 
 async def completed_at_twilio(app: App, call_sid: str, recording_sid: str) -> None:
-    await app.bus.handle(commands.RecordRecordingStatus(call_sid, recording_sid, "completed", duration_s=7))
+    await app.bus.handle(
+        commands.RecordRecordingStatus(
+            call_sid, recording_sid, ProviderRecordingStatus.COMPLETED, duration_s=7
+        )
+    )
 
 
 @asynccontextmanager
@@ -148,7 +152,7 @@ async def test_published_events_carry_the_contract_envelope_key_and_headers(
     async with application(tmp_path) as app:
         await recording_org(app)
         call_sid = await answered_call(app)
-        await app.bus.handle(commands.EndCall(call_sid, "completed", 12))
+        await app.bus.handle(commands.EndCall(call_sid, CallStatus.COMPLETED, 12))
         publisher = KafkaEventPublisher(kafka_options)
         try:
             await app.relay(publisher).drain()

@@ -40,7 +40,7 @@ from application.ports import RecordingStore, StoredObject, Telephony
 from application.reconcile import RecordingReconciler
 from application.services import Services, ServiceSettings
 from domain import events
-from domain.model import Recording, RecordingStatus
+from domain.model import CallStatus, ProviderRecordingStatus, Recording, RecordingStatus, StreamEvent
 from entrypoints.container import CommitSignal, UnitOfWorkFactory
 from tests.fakes import drain
 from tests.support.s3 import S3FaultProxy, s3_store_on
@@ -170,7 +170,7 @@ async def call_recording(w: World) -> tuple[str, str, str]:
     decision: CallDecision = await w.bus.handle(
         StartCall(call_sid, w.standin.account_sid, "+15558675309", NUMBER)
     )
-    await w.bus.handle(RecordStreamEvent(call_sid, new_sid("MZ"), "stream-started"))
+    await w.bus.handle(RecordStreamEvent(call_sid, new_sid("MZ"), StreamEvent.STARTED))
     await w.relay.drain()
     [recording_sid] = [s for s, r in w.standin.recordings.items() if r.call_sid == call_sid]
     return decision.call_id, call_sid, recording_sid
@@ -179,10 +179,12 @@ async def call_recording(w: World) -> tuple[str, str, str]:
 async def completes(w: World, call_sid: str, recording_sid: str, size: int) -> bytes:
     """Twilio finishes the recording and says so (the status callback)."""
     audio = w.standin.complete_recording(recording_sid, duration=30, size=size)
-    await w.bus.handle(EndCall(call_sid, "completed", 31))
+    await w.bus.handle(EndCall(call_sid, CallStatus.COMPLETED, 31))
     media_url = f"{w.standin.base_url}/2010-04-01/Accounts/{w.standin.account_sid}/Recordings/{recording_sid}"
     await w.bus.handle(
-        RecordRecordingStatus(call_sid, recording_sid, "completed", media_url=media_url, duration_s=30)
+        RecordRecordingStatus(
+            call_sid, recording_sid, ProviderRecordingStatus.COMPLETED, media_url=media_url, duration_s=30
+        )
     )
     return audio
 
@@ -432,7 +434,7 @@ async def test_a_lost_completed_callback_is_found_by_the_sweep_and_the_recording
 ) -> None:
     call_id, call_sid, recording_sid = await call_recording(world)
     audio = world.standin.complete_recording(recording_sid, duration=30, size=BIG)  # no callback comes
-    await world.bus.handle(EndCall(call_sid, "completed", 31))
+    await world.bus.handle(EndCall(call_sid, CallStatus.COMPLETED, 31))
     reconciler = RecordingReconciler(world.services, stuck_after=timedelta(milliseconds=300))
 
     assert (await reconciler.sweep()).examined == 0  # not stuck yet

@@ -14,7 +14,15 @@ from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from application.errors import ConcurrencyConflict, IntegrityViolation
 from application.ports import CallCursor, CallQuery
 from domain import events
-from domain.model import Call, CallKind, CallStatus, Organization, Recording, RecordingStatus
+from domain.model import (
+    Call,
+    CallKind,
+    CallStatus,
+    Organization,
+    ProviderRecordingStatus,
+    Recording,
+    RecordingStatus,
+)
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 
@@ -178,8 +186,12 @@ async def test_recordings_round_trip_through_every_state(engine: AsyncEngine) ->
     async with SqlAlchemyUnitOfWork(engine) as uow:
         rec2 = await uow.recordings.get_for_call(call.id)
         assert rec2 is not None and rec2.status == RecordingStatus.REQUESTED
-        rec2.twilio_status(
-            status="completed", recording_sid="RE1", now=T0, media_url="http://x/RE1", duration_s=7
+        rec2.provider_reported(
+            status=ProviderRecordingStatus.COMPLETED,
+            recording_sid="RE1",
+            now=T0,
+            media_url="http://x/RE1",
+            duration_s=7,
         )
         rec2.archived(
             storage_key="orgs/org-a/k.mp3", size_bytes=10, sha256="ab" * 32, content_type="audio/mpeg", now=T0
@@ -213,11 +225,15 @@ async def test_a_call_with_more_recordings_at_twilio_keeps_its_own_as_the_record
         assert loaded is not None
         own = loaded.answer(T0 + timedelta(seconds=1))
         assert own is not None
-        own.twilio_status(status="completed", recording_sid="RE1", now=T0 + timedelta(seconds=9))
+        own.provider_reported(
+            status=ProviderRecordingStatus.COMPLETED, recording_sid="RE1", now=T0 + timedelta(seconds=9)
+        )
         own.archived(storage_key="k1", size_bytes=10, sha256="ab" * 32, content_type="audio/mpeg", now=T0)
         live = Recording.found(call=loaded, recording_sid="RE2", now=T0 + timedelta(seconds=2))
         done = Recording.found(call=loaded, recording_sid="RE3", now=T0 + timedelta(seconds=3))
-        done.twilio_status(status="completed", recording_sid="RE3", now=T0 + timedelta(seconds=8))
+        done.provider_reported(
+            status=ProviderRecordingStatus.COMPLETED, recording_sid="RE3", now=T0 + timedelta(seconds=8)
+        )
         loaded.end(status=CallStatus.COMPLETED, duration_s=9, now=T0 + timedelta(seconds=10))
         for recording in (own, live, done):
             uow.recordings.add(recording)

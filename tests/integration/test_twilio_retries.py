@@ -13,8 +13,9 @@ from application.commands import EndCall, RecordStreamEvent, SetCallRecording, S
 from application.messagebus import MessageBus
 from application.ports import MediaNotFound
 from application.reconcile import RecordingReconciler
-from domain.model import RecordingStatus
-from tests.fakes import FakeClock, FakeDatabase, make_services
+from domain.model import CallStatus, RecordingStatus, StreamEvent
+from tests.fakes import FakeClock, make_services
+from tests.support.database import Database
 from tests.twilio_standin import TwilioStandin, new_sid
 
 CALLBACK_URL = "https://callrec.example.com/twilio/recording-status"
@@ -182,26 +183,26 @@ async def test_listing_the_recordings_of_a_call_twilio_does_not_know_asks_once_a
 
 
 async def test_the_sweep_learns_in_one_request_that_twilio_holds_nothing_of_an_unknown_call(
-    telephony: TwilioTelephony, twilio_standin: TwilioStandin, sleeps: RecordedSleeps
+    telephony: TwilioTelephony, twilio_standin: TwilioStandin, sleeps: RecordedSleeps, db: Database
 ) -> None:
     """The recording was requested, its RecordingRequested event lost, the call ended, and Twilio does
     not know the call: nothing was captured, and the sweep says so instead of failing on every pass."""
-    db, clock = FakeDatabase(), FakeClock()
+    clock = FakeClock()
     svc = make_services(db=db, telephony=telephony, clock=clock)
     bus = MessageBus(svc)
     await bus.handle(UpsertOrganization("org-acme", "Acme", ["+15550001111"], "Hi."))
     await bus.handle(SetCallRecording("org-acme", True, "admin@acme"))
     call = new_sid("CA")
     decision = await bus.handle(StartCall(call, twilio_standin.account_sid, "+15557654321", "+15550001111"))
-    await bus.handle(RecordStreamEvent(call, new_sid("MZ"), "stream-started"))
-    await bus.handle(EndCall(call, "completed", 3))
+    await bus.handle(RecordStreamEvent(call, new_sid("MZ"), StreamEvent.STARTED))
+    await bus.handle(EndCall(call, CallStatus.COMPLETED, 3))
     twilio_standin.forget_call(call)
 
     clock.advance(minutes=20)
     report = await RecordingReconciler(svc).sweep()
 
     assert report.failed == [] and report.resumed == {"never-captured": 1}
-    recording = db.recording_for_call(decision.call_id)
+    recording = await db.recording_for_call(decision.call_id)
     assert recording is not None and recording.status == RecordingStatus.ABSENT
     assert statuses(twilio_standin, "list_recordings") == [404]
     assert sleeps.asked == []

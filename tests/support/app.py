@@ -20,6 +20,7 @@ from application.handlers import CallDecision
 from application.messagebus import MessageBus
 from application.outbox import OutboxRelay
 from application.services import Services
+from domain.model import CallStatus, ProviderRecordingStatus, StreamEvent
 from entrypoints.config import Settings
 from entrypoints.container import Container
 from entrypoints.http.app import create_app
@@ -72,16 +73,18 @@ class ApiHarness:
                 call_sid=call_sid, account_sid="AC1", from_number="+15550001111", to_number=number
             )
         )
-        await self.bus.handle(commands.RecordStreamEvent(call_sid, "MZ1", "stream-started"))
+        await self.bus.handle(commands.RecordStreamEvent(call_sid, "MZ1", StreamEvent.STARTED))
         await self.relay.drain()
         recording_sid = next(
             sid for sid, rec in self.telephony.recordings.items() if rec.call_sid == call_sid
         )
         self.telephony.set_audio(recording_sid, audio)
         await self.bus.handle(
-            commands.RecordRecordingStatus(call_sid, recording_sid, "completed", duration_s=5)
+            commands.RecordRecordingStatus(
+                call_sid, recording_sid, ProviderRecordingStatus.COMPLETED, duration_s=5
+            )
         )
-        await self.bus.handle(commands.EndCall(call_sid, "completed", 6))
+        await self.bus.handle(commands.EndCall(call_sid, CallStatus.COMPLETED, 6))
         await self.relay.drain()
         return decision.call_id
 

@@ -1,4 +1,5 @@
-"""Fakes shared by the unit tier. Each test module builds its own ``svc`` from them (settings differ)."""
+"""Fakes shared by the unit tier (``db``, the real database, comes from tests/conftest.py).
+Each test module builds its own ``svc`` from them (settings differ)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 
 from application.messagebus import MessageBus
 from application.services import Services
-from tests.fakes import FakeClock, FakeDatabase, FakeTelephony, InMemoryRecordingStore
+from tests.fakes import FakeClock, FakeTelephony, InMemoryRecordingStore
 
 
 @pytest.fixture
@@ -22,11 +23,6 @@ def telephony() -> FakeTelephony:
 @pytest.fixture
 def store(clock: FakeClock) -> InMemoryRecordingStore:
     return InMemoryRecordingStore(clock=clock.now)
-
-
-@pytest.fixture
-def db() -> FakeDatabase:
-    return FakeDatabase()
 
 
 @pytest.fixture

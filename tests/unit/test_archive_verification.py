@@ -17,8 +17,9 @@ from application.handlers import CallDecision
 from application.messagebus import MessageBus
 from application.services import Services
 from domain import events
-from domain.model import Recording, RecordingStatus
-from tests.fakes import FakeClock, FakeDatabase, FakeTelephony, InMemoryRecordingStore, drain, make_services
+from domain.model import ProviderRecordingStatus, Recording, RecordingStatus, StreamEvent
+from tests.fakes import FakeClock, FakeTelephony, InMemoryRecordingStore, drain, make_services
+from tests.support.database import Database
 
 ORG, NUMBER, CALL = "org-acme", "+15550001111", "CA" + "1" * 32
 AUDIO = b"ID3" + random.Random(5).randbytes(150_000)
@@ -30,23 +31,27 @@ async def completed_recording(svc: Services, telephony: FakeTelephony) -> tuple[
     await bus.handle(UpsertOrganization(ORG, "Acme", [NUMBER], "Hi."))
     await bus.handle(SetCallRecording(ORG, True, "admin@acme"))
     decision: CallDecision = await bus.handle(StartCall(CALL, "AC" + "0" * 32, "+15557654321", NUMBER))
-    await bus.handle(RecordStreamEvent(CALL, "MZ1", "stream-started"))
+    await bus.handle(RecordStreamEvent(CALL, "MZ1", StreamEvent.STARTED))
     await drain(svc)
     [recording_sid] = list(telephony.recordings)
     telephony.set_audio(recording_sid, AUDIO)
     telephony.complete_recording(recording_sid, duration=12)
-    await bus.handle(RecordRecordingStatus(CALL, recording_sid, "completed", duration_s=12))
+    await bus.handle(
+        RecordRecordingStatus(CALL, recording_sid, ProviderRecordingStatus.COMPLETED, duration_s=12)
+    )
     return decision.call_id, recording_sid
 
 
-def recording_of(db: FakeDatabase, call_id: str) -> Recording:
-    recording = db.recording_for_call(call_id)
+async def recording_of(db: Database, call_id: str) -> Recording:
+    recording = await db.recording_for_call(call_id)
     assert recording is not None
     return recording
 
 
-async def test_a_download_corrupted_on_the_way_is_caught_and_nothing_is_archived_until_a_retry() -> None:
-    db, telephony, clock = FakeDatabase(), FakeTelephony(), FakeClock()
+async def test_a_download_corrupted_on_the_way_is_caught_and_nothing_is_archived_until_a_retry(
+    db: Database,
+) -> None:
+    telephony, clock = FakeTelephony(), FakeClock()
     store = InMemoryRecordingStore(clock=clock.now)
     svc = make_services(db=db, telephony=telephony, store=store, clock=clock)
     call_id, recording_sid = await completed_recording(svc, telephony)
@@ -56,21 +61,21 @@ async def test_a_download_corrupted_on_the_way_is_caught_and_nothing_is_archived
 
     assert "ArchiveVerificationFailed" in str(result.failures[0][1])
     assert "damaged on the way" in str(result.failures[0][1])
-    assert recording_of(db, call_id).status == RecordingStatus.COMPLETED
-    assert db.events_of(events.RecordingArchived) == []
+    assert (await recording_of(db, call_id)).status == RecordingStatus.COMPLETED
+    assert await db.events_of(events.RecordingArchived) == []
     assert telephony.delete_count(recording_sid) == 0
 
     await drain(svc)  # the relay's retry
 
-    recording = recording_of(db, call_id)
+    recording = await recording_of(db, call_id)
     assert recording.status == RecordingStatus.TWILIO_DELETED
     assert recording.audio is not None and store.data(recording.audio.storage_key) == AUDIO
     assert recording.audio.sha256 == hashlib.sha256(AUDIO).hexdigest()
     assert telephony.delete_count(recording_sid) == 1
 
 
-async def test_with_the_recheck_turned_off_the_download_is_trusted() -> None:
-    db, telephony, clock = FakeDatabase(), FakeTelephony(), FakeClock()
+async def test_with_the_recheck_turned_off_the_download_is_trusted(db: Database) -> None:
+    telephony, clock = FakeTelephony(), FakeClock()
     store = InMemoryRecordingStore(clock=clock.now)
     svc = make_services(db=db, telephony=telephony, store=store, clock=clock)
     svc = dataclasses.replace(svc, settings=dataclasses.replace(svc.settings, recheck_source_audio=False))
@@ -79,7 +84,7 @@ async def test_with_the_recheck_turned_off_the_download_is_trusted() -> None:
 
     await drain(svc)
 
-    recording = recording_of(db, call_id)
+    recording = await recording_of(db, call_id)
     assert recording.status == RecordingStatus.TWILIO_DELETED
     assert recording.audio is not None and store.data(recording.audio.storage_key) != AUDIO
     assert [op for op, _ in telephony.calls].count("open_media") == 1

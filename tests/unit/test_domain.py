@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.twilio_telephony import recording_status
 from domain import events
 from domain.audit import AuditEntry
 from domain.errors import InvalidTransition, InvalidValue
@@ -19,6 +20,7 @@ from domain.model import (
     CallKind,
     CallStatus,
     Organization,
+    ProviderRecordingStatus,
     Recording,
     RecordingStatus,
     greeting_with_disclosure,
@@ -65,7 +67,9 @@ def requested_recording() -> Recording:
 
 def completed_recording() -> Recording:
     recording = requested_recording()
-    recording.twilio_status(status="completed", recording_sid=RE, now=at(60), duration_s=55)
+    recording.provider_reported(
+        status=ProviderRecordingStatus.COMPLETED, recording_sid=RE, now=at(60), duration_s=55
+    )
     recording.events.clear()
     return recording
 
@@ -306,7 +310,9 @@ def test_non_engagement_verdict_keeps_the_recording() -> None:
     call = start_call(org(recording=True))
     recording = call.answer(at(5))
     assert recording is not None
-    recording.twilio_status(status="completed", recording_sid=RE, now=at(60), duration_s=55)
+    recording.provider_reported(
+        status=ProviderRecordingStatus.COMPLETED, recording_sid=RE, now=at(60), duration_s=55
+    )
     archive(recording)
     before = (recording.status, recording.audio, recording.version)
     recording.events.clear()
@@ -386,8 +392,8 @@ def test_unknown_transfer_stage_is_refused() -> None:
 def test_completed_callback_completes_the_recording_once() -> None:
     recording = requested_recording()
 
-    recording.twilio_status(
-        status="completed",
+    recording.provider_reported(
+        status=ProviderRecordingStatus.COMPLETED,
         recording_sid=RE,
         now=at(60),
         duration_s=55,
@@ -403,7 +409,9 @@ def test_completed_callback_completes_the_recording_once() -> None:
 def test_duplicate_completed_callback_changes_nothing() -> None:
     recording = completed_recording()
 
-    recording.twilio_status(status="completed", recording_sid=RE, now=at(90), duration_s=99)
+    recording.provider_reported(
+        status=ProviderRecordingStatus.COMPLETED, recording_sid=RE, now=at(90), duration_s=99
+    )
 
     assert recording.status == RecordingStatus.COMPLETED
     assert (recording.duration_s, recording.completed_at) == (55, at(60))
@@ -413,7 +421,7 @@ def test_duplicate_completed_callback_changes_nothing() -> None:
 def test_in_progress_after_completed_is_ignored() -> None:
     recording = completed_recording()
 
-    recording.twilio_status(status="in-progress", recording_sid=RE, now=at(90))
+    recording.provider_reported(status=ProviderRecordingStatus.CAPTURING, recording_sid=RE, now=at(90))
 
     assert recording.status == RecordingStatus.COMPLETED
     assert recording.events == []
@@ -424,8 +432,10 @@ def test_in_progress_after_archive_is_ignored() -> None:
     archive(recording)
     recording.events.clear()
 
-    recording.twilio_status(status="in-progress", recording_sid=RE, now=at(90))
-    recording.twilio_status(status="completed", recording_sid=RE, now=at(91), duration_s=1)
+    recording.provider_reported(status=ProviderRecordingStatus.CAPTURING, recording_sid=RE, now=at(90))
+    recording.provider_reported(
+        status=ProviderRecordingStatus.COMPLETED, recording_sid=RE, now=at(91), duration_s=1
+    )
 
     assert recording.status == RecordingStatus.ARCHIVED
     assert recording.events == []
@@ -435,7 +445,7 @@ def test_twilio_naming_the_recording_twice_is_one_started_event() -> None:
     recording = requested_recording()
 
     recording.started(recording_sid=RE, now=at(6))
-    recording.twilio_status(status="in-progress", recording_sid=RE, now=at(7))
+    recording.provider_reported(status=ProviderRecordingStatus.CAPTURING, recording_sid=RE, now=at(7))
     recording.started(recording_sid=RE, now=at(8))
 
     assert recording.status == RecordingStatus.IN_PROGRESS
@@ -447,21 +457,25 @@ def test_a_callback_naming_another_recording_of_the_call_is_refused() -> None:
     recording.started(recording_sid=RE, now=at(6))
 
     with pytest.raises(InvalidTransition):
-        recording.twilio_status(status="completed", recording_sid="RE" + "9" * 32, now=at(60))
+        recording.provider_reported(
+            status=ProviderRecordingStatus.COMPLETED, recording_sid="RE" + "9" * 32, now=at(60)
+        )
     assert recording.status == RecordingStatus.IN_PROGRESS
 
 
-def test_an_unknown_twilio_status_is_refused() -> None:
-    recording = requested_recording()
-
-    with pytest.raises(InvalidTransition):
-        recording.twilio_status(status="paused-forever", recording_sid=RE, now=at(6))
+def test_twilio_words_are_parsed_at_the_edge_and_an_unknown_one_is_not_a_status() -> None:
+    assert recording_status("paused") == (ProviderRecordingStatus.CAPTURING, True)
+    assert recording_status("processing") == (ProviderRecordingStatus.CAPTURING, False)
+    assert recording_status("completed") == (ProviderRecordingStatus.COMPLETED, False)
+    assert recording_status("paused-forever") is None
 
 
 def test_absent_means_no_audio_was_captured() -> None:
     recording = requested_recording()
 
-    recording.twilio_status(status="absent", recording_sid=RE, now=at(9), error_code="13617")
+    recording.provider_reported(
+        status=ProviderRecordingStatus.ABSENT, recording_sid=RE, now=at(9), error_code="13617"
+    )
 
     assert recording.status == RecordingStatus.ABSENT
     assert recording.error_code == "13617"
@@ -470,10 +484,12 @@ def test_absent_means_no_audio_was_captured() -> None:
 
 def test_completed_after_absent_is_ignored() -> None:
     recording = requested_recording()
-    recording.twilio_status(status="absent", recording_sid=RE, now=at(9))
+    recording.provider_reported(status=ProviderRecordingStatus.ABSENT, recording_sid=RE, now=at(9))
     recording.events.clear()
 
-    recording.twilio_status(status="completed", recording_sid=RE, now=at(10), duration_s=1)
+    recording.provider_reported(
+        status=ProviderRecordingStatus.COMPLETED, recording_sid=RE, now=at(10), duration_s=1
+    )
 
     assert recording.status == RecordingStatus.ABSENT
     assert recording.events == []
@@ -482,7 +498,9 @@ def test_completed_after_absent_is_ignored() -> None:
 def test_failed_callback_marks_the_recording_failed_with_the_error_code() -> None:
     recording = requested_recording()
 
-    recording.twilio_status(status="failed", recording_sid=RE, now=at(9), error_code="13610")
+    recording.provider_reported(
+        status=ProviderRecordingStatus.FAILED, recording_sid=RE, now=at(9), error_code="13610"
+    )
 
     assert recording.status == RecordingStatus.FAILED
     assert recording.error_code == "13610"
@@ -553,9 +571,11 @@ def test_twilio_copy_cannot_be_deleted_before_archive(stage: str) -> None:
     if stage != "requested":
         recording.started(recording_sid=RE, now=at(6))
     if stage == "completed":
-        recording.twilio_status(status="completed", recording_sid=RE, now=at(60), duration_s=55)
+        recording.provider_reported(
+            status=ProviderRecordingStatus.COMPLETED, recording_sid=RE, now=at(60), duration_s=55
+        )
     if stage == "absent":
-        recording.twilio_status(status="absent", recording_sid=RE, now=at(60))
+        recording.provider_reported(status=ProviderRecordingStatus.ABSENT, recording_sid=RE, now=at(60))
     status_before = recording.status
 
     with pytest.raises(InvalidTransition):
@@ -589,7 +609,9 @@ def test_a_second_recording_of_a_recorded_call_is_archived_like_the_first_withou
     assert first is not None
 
     second = Recording.found(call=call, recording_sid=RE2, now=at(20))
-    second.twilio_status(status="completed", recording_sid=RE2, now=at(60), duration_s=40)
+    second.provider_reported(
+        status=ProviderRecordingStatus.COMPLETED, recording_sid=RE2, now=at(60), duration_s=40
+    )
     archive(second)
     second.deleted_at_twilio(at(80))
 
@@ -608,8 +630,10 @@ def test_audio_of_an_unrecorded_call_is_discarded_and_can_never_be_archived() ->
     call = start_call(org(recording=False))
 
     found = Recording.found(call=call, recording_sid=RE2, now=at(20))
-    found.twilio_status(status="in-progress", recording_sid=RE2, now=at(21))
-    found.twilio_status(status="completed", recording_sid=RE2, now=at(60), duration_s=40)
+    found.provider_reported(status=ProviderRecordingStatus.CAPTURING, recording_sid=RE2, now=at(21))
+    found.provider_reported(
+        status=ProviderRecordingStatus.COMPLETED, recording_sid=RE2, now=at(60), duration_s=40
+    )
 
     assert found.status == RecordingStatus.DISCARDING and found.duration_s == 40
     assert found.events == []  # nothing asks for it to be archived
@@ -645,12 +669,17 @@ def test_a_recording_that_is_to_be_kept_cannot_be_discarded() -> None:
         completed_recording().discarded(reason="recording_off", now=at(61))
 
 
-@pytest.mark.parametrize(("callback", "ends"), [("absent", "absent"), ("failed", "failed")])
-def test_absent_or_failed_ends_a_recording_being_discarded(callback: str, ends: str) -> None:
+@pytest.mark.parametrize(
+    ("callback", "ends"),
+    [(ProviderRecordingStatus.ABSENT, "absent"), (ProviderRecordingStatus.FAILED, "failed")],
+)
+def test_absent_or_failed_ends_a_recording_being_discarded(
+    callback: ProviderRecordingStatus, ends: str
+) -> None:
     found = Recording.found(call=start_call(org()), recording_sid=RE2, now=at(20))
 
-    found.twilio_status(status=callback, recording_sid=RE2, now=at(30), error_code="16102")
-    found.twilio_status(status="completed", recording_sid=RE2, now=at(31))
+    found.provider_reported(status=callback, recording_sid=RE2, now=at(30), error_code="16102")
+    found.provider_reported(status=ProviderRecordingStatus.COMPLETED, recording_sid=RE2, now=at(31))
 
     assert found.status == RecordingStatus(ends)
 
@@ -667,7 +696,9 @@ def test_every_event_of_a_call_survives_its_json_payload() -> None:
     call = start_call(org(recording=True))
     recording = call.answer(at(2))
     assert recording is not None
-    recording.twilio_status(status="completed", recording_sid=RE, now=at(60), duration_s=55)
+    recording.provider_reported(
+        status=ProviderRecordingStatus.COMPLETED, recording_sid=RE, now=at(60), duration_s=55
+    )
     archive(recording)
     recording.deleted_at_twilio(at(80))
     call.transfer(stage="completed", now=at(50))
@@ -682,20 +713,25 @@ def test_every_event_of_a_call_survives_its_json_payload() -> None:
 
 # --- property: Twilio's callbacks in any order, any number of times -------------------------------
 
-CALLBACKS = st.lists(st.sampled_from(["in-progress", "completed", "absent"]), max_size=8)
+CALLBACKS = st.lists(
+    st.sampled_from(
+        [ProviderRecordingStatus.CAPTURING, ProviderRecordingStatus.COMPLETED, ProviderRecordingStatus.ABSENT]
+    ),
+    max_size=8,
+)
 
 
 @settings(max_examples=200, deadline=None)
 @given(callbacks=CALLBACKS, started_first=st.booleans())
 def test_any_order_of_recording_callbacks_ends_sane_and_completes_at_most_once(
-    callbacks: list[str], started_first: bool
+    callbacks: list[ProviderRecordingStatus], started_first: bool
 ) -> None:
     recording = requested_recording()
     if started_first:
         recording.started(recording_sid=RE, now=at(5))
 
     for i, status in enumerate(callbacks):
-        recording.twilio_status(status=status, recording_sid=RE, now=at(10 + i), duration_s=30)
+        recording.provider_reported(status=status, recording_sid=RE, now=at(10 + i), duration_s=30)
 
     emitted = types(recording.events)
     terminal = next((s for s in callbacks if s in ("completed", "absent")), None)
@@ -706,7 +742,7 @@ def test_any_order_of_recording_callbacks_ends_sane_and_completes_at_most_once(
     if terminal == "completed":
         assert recording.status == RecordingStatus.COMPLETED
         assert emitted.count("RecordingCompletedAtTwilio") == 1
-        assert recording.completed_at == at(10 + callbacks.index("completed"))
+        assert recording.completed_at == at(10 + callbacks.index(ProviderRecordingStatus.COMPLETED))
     elif terminal == "absent":
         assert recording.status == RecordingStatus.ABSENT
         assert "RecordingCompletedAtTwilio" not in emitted
@@ -744,7 +780,9 @@ def test_negative_durations_are_refused_and_change_nothing() -> None:
     assert not call.ended and call.duration_s is None
     recording.started(recording_sid=RE, now=at(6))
     with pytest.raises(InvalidValue):
-        recording.twilio_status(status="completed", recording_sid=RE, duration_s=-3, now=at(9))
+        recording.provider_reported(
+            status=ProviderRecordingStatus.COMPLETED, recording_sid=RE, duration_s=-3, now=at(9)
+        )
     assert recording.status == RecordingStatus.IN_PROGRESS and recording.duration_s is None
 
 

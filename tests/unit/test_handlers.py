@@ -1,6 +1,6 @@
-"""The application's behaviour through its bus, with in-memory fakes for every port.
+"""The application's behaviour through its bus, on the real database with fakes for the outside world.
 
-Commands go through ``MessageBus``; the events they commit reach their handlers by draining the fake
+Commands go through ``MessageBus``; the events they commit reach their handlers by draining the
 outbox through ``EventDispatcher`` (``tests.fakes.drain``), or through the real ``OutboxRelay`` with
 the in-process publisher.
 """
@@ -35,17 +35,24 @@ from application.ports import MediaStream, StoredObject
 from application.services import Services, ServiceSettings
 from domain import events
 from domain.audit import AuditActor
-from domain.model import DISCLOSURE_TEXT, CallKind, CallStatus, Recording, RecordingStatus
+from domain.model import (
+    DISCLOSURE_TEXT,
+    CallKind,
+    CallStatus,
+    ProviderRecordingStatus,
+    Recording,
+    RecordingStatus,
+    StreamEvent,
+)
 from tests.fakes import (
     PUBLIC_URL,
     FakeClock,
-    FakeDatabase,
     FakeTelephony,
-    FakeUnitOfWorkFactory,
     InMemoryRecordingStore,
     drain,
     make_services,
 )
+from tests.support.database import Database
 
 MEMBER = AuditActor("member@acme", "member")
 ACME, ACME_NUMBER, ACME_GREETING = "org-acme", "+15550001111", "Hi, Acme Plumbing here. How can I help?"
@@ -67,9 +74,7 @@ def audio_of(size: int = 200 * 1024, seed: int = 7) -> bytes:
 
 
 @pytest.fixture
-def svc(
-    db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore, clock: FakeClock
-) -> Services:
+def svc(db: Database, telephony: FakeTelephony, store: InMemoryRecordingStore, clock: FakeClock) -> Services:
     return make_services(
         db=db,
         telephony=telephony,
@@ -93,7 +98,7 @@ async def incoming(bus: MessageBus, call_sid: str, to: str = ACME_NUMBER) -> Cal
 
 
 async def agent_answers(bus: MessageBus, call_sid: str) -> None:
-    await bus.handle(RecordStreamEvent(call_sid, "MZ" + call_sid[2:], "stream-started"))
+    await bus.handle(RecordStreamEvent(call_sid, "MZ" + call_sid[2:], StreamEvent.STARTED))
 
 
 def twilio_recording_of(telephony: FakeTelephony, call_sid: str) -> str:
@@ -116,7 +121,7 @@ async def twilio_completes(
         RecordRecordingStatus(
             call_sid,
             recording_sid,
-            "completed",
+            ProviderRecordingStatus.COMPLETED,
             media_url=f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{recording_sid}",
             duration_s=42,
         )
@@ -138,73 +143,78 @@ async def archived_call(
 ) -> CallDecision:
     decision = await recorded_call_in_progress(bus, svc, call_sid, to)
     await twilio_completes(bus, telephony, call_sid)
-    await bus.handle(EndCall(call_sid, "completed", 42))
+    await bus.handle(EndCall(call_sid, CallStatus.COMPLETED, 42))
     await drain(svc)
     return decision
 
 
-def recording_status(db: FakeDatabase, call_sid: str) -> RecordingStatus | None:
-    call = db.call_by_sid(call_sid)
-    recording = db.recording_for_call(call.id) if call is not None else None
+async def recording_status(db: Database, call_sid: str) -> RecordingStatus | None:
+    call = await db.call_by_sid(call_sid)
+    recording = (await db.recording_for_call(call.id)) if call is not None else None
     return recording.status if recording is not None else None
 
 
-def recording_of(db: FakeDatabase, call_id: str) -> Recording | None:
-    return db.recording_for_call(call_id)
+async def recording_of(db: Database, call_id: str) -> Recording | None:
+    return await db.recording_for_call(call_id)
 
 
 # --- organizations ------------------------------------------------------------------------------
 
 
-async def test_a_new_organization_records_nothing(bus: MessageBus, db: FakeDatabase) -> None:
+async def test_a_new_organization_records_nothing(bus: MessageBus, db: Database) -> None:
     org = await bus.handle(UpsertOrganization(ACME, "Acme", [ACME_NUMBER], ACME_GREETING))
 
     assert org.recording_enabled is False
-    assert db.organizations[ACME].recording_enabled is False
-    assert db.event_types() == ["OrganizationCreated"]
+    assert (await db.organization(ACME)).recording_enabled is False
+    assert await db.event_types() == ["OrganizationCreated"]
 
 
-async def test_a_number_owned_by_another_org_is_taken(bus: MessageBus, db: FakeDatabase) -> None:
+async def test_a_number_owned_by_another_org_is_taken(bus: MessageBus, db: Database) -> None:
     await given_org(bus, recording=False)
 
     with pytest.raises(PhoneNumberTaken):
         await bus.handle(UpsertOrganization(GLOBEX, "Globex", [GLOBEX_NUMBER, ACME_NUMBER], "Hello"))
 
-    assert GLOBEX not in db.organizations
-    assert db.organizations[ACME].phone_numbers == [ACME_NUMBER]
+    assert GLOBEX not in await db.organization_ids()
+    assert (await db.organization(ACME)).phone_numbers == [ACME_NUMBER]
 
 
-async def test_a_platform_line_cannot_be_claimed_by_an_org(bus: MessageBus, db: FakeDatabase) -> None:
+async def test_a_platform_line_cannot_be_claimed_by_an_org(bus: MessageBus, db: Database) -> None:
     with pytest.raises(PhoneNumberTaken):
         await bus.handle(UpsertOrganization(ACME, "Acme", [DISCOVERY_LINE], "Hello"))
 
-    assert db.organizations == {}
+    assert await db.organization_ids() == []
 
 
-async def test_a_number_listed_twice_is_one_number(bus: MessageBus, db: FakeDatabase) -> None:
+async def test_a_number_listed_twice_is_one_number(bus: MessageBus, db: Database) -> None:
     await bus.handle(UpsertOrganization(ACME, "Acme", [ACME_NUMBER, ACME_NUMBER], ACME_GREETING))
 
-    assert db.organizations[ACME].phone_numbers == [ACME_NUMBER]
+    assert (await db.organization(ACME)).phone_numbers == [ACME_NUMBER]
 
 
-async def test_an_org_keeps_its_toggle_when_its_profile_is_updated(bus: MessageBus, db: FakeDatabase) -> None:
+async def test_an_org_keeps_its_toggle_when_its_profile_is_updated(bus: MessageBus, db: Database) -> None:
     await given_org(bus, recording=True)
 
     await bus.handle(UpsertOrganization(ACME, "Acme Inc", [ACME_NUMBER, "+15550003333"], "New greeting"))
 
-    org = db.organizations[ACME]
+    org = await db.organization(ACME)
     assert (org.name, org.greeting, org.recording_enabled) == ("Acme Inc", "New greeting", True)
-    assert db.event_types() == ["OrganizationCreated", "RecordingSettingChanged", "OrganizationUpdated"]
+    assert await db.event_types() == [
+        "OrganizationCreated",
+        "RecordingSettingChanged",
+        "AuditEntryAppended",  # the toggle's change, audited with it
+        "OrganizationUpdated",
+    ]
 
 
 async def test_toggle_change_is_recorded_with_who_changed_it(
-    bus: MessageBus, db: FakeDatabase, clock: FakeClock
+    bus: MessageBus, db: Database, clock: FakeClock
 ) -> None:
     await given_org(bus, recording=False)
 
     await bus.handle(SetCallRecording(ACME, True, "jane@acme"))
 
-    [change] = db.events_of(events.RecordingSettingChanged)
+    [change] = await db.events_of(events.RecordingSettingChanged)
     assert (change.enabled, change.changed_by, change.occurred_at) == (True, "jane@acme", clock.now())
 
 
@@ -217,34 +227,34 @@ async def test_toggling_an_unknown_org_is_not_found(bus: MessageBus) -> None:
 
 
 async def test_a_call_to_an_unknown_number_is_refused_and_creates_nothing(
-    bus: MessageBus, db: FakeDatabase
+    bus: MessageBus, db: Database
 ) -> None:
     await given_org(bus, recording=True)
-    outbox_before = len(db.outbox)
+    outbox_before = len(await db.outbox())
 
     with pytest.raises(UnknownNumber):
         await incoming(bus, sid(1), to="+15550009999")
 
-    assert db.calls == {}
-    assert len(db.outbox) == outbox_before
+    assert await db.call_ids() == []
+    assert len(await db.outbox()) == outbox_before
 
 
 async def test_a_repeated_call_sid_returns_the_same_decision_and_creates_nothing(
-    bus: MessageBus, db: FakeDatabase
+    bus: MessageBus, db: Database
 ) -> None:
     await given_org(bus, recording=True)
     first = await incoming(bus, sid(1))
-    outbox_before, commits_before = len(db.outbox), db.commits
+    outbox_before, commits_before = len(await db.outbox()), db.commits
 
     again = await incoming(bus, sid(1))
 
     assert again == first
-    assert len(db.calls) == 1
-    assert (len(db.outbox), db.commits) == (outbox_before, commits_before)
+    assert len(await db.call_ids()) == 1
+    assert (len(await db.outbox()), db.commits) == (outbox_before, commits_before)
 
 
 async def test_flipping_the_toggle_mid_call_changes_the_next_call_not_this_one(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=True)
     during = await incoming(bus, sid(1))
@@ -262,7 +272,7 @@ async def test_flipping_the_toggle_mid_call_changes_the_next_call_not_this_one(
     assert not after.recorded
     assert after.greeting == ACME_GREETING
     assert [args[0] for args in operations(telephony, "start_recording")] == [sid(1)]
-    assert db.recording_for_call(after.call_id) is None
+    assert await db.recording_for_call(after.call_id) is None
 
 
 async def test_turning_the_toggle_on_takes_effect_on_the_next_call(bus: MessageBus) -> None:
@@ -278,12 +288,12 @@ async def test_turning_the_toggle_on_takes_effect_on_the_next_call(bus: MessageB
 
 
 async def test_a_call_on_a_platform_line_is_recorded_with_no_org_at_all(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     decision = await recorded_call_in_progress(bus, svc, sid(1), to=SUPPORT_LINE)
 
     assert decision.recorded is True
-    call = db.calls[decision.call_id]
+    call = await db.call(decision.call_id)
     assert (call.kind, call.org_id) == (CallKind.SUPPORT, None)
     assert len(operations(telephony, "start_recording")) == 1
 
@@ -292,7 +302,7 @@ async def test_a_call_on_a_platform_line_is_recorded_with_no_org_at_all(
 
 
 async def test_answer_on_a_recorded_call_starts_exactly_one_recording_with_our_status_callback(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=True)
     decision = await incoming(bus, sid(1))
@@ -304,11 +314,11 @@ async def test_answer_on_a_recorded_call_starts_exactly_one_recording_with_our_s
     await drain(svc)
 
     assert operations(telephony, "start_recording") == [(sid(1), CALLBACK_URL)]
-    recording = recording_of(db, decision.call_id)
+    recording = await recording_of(db, decision.call_id)
     assert recording is not None
     assert recording.status == RecordingStatus.IN_PROGRESS
     assert recording.recording_sid == twilio_recording_of(telephony, sid(1))
-    assert db.calls[decision.call_id].recording_id == recording.id
+    assert (await db.call(decision.call_id)).recording_id == recording.id
 
 
 async def test_the_status_callback_url_does_not_double_a_trailing_slash() -> None:
@@ -317,9 +327,9 @@ async def test_the_status_callback_url_does_not_double_a_trailing_slash() -> Non
     assert settings.recording_status_callback == "https://rec.example.com/twilio/recording-status"
 
 
-@pytest.mark.parametrize("event", ["stream-stopped", "stream-error"])
+@pytest.mark.parametrize("event", [StreamEvent.STOPPED, StreamEvent.ERROR])
 async def test_nothing_is_recorded_before_the_agent_answers(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, event: str
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony, event: StreamEvent
 ) -> None:
     await given_org(bus, recording=True)
     decision = await incoming(bus, sid(1))
@@ -328,37 +338,37 @@ async def test_nothing_is_recorded_before_the_agent_answers(
     await drain(svc)
 
     assert telephony.calls == []
-    assert recording_of(db, decision.call_id) is None
-    assert db.calls[decision.call_id].answered_at is None
+    assert await recording_of(db, decision.call_id) is None
+    assert (await db.call(decision.call_id)).answered_at is None
 
 
 async def test_an_unrecorded_call_asks_twilio_for_nothing(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=False)
     decision = await incoming(bus, sid(1))
 
     await agent_answers(bus, sid(1))
     await bus.handle(TransferCall(decision.call_id, "completed"))
-    await bus.handle(EndCall(sid(1), "completed", 30))
+    await bus.handle(EndCall(sid(1), CallStatus.COMPLETED, 30))
     await drain(svc)
 
     assert telephony.calls == []
-    assert db.recordings == {}
+    assert await db.recording_ids() == []
 
 
 async def test_a_caller_who_hangs_up_before_capture_starts_leaves_no_audio(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=True)
     decision = await incoming(bus, sid(1))
 
     await agent_answers(bus, sid(1))
-    await bus.handle(EndCall(sid(1), "completed", 1))
+    await bus.handle(EndCall(sid(1), CallStatus.COMPLETED, 1))
     await drain(svc)
 
     assert operations(telephony, "start_recording") == []
-    recording = recording_of(db, decision.call_id)
+    recording = await recording_of(db, decision.call_id)
     assert recording is not None and recording.status == RecordingStatus.ABSENT
     view = await views.get_call(svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,))
     assert (view.recording.status, view.recording.reason) == ("not_recorded", "no_audio")
@@ -373,7 +383,7 @@ async def test_stream_events_of_an_unknown_call_are_not_found(bus: MessageBus) -
 
 
 async def test_completed_recording_is_archived_verified_and_only_then_deleted_at_twilio(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony, store: InMemoryRecordingStore
 ) -> None:
     await given_org(bus, recording=True)
     decision = await recorded_call_in_progress(bus, svc, sid(1))
@@ -382,7 +392,7 @@ async def test_completed_recording_is_archived_verified_and_only_then_deleted_at
     recording_sid = await twilio_completes(bus, telephony, sid(1), audio)
     await drain(svc)
 
-    recording = recording_of(db, decision.call_id)
+    recording = await recording_of(db, decision.call_id)
     assert recording is not None and recording.audio is not None
     assert store.data(recording.audio.storage_key) == audio
     assert recording.audio.sha256 == hashlib.sha256(audio).hexdigest()
@@ -403,11 +413,11 @@ async def test_completed_recording_is_archived_verified_and_only_then_deleted_at
     metadata = store.objects[recording.audio.storage_key].metadata
     assert metadata["call-id"] == decision.call_id
     assert metadata["recording-sid"] == recording_sid
-    assert [e.type_name() for e in db.events_of(events.RecordingArchived)] == ["RecordingArchived"]
+    assert [e.type_name() for e in await db.events_of(events.RecordingArchived)] == ["RecordingArchived"]
 
 
 async def test_a_download_that_breaks_off_keeps_the_twilio_copy_until_a_retry_succeeds(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony, store: InMemoryRecordingStore
 ) -> None:
     await given_org(bus, recording=True)
     decision = await recorded_call_in_progress(bus, svc, sid(1))
@@ -418,11 +428,11 @@ async def test_a_download_that_breaks_off_keeps_the_twilio_copy_until_a_retry_su
     result = await drain(svc, check=False)
 
     assert [m.type for m, _ in result.failures] == ["RecordingCompletedAtTwilio"]
-    assert_kept_at_twilio(db, telephony, decision.call_id, recording_sid)
+    await assert_kept_at_twilio(db, telephony, decision.call_id, recording_sid)
 
     await drain(svc)
 
-    assert_archived_and_deleted(db, telephony, store, decision.call_id, recording_sid, audio)
+    await assert_archived_and_deleted(db, telephony, store, decision.call_id, recording_sid, audio)
 
 
 class ShortDownloads:
@@ -448,7 +458,7 @@ class ShortDownloads:
 
 
 async def test_a_download_shorter_than_announced_is_not_archived_and_twilio_keeps_its_copy(
-    db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore, clock: FakeClock
+    db: Database, telephony: FakeTelephony, store: InMemoryRecordingStore, clock: FakeClock
 ) -> None:
     short_svc = make_services(db=db, telephony=ShortDownloads(telephony, 10), store=store, clock=clock)  # type: ignore[arg-type]
     bus = MessageBus(short_svc)
@@ -461,12 +471,12 @@ async def test_a_download_shorter_than_announced_is_not_archived_and_twilio_keep
 
     assert [type(e).__name__ for _, e in result.failures] == ["HandlerFailed"]
     assert "ArchiveVerificationFailed" in str(result.failures[0][1])
-    assert_kept_at_twilio(db, telephony, decision.call_id, recording_sid)
+    await assert_kept_at_twilio(db, telephony, decision.call_id, recording_sid)
 
     healthy = make_services(db=db, telephony=telephony, store=store, clock=clock)
     await drain(healthy)
 
-    assert_archived_and_deleted(db, telephony, store, decision.call_id, recording_sid, audio)
+    await assert_archived_and_deleted(db, telephony, store, decision.call_id, recording_sid, audio)
 
 
 class DamagingStore(InMemoryRecordingStore):
@@ -486,7 +496,7 @@ class DamagingStore(InMemoryRecordingStore):
 
 @pytest.mark.parametrize("damage", ["corrupt", "truncate"])
 async def test_a_store_that_damages_the_audio_is_caught_by_verify_and_twilio_keeps_its_copy(
-    db: FakeDatabase, telephony: FakeTelephony, clock: FakeClock, damage: str
+    db: Database, telephony: FakeTelephony, clock: FakeClock, damage: str
 ) -> None:
     store = DamagingStore(clock=clock.now)
     svc = make_services(db=db, telephony=telephony, store=store, clock=clock)
@@ -500,18 +510,18 @@ async def test_a_store_that_damages_the_audio_is_caught_by_verify_and_twilio_kee
     result = await drain(svc, check=False)
 
     assert "ArchiveVerificationFailed" in str(result.failures[0][1])
-    assert_kept_at_twilio(db, telephony, decision.call_id, recording_sid)
+    await assert_kept_at_twilio(db, telephony, decision.call_id, recording_sid)
 
     await drain(svc)
 
-    assert_archived_and_deleted(db, telephony, store, decision.call_id, recording_sid, audio)
+    await assert_archived_and_deleted(db, telephony, store, decision.call_id, recording_sid, audio)
 
 
 @pytest.mark.parametrize("operation", ["put", "verify"])
 async def test_a_failing_store_keeps_the_twilio_copy_until_a_retry_succeeds(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     operation: str,
@@ -525,15 +535,15 @@ async def test_a_failing_store_keeps_the_twilio_copy_until_a_retry_succeeds(
     result = await drain(svc, check=False)
 
     assert "StorageError" in str(result.failures[0][1])
-    assert_kept_at_twilio(db, telephony, decision.call_id, recording_sid)
+    await assert_kept_at_twilio(db, telephony, decision.call_id, recording_sid)
 
     await drain(svc)
 
-    assert_archived_and_deleted(db, telephony, store, decision.call_id, recording_sid, audio)
+    await assert_archived_and_deleted(db, telephony, store, decision.call_id, recording_sid, audio)
 
 
 async def test_a_failing_delete_leaves_the_recording_archived_until_a_retry_deletes_it(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony, store: InMemoryRecordingStore
 ) -> None:
     await given_org(bus, recording=True)
     decision = await recorded_call_in_progress(bus, svc, sid(1))
@@ -544,19 +554,19 @@ async def test_a_failing_delete_leaves_the_recording_archived_until_a_retry_dele
     result = await drain(svc, check=False)
 
     assert [m.type for m, _ in result.failures] == ["RecordingArchived"]
-    recording = recording_of(db, decision.call_id)
+    recording = await recording_of(db, decision.call_id)
     assert recording is not None and recording.status == RecordingStatus.ARCHIVED
     assert recording.twilio_deleted_at is None
     assert not telephony.is_deleted(recording_sid)
 
     await drain(svc)
 
-    assert_archived_and_deleted(db, telephony, store, decision.call_id, recording_sid, audio)
+    await assert_archived_and_deleted(db, telephony, store, decision.call_id, recording_sid, audio)
     assert len(operations(telephony, "delete_recording")) == 2  # one failed, one done
 
 
 async def test_a_recording_already_gone_at_twilio_counts_as_deleted(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=True)
     decision = await recorded_call_in_progress(bus, svc, sid(1))
@@ -567,31 +577,31 @@ async def test_a_recording_already_gone_at_twilio_counts_as_deleted(
 
     await drain(svc)
 
-    recording = recording_of(db, decision.call_id)
+    recording = await recording_of(db, decision.call_id)
     assert recording is not None and recording.status == RecordingStatus.TWILIO_DELETED
 
 
-def assert_kept_at_twilio(
-    db: FakeDatabase, telephony: FakeTelephony, call_id: str, recording_sid: str
+async def assert_kept_at_twilio(
+    db: Database, telephony: FakeTelephony, call_id: str, recording_sid: str
 ) -> None:
-    recording = recording_of(db, call_id)
+    recording = await recording_of(db, call_id)
     assert recording is not None
     assert recording.status == RecordingStatus.COMPLETED
     assert recording.audio is None
     assert operations(telephony, "delete_recording") == []
     assert not telephony.is_deleted(recording_sid)
-    assert db.events_of(events.RecordingArchived) == []
+    assert await db.events_of(events.RecordingArchived) == []
 
 
-def assert_archived_and_deleted(
-    db: FakeDatabase,
+async def assert_archived_and_deleted(
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     call_id: str,
     recording_sid: str,
     audio: bytes,
 ) -> None:
-    recording = recording_of(db, call_id)
+    recording = await recording_of(db, call_id)
     assert recording is not None and recording.audio is not None
     assert recording.status == RecordingStatus.TWILIO_DELETED
     assert store.data(recording.audio.storage_key) == audio
@@ -599,7 +609,7 @@ def assert_archived_and_deleted(
     assert recording.audio.sha256 == hashlib.sha256(audio).hexdigest()
     assert telephony.is_deleted(recording_sid)
     assert telephony.delete_count(recording_sid) == 1
-    assert len(db.events_of(events.RecordingArchived)) == 1
+    assert len(await db.events_of(events.RecordingArchived)) == 1
 
 
 # --- at least once in, exactly once in effect ---------------------------------------------------
@@ -668,45 +678,44 @@ async def test_one_consumers_failure_does_not_stop_the_others_and_only_it_is_ret
 
 
 async def test_a_redelivered_event_changes_nothing_and_deletes_once(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony, store: InMemoryRecordingStore
 ) -> None:
     await given_org(bus, recording=True)
     decision = await archived_call(bus, svc, telephony, sid(1))
     recording_sid = twilio_recording_of(telephony, sid(1))
-    before = recording_of(db, decision.call_id)
+    before = await recording_of(db, decision.call_id)
     dispatcher = EventDispatcher(svc)
 
     handled = (events.RecordingRequested, events.RecordingCompletedAtTwilio, events.RecordingArchived)
     for event_type in handled:
-        [event] = db.events_of(event_type)
+        [event] = await db.events_of(event_type)
         await dispatcher.dispatch(event)
         await dispatcher.dispatch(event)
 
-    assert recording_of(db, decision.call_id) == before
+    assert await recording_of(db, decision.call_id) == before
     assert len(operations(telephony, "start_recording")) == 1
     assert store.put_count == 1
     assert telephony.delete_count(recording_sid) == 1
 
 
 async def test_redelivering_the_whole_outbox_changes_nothing(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony, store: InMemoryRecordingStore
 ) -> None:
     await given_org(bus, recording=True)
     await archived_call(bus, svc, telephony, sid(1))
     journal_before, commits_before = list(telephony.calls), db.commits
-    for row in db.outbox:
-        row.published_at = None  # the relay crashed before marking anything published
+    await db.mark_outbox(published_at=None)  # the relay crashed before marking anything published
 
     result = await drain(svc)
 
-    assert len(result.delivered) == len(db.outbox)
+    assert len(result.delivered) == len(await db.outbox())
     assert telephony.calls == journal_before
     assert store.put_count == 1
-    assert db.commits == commits_before + len(db.outbox)  # only the "published" marks
+    assert db.commits == commits_before + len(await db.outbox())  # only the "published" marks
 
 
 async def test_a_duplicate_completed_callback_archives_once(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony, store: InMemoryRecordingStore
 ) -> None:
     await given_org(bus, recording=True)
     await recorded_call_in_progress(bus, svc, sid(1))
@@ -717,51 +726,55 @@ async def test_a_duplicate_completed_callback_archives_once(
     await twilio_completes(bus, telephony, sid(1))  # a late duplicate after the Twilio copy is gone
     await drain(svc)
 
-    assert len(db.events_of(events.RecordingCompletedAtTwilio)) == 1
+    assert len(await db.events_of(events.RecordingCompletedAtTwilio)) == 1
     assert store.put_count == 1
     assert telephony.delete_count(recording_sid) == 1
 
 
 async def test_out_of_order_callbacks_are_harmless(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=True)
     decision = await recorded_call_in_progress(bus, svc, sid(1))
     recording_sid = await twilio_completes(bus, telephony, sid(1))
     await drain(svc)
 
-    for status in ("in-progress", "absent", "completed"):
+    for status in (
+        ProviderRecordingStatus.CAPTURING,
+        ProviderRecordingStatus.ABSENT,
+        ProviderRecordingStatus.COMPLETED,
+    ):
         await bus.handle(RecordRecordingStatus(sid(1), recording_sid, status))
     await drain(svc)
 
-    recording = recording_of(db, decision.call_id)
+    recording = await recording_of(db, decision.call_id)
     assert recording is not None and recording.status == RecordingStatus.TWILIO_DELETED
-    assert db.events_of(events.RecordingAbsent) == []
+    assert await db.events_of(events.RecordingAbsent) == []
 
 
 async def test_completed_callback_arriving_before_in_progress_still_archives(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=True)
     decision = await recorded_call_in_progress(bus, svc, sid(1))
 
     recording_sid = await twilio_completes(bus, telephony, sid(1))
-    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, "in-progress"))
+    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, ProviderRecordingStatus.CAPTURING))
     await drain(svc)
 
-    recording = recording_of(db, decision.call_id)
+    recording = await recording_of(db, decision.call_id)
     assert recording is not None and recording.status == RecordingStatus.TWILIO_DELETED
 
 
 async def test_a_redelivered_transfer_completed_stops_the_recording_once(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     """The stop is an external effect too, so a redelivery must not repeat it."""
     await given_org(bus, recording=True)
     decision = await recorded_call_in_progress(bus, svc, sid(1))
     await bus.handle(TransferCall(decision.call_id, "completed"))
     await drain(svc)
-    [event] = db.events_of(events.TransferCompleted)
+    [event] = await db.events_of(events.TransferCompleted)
 
     await EventDispatcher(svc).dispatch(event)
 
@@ -772,7 +785,7 @@ async def test_a_redelivered_transfer_completed_stops_the_recording_once(
 
 
 async def test_transfer_completed_stops_the_recording_at_twilio(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=True)
     decision = await recorded_call_in_progress(bus, svc, sid(1))
@@ -787,7 +800,7 @@ async def test_transfer_completed_stops_the_recording_at_twilio(
 
     assert operations(telephony, "stop_recording") == [(sid(1), recording_sid)]
     assert telephony.status(recording_sid) == "stopped"
-    assert db.calls[decision.call_id].ended is False
+    assert (await db.call(decision.call_id)).ended is False
 
 
 async def test_transfer_after_the_recording_completed_asks_twilio_for_nothing(
@@ -808,7 +821,7 @@ async def test_transfer_of_an_unknown_call_is_not_found(bus: MessageBus) -> None
 
 
 async def test_non_engagement_verdict_keeps_the_recording(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony, store: InMemoryRecordingStore
 ) -> None:
     await given_org(bus, recording=True)
     early = await recorded_call_in_progress(bus, svc, sid(1))
@@ -821,8 +834,8 @@ async def test_non_engagement_verdict_keeps_the_recording(
     await drain(svc)
 
     for call_id in (early.call_id, late.call_id):
-        assert db.calls[call_id].non_engagement
-        recording = recording_of(db, call_id)
+        assert (await db.call(call_id)).non_engagement
+        recording = await recording_of(db, call_id)
         assert recording is not None and recording.audio is not None
         assert recording.status == RecordingStatus.TWILIO_DELETED
         assert store.data(recording.audio.storage_key) is not None
@@ -839,47 +852,51 @@ async def test_scorability_of_an_unknown_call_is_not_found(bus: MessageBus) -> N
 
 
 async def test_audio_twilio_holds_for_a_recorded_call_without_our_request_is_adopted_and_archived(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=True)
     decision = await incoming(bus, sid(1))  # never answered, so we never asked
     recording_sid = telephony.add_recording(sid(1), status="completed", audio=audio_of())
 
-    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, "completed", duration_s=3))
+    await bus.handle(
+        RecordRecordingStatus(sid(1), recording_sid, ProviderRecordingStatus.COMPLETED, duration_s=3)
+    )
     await drain(svc)
 
-    recording = recording_of(db, decision.call_id)
+    recording = await recording_of(db, decision.call_id)
     assert recording is not None and recording.status == RecordingStatus.TWILIO_DELETED
     assert telephony.is_deleted(recording_sid)
     assert operations(telephony, "start_recording") == []
 
 
 async def test_the_agent_answering_after_twilios_audio_was_adopted_starts_no_second_recording(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=True)
     decision = await incoming(bus, sid(1))
     recording_sid = telephony.add_recording(sid(1), status="in-progress")
-    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, "in-progress"))
+    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, ProviderRecordingStatus.CAPTURING))
 
     await agent_answers(bus, sid(1))
     await drain(svc)
 
     assert operations(telephony, "start_recording") == []
-    [recording] = db.recordings_of_call(decision.call_id)
+    [recording] = await db.recordings_of_call(decision.call_id)
     assert recording.recording_sid == recording_sid and recording.status == RecordingStatus.IN_PROGRESS
-    assert db.calls[decision.call_id].answered_at is not None
+    assert (await db.call(decision.call_id)).answered_at is not None
 
 
 async def test_audio_of_a_call_that_was_not_recorded_is_never_kept(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony, store: InMemoryRecordingStore
 ) -> None:
     await given_org(bus, recording=False)
     decision = await incoming(bus, sid(1))
     await agent_answers(bus, sid(1))
     recording_sid = telephony.add_recording(sid(1), status="completed", audio=audio_of())
 
-    await bus.handle(RecordRecordingStatus(sid(1), recording_sid, "completed", duration_s=3))
+    await bus.handle(
+        RecordRecordingStatus(sid(1), recording_sid, ProviderRecordingStatus.COMPLETED, duration_s=3)
+    )
     await drain(svc)
 
     assert telephony.is_deleted(recording_sid)  # never left behind at Twilio
@@ -904,16 +921,18 @@ async def second_recording_completes(
     """A recording of the call the service did not start (a retried start, someone else's) completes
     at Twilio and calls back; returns its sid."""
     other = telephony.add_recording(call_sid, status="in-progress")
-    await bus.handle(RecordRecordingStatus(call_sid, other, "in-progress"))
+    await bus.handle(RecordRecordingStatus(call_sid, other, ProviderRecordingStatus.CAPTURING))
     telephony.set_audio(other, audio)
     telephony.complete_recording(other, duration=17)
     for _ in range(callbacks):
-        await bus.handle(RecordRecordingStatus(call_sid, other, "completed", duration_s=17))
+        await bus.handle(
+            RecordRecordingStatus(call_sid, other, ProviderRecordingStatus.COMPLETED, duration_s=17)
+        )
     return other
 
 
 async def test_a_second_recording_of_a_recorded_call_is_archived_verified_and_deleted_at_twilio(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony, store: InMemoryRecordingStore
 ) -> None:
     await given_org(bus, recording=True)
     decision = await recorded_call_in_progress(bus, svc, sid(1))
@@ -923,40 +942,42 @@ async def test_a_second_recording_of_a_recorded_call_is_archived_verified_and_de
     second = await second_recording_completes(bus, telephony, sid(1), second_audio, callbacks=2)
     telephony.set_audio(first, first_audio)
     telephony.complete_recording(first, duration=42)
-    await bus.handle(RecordRecordingStatus(sid(1), first, "completed", duration_s=42))
-    await bus.handle(EndCall(sid(1), "completed", 42))
+    await bus.handle(RecordRecordingStatus(sid(1), first, ProviderRecordingStatus.COMPLETED, duration_s=42))
+    await bus.handle(EndCall(sid(1), CallStatus.COMPLETED, 42))
     await drain(svc)
 
-    own = recording_of(db, decision.call_id)
+    own = await recording_of(db, decision.call_id)
     assert own is not None and own.recording_sid == first
-    [extra] = [r for r in db.recordings_of_call(decision.call_id) if r.id != own.id]
+    [extra] = [r for r in await db.recordings_of_call(decision.call_id) if r.id != own.id]
     assert extra.recording_sid == second and extra.status == RecordingStatus.TWILIO_DELETED
     assert extra.audio is not None and store.data(extra.audio.storage_key) == second_audio
     assert extra.audio.sha256 == hashlib.sha256(second_audio).hexdigest()
     assert own.audio is not None and store.data(own.audio.storage_key) == first_audio
     assert telephony.delete_count(first) == telephony.delete_count(second) == 1  # archived once each
-    assert len(db.events_of(events.RecordingCompletedAtTwilio)) == 2
+    assert len(await db.events_of(events.RecordingCompletedAtTwilio)) == 2
     view = await views.get_call(svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,))
     assert (view.recording.status, view.recording.size_bytes) == ("available", len(first_audio))
     assert view.additional_recordings == (
         views.AdditionalRecordingView("archived", None, 17, len(second_audio), "audio/mpeg"),
     )
-    [settled] = db.events_of(events.CallSettled)
+    [settled] = await db.events_of(events.CallSettled)
     assert (settled.recording_id, settled.storage_key) == (own.id, own.audio.storage_key)
 
 
 async def test_a_second_recording_never_holds_up_settling_the_call(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=True)
     decision = await archived_call(bus, svc, telephony, sid(1))
     other = telephony.add_recording(sid(1), status="in-progress")
-    await bus.handle(RecordRecordingStatus(sid(1), other, "in-progress"))  # and it never completes
+    await bus.handle(
+        RecordRecordingStatus(sid(1), other, ProviderRecordingStatus.CAPTURING)
+    )  # and it never completes
     await drain(svc)
 
-    assert db.calls[decision.call_id].settled_at is not None
-    [settled] = db.events_of(events.CallSettled)
-    assert settled.recording_id == db.calls[decision.call_id].recording_id
+    assert (await db.call(decision.call_id)).settled_at is not None
+    [settled] = await db.events_of(events.CallSettled)
+    assert settled.recording_id == (await db.call(decision.call_id)).recording_id
     view = await views.get_call(svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,))
     assert view.recording.status == "available"
     assert [r.status for r in view.additional_recordings] == ["processing"]
@@ -964,7 +985,7 @@ async def test_a_second_recording_never_holds_up_settling_the_call(
 
 @pytest.mark.parametrize("overtaken", ["before the start reached Twilio", "while its answer is recorded"])
 async def test_a_start_that_a_callback_for_another_recording_overtook_keeps_both(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, overtaken: str
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony, overtaken: str
 ) -> None:
     """Twilio calls back about a recording its list did not show yet, while our start is on its way:
     the call's recording is whichever Twilio named first, and the other one is archived as well."""
@@ -975,7 +996,7 @@ async def test_a_start_that_a_callback_for_another_recording_overtook_keeps_both
 
     async def another_recording_calls_back() -> None:
         telephony.add_recording(sid(1), sid=early, status="in-progress")
-        await bus.handle(RecordRecordingStatus(sid(1), early, "in-progress"))
+        await bus.handle(RecordRecordingStatus(sid(1), early, ProviderRecordingStatus.CAPTURING))
 
     async def calls_back_just_before_the_answer_is_committed() -> None:
         db.before_next_commit(another_recording_calls_back)
@@ -988,22 +1009,25 @@ async def test_a_start_that_a_callback_for_another_recording_overtook_keeps_both
     [started] = [args for op, args in telephony.calls if op == "start_recording"]
     ours = next(sid_ for sid_ in telephony.recordings if sid_ != early)
     # Both are known before either calls back again (only ours' callback could tell us otherwise).
-    assert {r.recording_sid for r in db.recordings_of_call(decision.call_id)} == {early, ours}
+    assert {r.recording_sid for r in await db.recordings_of_call(decision.call_id)} == {early, ours}
     for recording_sid in (early, ours):
         telephony.complete_recording(recording_sid, duration=20)
-        await bus.handle(RecordRecordingStatus(sid(1), recording_sid, "completed", duration_s=20))
+        await bus.handle(
+            RecordRecordingStatus(sid(1), recording_sid, ProviderRecordingStatus.COMPLETED, duration_s=20)
+        )
     await drain(svc)
 
-    recordings = db.recordings_of_call(decision.call_id)
+    recordings = await db.recordings_of_call(decision.call_id)
     assert {r.recording_sid for r in recordings} == {early, ours} and started
     first_named = next(r.id for r in recordings if r.recording_sid == early)
-    assert db.calls[decision.call_id].recording_id == first_named
+    assert (await db.call(decision.call_id)).recording_id == first_named
     assert all(r.status == RecordingStatus.TWILIO_DELETED for r in recordings)
     assert telephony.is_deleted(early) and telephony.is_deleted(ours)
+    assert db.lost_races == (overtaken == "while its answer is recorded")
 
 
 async def test_a_start_adopts_the_oldest_recording_twilio_holds_and_archives_the_others_too(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=True)
     decision = await incoming(bus, sid(1))
@@ -1015,15 +1039,15 @@ async def test_a_start_adopts_the_oldest_recording_twilio_holds_and_archives_the
     await drain(svc)
 
     assert operations(telephony, "start_recording") == []
-    own = recording_of(db, decision.call_id)
+    own = await recording_of(db, decision.call_id)
     assert own is not None and own.recording_sid == oldest and own.status == RecordingStatus.IN_PROGRESS
-    [extra] = [r for r in db.recordings_of_call(decision.call_id) if r.id != own.id]
+    [extra] = [r for r in await db.recordings_of_call(decision.call_id) if r.id != own.id]
     assert extra.recording_sid == newer and extra.status == RecordingStatus.TWILIO_DELETED
     assert telephony.is_deleted(newer) and not telephony.is_deleted(oldest)
 
 
 async def test_a_start_never_takes_a_recording_that_is_already_another_one_of_the_call(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=True)
     decision = await incoming(bus, sid(1))
@@ -1038,19 +1062,19 @@ async def test_a_start_never_takes_a_recording_that_is_already_another_one_of_th
     await drain(svc)
 
     [started] = operations(telephony, "start_recording")
-    own = recording_of(db, decision.call_id)
+    own = await recording_of(db, decision.call_id)
     assert own is not None and own.recording_sid not in (None, theirs)
     assert own.status == RecordingStatus.IN_PROGRESS and started == (sid(1), CALLBACK_URL)
 
 
 async def test_transfer_completed_stops_every_live_recording_of_the_call(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     await given_org(bus, recording=True)
     decision = await recorded_call_in_progress(bus, svc, sid(1))
     first = twilio_recording_of(telephony, sid(1))
     other = telephony.add_recording(sid(1), status="in-progress")
-    await bus.handle(RecordRecordingStatus(sid(1), other, "in-progress"))
+    await bus.handle(RecordRecordingStatus(sid(1), other, ProviderRecordingStatus.CAPTURING))
 
     await bus.handle(TransferCall(decision.call_id, "completed"))
     await drain(svc)
@@ -1062,7 +1086,7 @@ async def test_transfer_completed_stops_every_live_recording_of_the_call(
 async def test_every_recording_of_an_unrecorded_call_is_discarded_and_the_call_says_so(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     clock: FakeClock,
@@ -1073,26 +1097,30 @@ async def test_every_recording_of_an_unrecorded_call_is_discarded_and_the_call_s
     live = telephony.add_recording(sid(1), status="in-progress")
     done = telephony.add_recording(sid(1), status="completed", audio=audio_of())
 
-    await bus.handle(RecordRecordingStatus(sid(1), live, "in-progress"))
+    await bus.handle(RecordRecordingStatus(sid(1), live, ProviderRecordingStatus.CAPTURING))
     clock.advance(seconds=1)
-    await bus.handle(RecordRecordingStatus(sid(1), done, "completed", duration_s=3))
-    await bus.handle(RecordRecordingStatus(sid(1), done, "completed", duration_s=3))  # Twilio retried
+    await bus.handle(RecordRecordingStatus(sid(1), done, ProviderRecordingStatus.COMPLETED, duration_s=3))
+    await bus.handle(
+        RecordRecordingStatus(sid(1), done, ProviderRecordingStatus.COMPLETED, duration_s=3)
+    )  # Twilio retried
     await drain(svc)
     assert telephony.status(live) == "stopped"  # its completed callback brings it back
     telephony.complete_recording(live, duration=8)
-    await bus.handle(RecordRecordingStatus(sid(1), live, "completed", duration_s=8))
-    await bus.handle(RecordRecordingStatus(sid(1), live, "in-progress"))  # late and out of order
+    await bus.handle(RecordRecordingStatus(sid(1), live, ProviderRecordingStatus.COMPLETED, duration_s=8))
+    await bus.handle(
+        RecordRecordingStatus(sid(1), live, ProviderRecordingStatus.CAPTURING)
+    )  # late and out of order
     await drain(svc)
 
     assert telephony.is_deleted(live) and telephony.is_deleted(done)
     assert operations(telephony, "stop_recording") == [(sid(1), live)]
     assert store.objects == {}
-    assert db.calls[decision.call_id].recording_id is None
-    assert [(r.status, r.discard_reason) for r in db.recordings_of_call(decision.call_id)] == [
+    assert (await db.call(decision.call_id)).recording_id is None
+    assert [(r.status, r.discard_reason) for r in await db.recordings_of_call(decision.call_id)] == [
         (RecordingStatus.DISCARDED, "recording_off"),
         (RecordingStatus.DISCARDED, "recording_off"),
     ]
-    assert len(db.events_of(events.RecordingDiscarded)) == 2
+    assert len(await db.events_of(events.RecordingDiscarded)) == 2
     view = await views.get_call(svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,))
     assert (view.recording.status, view.recording.reason) == ("not_recorded", "recording_off")
     assert [(r.status, r.reason, r.duration_s) for r in view.additional_recordings] == [
@@ -1103,7 +1131,7 @@ async def test_every_recording_of_an_unrecorded_call_is_discarded_and_the_call_s
 
 async def test_a_recording_callback_for_an_unknown_call_is_not_found(bus: MessageBus) -> None:
     with pytest.raises(NotFound):
-        await bus.handle(RecordRecordingStatus(sid(9), "RE" + "9" * 32, "completed"))
+        await bus.handle(RecordRecordingStatus(sid(9), "RE" + "9" * 32, ProviderRecordingStatus.COMPLETED))
 
 
 # --- views --------------------------------------------------------------------------------------
@@ -1115,7 +1143,7 @@ async def test_view_of_a_call_taken_with_the_toggle_off_says_recording_off(
     await given_org(bus, recording=False)
     decision = await incoming(bus, sid(1))
     await agent_answers(bus, sid(1))
-    await bus.handle(EndCall(sid(1), "completed", 30))
+    await bus.handle(EndCall(sid(1), CallStatus.COMPLETED, 30))
 
     view = await views.get_call(svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,))
 
@@ -1127,9 +1155,11 @@ async def test_view_of_a_recorded_call_that_captured_nothing_says_no_audio(
 ) -> None:
     await given_org(bus, recording=True)
     absent = await recorded_call_in_progress(bus, svc, sid(1))
-    await bus.handle(RecordRecordingStatus(sid(1), twilio_recording_of(telephony, sid(1)), "absent"))
+    await bus.handle(
+        RecordRecordingStatus(sid(1), twilio_recording_of(telephony, sid(1)), ProviderRecordingStatus.ABSENT)
+    )
     unanswered = await incoming(bus, sid(2))
-    await bus.handle(EndCall(sid(2), "no-answer", 0))
+    await bus.handle(EndCall(sid(2), CallStatus.NO_ANSWER, 0))
     await drain(svc)
 
     for call_id in (absent.call_id, unanswered.call_id):
@@ -1164,7 +1194,9 @@ async def test_view_of_a_recording_twilio_failed_says_failed(
     decision = await recorded_call_in_progress(bus, svc, sid(1))
 
     await bus.handle(
-        RecordRecordingStatus(sid(1), twilio_recording_of(telephony, sid(1)), "failed", error_code="13610")
+        RecordRecordingStatus(
+            sid(1), twilio_recording_of(telephony, sid(1)), ProviderRecordingStatus.FAILED, error_code="13610"
+        )
     )
 
     view = await views.get_call(svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,))
@@ -1254,7 +1286,7 @@ async def test_calls_are_listed_newest_first_one_page_at_a_time(
 
 
 async def test_storage_keys_separate_orgs_and_platform_lines(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony, store: InMemoryRecordingStore
 ) -> None:
     await given_org(bus, recording=True)
     await given_org(bus, recording=True, org_id=GLOBEX, number=GLOBEX_NUMBER)
@@ -1268,7 +1300,7 @@ async def test_storage_keys_separate_orgs_and_platform_lines(
 
     keys = {}
     for name, decision in calls.items():
-        recording = recording_of(db, decision.call_id)
+        recording = await recording_of(db, decision.call_id)
         assert recording is not None and recording.audio is not None
         keys[name] = recording.audio.storage_key
         assert keys[name].endswith(f"/{day}/{decision.call_id}/{recording.id}.mp3")
@@ -1283,48 +1315,48 @@ async def test_storage_keys_separate_orgs_and_platform_lines(
 # --- concurrency: units of work racing ----------------------------------------------------------
 
 
-async def test_a_unit_of_work_that_lost_a_race_cannot_commit(bus: MessageBus, db: FakeDatabase) -> None:
+async def test_a_unit_of_work_that_lost_a_race_cannot_commit(
+    bus: MessageBus, db: Database, clock: FakeClock
+) -> None:
     await given_org(bus, recording=False)
     decision = await incoming(bus, sid(1))
-    factory = FakeUnitOfWorkFactory(db)
 
-    async with factory() as first, factory() as second:
+    async with db.unit_of_work(racing=True) as first, db.unit_of_work(racing=True) as second:
         mine = await first.calls.get(decision.call_id)
         theirs = await second.calls.get(decision.call_id)
         assert mine is not None and theirs is not None and mine is not theirs
-        mine.record_scorability(scorable=False, reason="robocall", now=factory.clock.now())
-        theirs.transfer(stage="started", now=factory.clock.now())
+        mine.record_scorability(scorable=False, reason="robocall", now=clock.now())
+        theirs.transfer(stage="started", now=clock.now())
         await first.commit()
         with pytest.raises(ConcurrencyConflict):
             await second.commit()
 
-    call = db.calls[decision.call_id]
+    call = await db.call(decision.call_id)
     assert (call.scorable, call.transfer_stage, call.version) == (False, None, 1)
 
 
 async def test_what_a_unit_of_work_did_not_commit_is_invisible_and_forgotten(
-    bus: MessageBus, db: FakeDatabase
+    bus: MessageBus, db: Database, clock: FakeClock
 ) -> None:
     await given_org(bus, recording=False)
     decision = await incoming(bus, sid(1))
-    factory = FakeUnitOfWorkFactory(db)
-    outbox_before = len(db.outbox)
+    outbox_before = len(await db.outbox())
 
-    async with factory() as uow:
+    async with db.unit_of_work(racing=True) as uow:
         call = await uow.calls.get(decision.call_id)
         assert call is not None
-        call.end(status=CallStatus.COMPLETED, duration_s=5, now=factory.clock.now())
-        async with factory() as other:
+        call.end(status=CallStatus.COMPLETED, duration_s=5, now=clock.now())
+        async with db.unit_of_work(racing=True) as other:
             seen = await other.calls.get(decision.call_id)
             assert seen is not None and not seen.ended
         # no commit
 
-    assert not db.calls[decision.call_id].ended
-    assert len(db.outbox) == outbox_before
+    assert not (await db.call(decision.call_id)).ended
+    assert len(await db.outbox()) == outbox_before
 
 
 async def test_concurrent_updates_of_one_call_are_retried_so_none_is_lost(
-    bus: MessageBus, db: FakeDatabase
+    bus: MessageBus, db: Database
 ) -> None:
     await given_org(bus, recording=False)
     decision = await incoming(bus, sid(1))
@@ -1335,14 +1367,15 @@ async def test_concurrent_updates_of_one_call_are_retried_so_none_is_lost(
     db.before_next_commit(transfer_wins_the_race)
     await bus.handle(RecordScorability(decision.call_id, False, "robocall"))
 
-    call = db.calls[decision.call_id]
+    call = await db.call(decision.call_id)
     assert (call.scorable, call.scorability_reason, call.transfer_stage) == (False, "robocall", "started")
     assert call.version == 2
-    assert db.event_types()[-2:] == ["TransferStarted", "CallScorabilityRecorded"]
+    assert (await db.event_types())[-2:] == ["TransferStarted", "CallScorabilityRecorded"]
+    assert db.lost_races == 1
 
 
 async def test_two_simultaneous_deliveries_of_a_new_call_create_it_once(
-    bus: MessageBus, db: FakeDatabase
+    bus: MessageBus, db: Database
 ) -> None:
     await given_org(bus, recording=True)
     decisions: list[CallDecision] = []
@@ -1354,13 +1387,12 @@ async def test_two_simultaneous_deliveries_of_a_new_call_create_it_once(
     decisions.append(await incoming(bus, sid(1)))
 
     assert decisions[0] == decisions[1]
-    assert len(db.calls) == 1
-    assert db.event_types().count("CallStarted") == 1
+    assert len(await db.call_ids()) == 1
+    assert (await db.event_types()).count("CallStarted") == 1
+    assert db.lost_races == 1
 
 
-async def test_two_orgs_claiming_one_number_at_once_end_with_one_owner(
-    bus: MessageBus, db: FakeDatabase
-) -> None:
+async def test_two_orgs_claiming_one_number_at_once_end_with_one_owner(bus: MessageBus, db: Database) -> None:
     async def globex_claims_it_meanwhile() -> None:
         await bus.handle(UpsertOrganization(GLOBEX, "Globex", [ACME_NUMBER], "Hello"))
 
@@ -1368,19 +1400,19 @@ async def test_two_orgs_claiming_one_number_at_once_end_with_one_owner(
     with pytest.raises(PhoneNumberTaken):
         await bus.handle(UpsertOrganization(ACME, "Acme", [ACME_NUMBER], "Hello"))
 
-    assert list(db.organizations) == [GLOBEX]
+    assert await db.organization_ids() == [GLOBEX]
+    assert db.lost_races == 1
 
 
-async def test_a_consumer_marker_is_recorded_once(db: FakeDatabase) -> None:
-    factory = FakeUnitOfWorkFactory(db)
-    async with factory(processed_by=("archive", "event-1")) as uow:
+async def test_a_consumer_marker_is_recorded_once(db: Database) -> None:
+    async with db.unit_of_work(processed_by=("archive", "event-1")) as uow:
         await uow.commit()
 
-    async with factory(processed_by=("archive", "event-1")) as uow:
+    async with db.unit_of_work(processed_by=("archive", "event-1")) as uow:
         assert await uow.processed.contains("archive", "event-1")
         with pytest.raises(ConcurrencyConflict):
             await uow.commit()
-    async with factory() as uow:
+    async with db.unit_of_work() as uow:
         assert not await uow.processed.contains("delete", "event-1")
 
 
@@ -1394,7 +1426,7 @@ def relay(svc: Services, clock: FakeClock) -> OutboxRelay:
 
 
 async def test_relay_defers_a_failing_event_and_delivers_it_later_without_blocking_others(
-    bus: MessageBus, db: FakeDatabase, telephony: FakeTelephony, clock: FakeClock, relay: OutboxRelay
+    bus: MessageBus, db: Database, telephony: FakeTelephony, clock: FakeClock, relay: OutboxRelay
 ) -> None:
     await given_org(bus, recording=True)
     for n in (1, 2):
@@ -1405,12 +1437,12 @@ async def test_relay_defers_a_failing_event_and_delivers_it_later_without_blocki
     await relay.drain()
 
     [(failed_sid, _), (served_sid, _)] = operations(telephony, "start_recording")
-    [row] = [r for r in db.outbox if r.published_at is None]
+    [row] = [r for r in await db.outbox() if r.published_at is None]
     assert row.message.type == "RecordingRequested"
     assert (row.message.attempts, row.next_attempt_at > clock.now()) == (1, True)
     assert row.last_error is not None and "start_recording" in row.last_error
-    assert recording_status(db, str(served_sid)) == RecordingStatus.IN_PROGRESS
-    assert recording_status(db, str(failed_sid)) == RecordingStatus.REQUESTED
+    assert await recording_status(db, str(served_sid)) == RecordingStatus.IN_PROGRESS
+    assert await recording_status(db, str(failed_sid)) == RecordingStatus.REQUESTED
 
     await relay.drain()  # not due yet
     assert len(operations(telephony, "start_recording")) == 2
@@ -1418,8 +1450,8 @@ async def test_relay_defers_a_failing_event_and_delivers_it_later_without_blocki
     clock.advance(seconds=2)
     await relay.drain()
 
-    assert db.unpublished() == []
-    assert recording_status(db, str(failed_sid)) == RecordingStatus.IN_PROGRESS
+    assert await db.unpublished() == []
+    assert await recording_status(db, str(failed_sid)) == RecordingStatus.IN_PROGRESS
     assert len(operations(telephony, "start_recording")) == 3
     assert len(telephony.recordings) == 2
 
@@ -1427,7 +1459,7 @@ async def test_relay_defers_a_failing_event_and_delivers_it_later_without_blocki
 async def test_relay_keeps_one_aggregates_events_in_order_behind_a_failure(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     clock: FakeClock,
@@ -1442,18 +1474,18 @@ async def test_relay_keeps_one_aggregates_events_in_order_behind_a_failure(
 
     await relay.drain()
 
-    assert [m.type for m in db.unpublished()] == ["RecordingCompletedAtTwilio"]
+    assert [m.type for m in await db.unpublished()] == ["RecordingCompletedAtTwilio"]
     assert operations(telephony, "delete_recording") == []
 
     clock.advance(seconds=2)
     await relay.drain()
 
-    assert db.unpublished() == []
+    assert await db.unpublished() == []
     assert len(operations(telephony, "delete_recording")) == 1
 
 
 async def test_a_retried_start_adopts_the_recording_twilio_already_made_instead_of_starting_another(
-    bus: MessageBus, svc: Services, db: FakeDatabase, telephony: FakeTelephony
+    bus: MessageBus, svc: Services, db: Database, telephony: FakeTelephony
 ) -> None:
     """The start succeeded at Twilio but its answer was never committed (a crash): no second recording."""
     await given_org(bus, recording=True)
@@ -1463,5 +1495,5 @@ async def test_a_retried_start_adopts_the_recording_twilio_already_made_instead_
     await drain(svc)
 
     assert operations(telephony, "start_recording") == []
-    recording = recording_of(db, decision.call_id)
+    recording = await recording_of(db, decision.call_id)
     assert recording is not None and recording.recording_sid == existing

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 from application.outbox import OutboxRelay
 from application.ports import OutboxMessage
-from tests.fakes import FakeClock, FakeDatabase
+from tests.fakes import FakeClock
+from tests.support.database import Database
 from tests.unit.test_outbox_relay_claims import busy_outbox
 
 
@@ -25,12 +26,14 @@ class PoisonedPublisher:
         self.published.append(message)
 
 
-async def test_a_message_that_keeps_failing_is_dead_lettered_and_stops_blocking_its_aggregate() -> None:
-    db, clock = FakeDatabase(), FakeClock()
+async def test_a_message_that_keeps_failing_is_dead_lettered_and_stops_blocking_its_aggregate(
+    db: Database,
+) -> None:
+    clock = FakeClock()
     factory = await busy_outbox(db, clock)
-    first = min((row.message for row in db.outbox), key=lambda m: m.seq)
+    first = min((row.message for row in await db.outbox()), key=lambda m: m.seq)
     later_of_same_aggregate = [
-        row.message.id for row in db.outbox if row.message.aggregate_id == first.aggregate_id
+        row.message.id for row in await db.outbox() if row.message.aggregate_id == first.aggregate_id
     ][1:]
     assert later_of_same_aggregate, "the test needs an aggregate with more than one event"
     publisher = PoisonedPublisher(first.id)
@@ -41,18 +44,18 @@ async def test_a_message_that_keeps_failing_is_dead_lettered_and_stops_blocking_
         clock.advance(timedelta(hours=1))
 
     assert publisher.attempts_at_poison == 4
-    dead = next(row for row in db.outbox if row.message.id == first.id)
+    dead = next(row for row in await db.outbox() if row.message.id == first.id)
     assert dead.dead_at is not None and dead.published_at is None
     assert dead.message.attempts == 4 and "always fails" in (dead.last_error or "")
     published = {m.id for m in publisher.published}
     assert set(later_of_same_aggregate) <= published
-    assert all(row.published_at is not None for row in db.outbox if row.message.id != first.id)
+    assert all(row.published_at is not None for row in await db.outbox() if row.message.id != first.id)
 
 
-async def test_without_a_limit_a_failing_message_is_retried_on_every_due_pass() -> None:
-    db, clock = FakeDatabase(), FakeClock()
+async def test_without_a_limit_a_failing_message_is_retried_on_every_due_pass(db: Database) -> None:
+    clock = FakeClock()
     factory = await busy_outbox(db, clock)
-    first = min((row.message for row in db.outbox), key=lambda m: m.seq)
+    first = min((row.message for row in await db.outbox()), key=lambda m: m.seq)
     publisher = PoisonedPublisher(first.id)
     relay = OutboxRelay(factory, publisher, clock, retry_base=timedelta(seconds=1))  # Kafka mode
 
@@ -61,4 +64,4 @@ async def test_without_a_limit_a_failing_message_is_retried_on_every_due_pass() 
         clock.advance(timedelta(hours=1))
 
     assert publisher.attempts_at_poison == 6
-    assert all(row.dead_at is None for row in db.outbox)
+    assert all(row.dead_at is None for row in await db.outbox())

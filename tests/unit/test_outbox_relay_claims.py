@@ -10,7 +10,8 @@ from application.commands import SetCallRecording, StartCall, UpsertOrganization
 from application.messagebus import MessageBus
 from application.outbox import OutboxRelay
 from application.ports import OutboxMessage
-from tests.fakes import FakeClock, FakeDatabase, FakeUnitOfWorkFactory, make_services
+from tests.fakes import FakeClock, make_services
+from tests.support.database import Database, UnitOfWorkFactory
 
 
 class RecordingPublisher:
@@ -24,7 +25,7 @@ class RecordingPublisher:
         self.log.append((self.name, message))
 
 
-async def busy_outbox(db: FakeDatabase, clock: FakeClock) -> FakeUnitOfWorkFactory:
+async def busy_outbox(db: Database, clock: FakeClock) -> UnitOfWorkFactory:
     svc = make_services(db=db, clock=clock)
     bus = MessageBus(svc)
     await bus.handle(UpsertOrganization("org-a", "Acme", ["+15550001111"], "Hi."))
@@ -32,36 +33,38 @@ async def busy_outbox(db: FakeDatabase, clock: FakeClock) -> FakeUnitOfWorkFacto
     for n in range(20):
         await bus.handle(StartCall(f"CA{n:032x}", "AC" + "0" * 32, "+15559999999", "+15550001111"))
         await bus.handle(SetCallRecording("org-a", n % 2 == 0, "admin"))
-    assert isinstance(svc.uow_factory, FakeUnitOfWorkFactory)
+    assert isinstance(svc.uow_factory, UnitOfWorkFactory)
     return svc.uow_factory
 
 
 def relay(
-    factory: FakeUnitOfWorkFactory, clock: FakeClock, log: list[tuple[str, OutboxMessage]], name: str
+    factory: UnitOfWorkFactory, clock: FakeClock, log: list[tuple[str, OutboxMessage]], name: str
 ) -> OutboxRelay:
     return OutboxRelay(
         factory, RecordingPublisher(log, name), clock, relay_id=name, batch_size=7, concurrency=3
     )
 
 
-async def test_relays_sharing_an_outbox_publish_each_event_once_and_each_aggregate_in_order() -> None:
-    db, clock = FakeDatabase(), FakeClock()
+async def test_relays_sharing_an_outbox_publish_each_event_once_and_each_aggregate_in_order(
+    db: Database,
+) -> None:
+    clock = FakeClock()
     factory = await busy_outbox(db, clock)
     log: list[tuple[str, OutboxMessage]] = []
     relays = [relay(factory, clock, log, name) for name in ("relay-1", "relay-2", "relay-3")]
 
     await asyncio.gather(*(r.drain() for r in relays))
 
-    assert Counter(m.id for _, m in log) == Counter(row.message.id for row in db.outbox)  # once each
-    assert all(row.published_at is not None for row in db.outbox)
+    assert Counter(m.id for _, m in log) == Counter(row.message.id for row in await db.outbox())  # once each
+    assert all(row.published_at is not None for row in await db.outbox())
     for aggregate in {m.aggregate_id for _, m in log}:
         seqs = [m.seq for _, m in log if m.aggregate_id == aggregate]
         assert seqs == sorted(seqs)
     assert len({name for name, _ in log}) > 1, "the work was shared"
 
 
-async def test_what_a_dead_relay_had_leased_goes_out_once_its_lease_expires() -> None:
-    db, clock = FakeDatabase(), FakeClock()
+async def test_what_a_dead_relay_had_leased_goes_out_once_its_lease_expires(db: Database) -> None:
+    clock = FakeClock()
     factory = await busy_outbox(db, clock)
     async with factory() as uow:
         taken = await uow.outbox.claim(
@@ -79,4 +82,4 @@ async def test_what_a_dead_relay_had_leased_goes_out_once_its_lease_expires() ->
     clock.advance(seconds=31)
     await survivor.drain()
     assert {m.id for m in taken} <= {m.id for _, m in log}
-    assert all(row.published_at is not None for row in db.outbox)
+    assert all(row.published_at is not None for row in await db.outbox())

@@ -1,4 +1,4 @@
-"""The reconciliation sweep with in-memory fakes: what it finds, and how it resumes the work."""
+"""The reconciliation sweep against a fake Twilio: what it finds, and how it resumes the work."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from application.ports import TelephonyError
 from application.reconcile import RecordingReconciler, SweepReport
 from application.services import Services
 from domain import events
-from domain.model import Recording, RecordingStatus
-from tests.fakes import FakeClock, FakeDatabase, FakeTelephony, InMemoryRecordingStore, drain, make_services
+from domain.model import CallStatus, ProviderRecordingStatus, Recording, RecordingStatus, StreamEvent
+from tests.fakes import FakeClock, FakeTelephony, InMemoryRecordingStore, drain, make_services
+from tests.support.database import Database
 
 ORG, NUMBER = "org-acme", "+15550001111"
 ACCOUNT_SID = "AC" + "0" * 32
@@ -39,9 +40,7 @@ def audio_of(size: int = 100 * 1024) -> bytes:
 
 
 @pytest.fixture
-def svc(
-    db: FakeDatabase, telephony: FakeTelephony, store: InMemoryRecordingStore, clock: FakeClock
-) -> Services:
+def svc(db: Database, telephony: FakeTelephony, store: InMemoryRecordingStore, clock: FakeClock) -> Services:
     return make_services(db=db, telephony=telephony, store=store, clock=clock)
 
 
@@ -52,7 +51,7 @@ def reconciler(svc: Services) -> RecordingReconciler:
 
 async def recorded_call_in_progress(bus: MessageBus, svc: Services, call_sid: str) -> CallDecision:
     decision: CallDecision = await bus.handle(StartCall(call_sid, ACCOUNT_SID, "+15557654321", NUMBER))
-    await bus.handle(RecordStreamEvent(call_sid, "MZ" + call_sid[2:], "stream-started"))
+    await bus.handle(RecordStreamEvent(call_sid, "MZ" + call_sid[2:], StreamEvent.STARTED))
     await drain(svc)
     return decision
 
@@ -68,17 +67,15 @@ def twilio_sid_of(telephony: FakeTelephony, call_sid: str) -> str:
     return recording_sid
 
 
-def recording_of(db: FakeDatabase, call_id: str) -> Recording:
-    recording = db.recording_for_call(call_id)
+async def recording_of(db: Database, call_id: str) -> Recording:
+    recording = await db.recording_for_call(call_id)
     assert recording is not None
     return recording
 
 
-def lose_pending_events(db: FakeDatabase, clock: FakeClock) -> None:
+async def lose_pending_events(db: Database, clock: FakeClock) -> None:
     """As if every unpublished event had gone to a dead-letter topic: nobody will deliver it."""
-    for row in db.outbox:
-        if row.published_at is None:
-            row.published_at = clock.now()
+    await db.mark_outbox(published_at=clock.now())
 
 
 async def complete_with_callback(
@@ -87,7 +84,9 @@ async def complete_with_callback(
     recording_sid = twilio_sid_of(telephony, call_sid)
     telephony.set_audio(recording_sid, audio)
     telephony.complete_recording(recording_sid, duration=30)
-    await bus.handle(RecordRecordingStatus(call_sid, recording_sid, "completed", duration_s=30))
+    await bus.handle(
+        RecordRecordingStatus(call_sid, recording_sid, ProviderRecordingStatus.COMPLETED, duration_s=30)
+    )
     return recording_sid
 
 
@@ -98,7 +97,7 @@ async def complete_with_callback(
 async def test_a_lost_completed_callback_is_found_by_the_sweep_and_the_recording_archived(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     clock: FakeClock,
@@ -109,14 +108,14 @@ async def test_a_lost_completed_callback_is_found_by_the_sweep_and_the_recording
     audio = audio_of()
     telephony.set_audio(recording_sid, audio)
     telephony.complete_recording(recording_sid, duration=30)  # ...and its callback never arrives
-    await bus.handle(EndCall(sid(1), "completed", 31))
+    await bus.handle(EndCall(sid(1), CallStatus.COMPLETED, 31))
 
     clock.advance(STUCK_AFTER + timedelta(seconds=1))
     report = await reconciler.sweep()
     await drain(svc)
 
     assert report.resumed == {"twilio-said-completed": 1} and report.failed == []
-    recording = recording_of(db, decision.call_id)
+    recording = await recording_of(db, decision.call_id)
     assert recording.status == RecordingStatus.TWILIO_DELETED
     assert recording.audio is not None and store.data(recording.audio.storage_key) == audio
     assert recording.duration_s == 30
@@ -145,7 +144,7 @@ async def test_nothing_is_touched_before_it_has_been_stuck_long_enough(
 async def test_a_long_call_still_being_recorded_is_left_alone(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     clock: FakeClock,
     reconciler: RecordingReconciler,
@@ -158,14 +157,14 @@ async def test_a_long_call_still_being_recorded_is_left_alone(
 
     assert report.examined == 1 and not report.resumed
     assert db.commits == commits
-    assert recording_of(db, decision.call_id).status == RecordingStatus.IN_PROGRESS
+    assert (await recording_of(db, decision.call_id)).status == RecordingStatus.IN_PROGRESS
 
 
 @pytest.mark.usefixtures("org")
 async def test_a_lost_absent_callback_marks_the_recording_absent_and_deletes_nothing(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     clock: FakeClock,
     reconciler: RecordingReconciler,
@@ -178,7 +177,7 @@ async def test_a_lost_absent_callback_marks_the_recording_absent_and_deletes_not
     await drain(svc)
 
     assert report.resumed == {"twilio-said-absent": 1}
-    assert recording_of(db, decision.call_id).status == RecordingStatus.ABSENT
+    assert (await recording_of(db, decision.call_id)).status == RecordingStatus.ABSENT
     assert [op for op, _ in telephony.calls if op == "delete_recording"] == []
 
 
@@ -186,14 +185,14 @@ async def test_a_lost_absent_callback_marks_the_recording_absent_and_deletes_not
 async def test_a_recording_twilio_started_but_whose_sid_was_never_saved_is_adopted_and_archived(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     clock: FakeClock,
     reconciler: RecordingReconciler,
 ) -> None:
     decision: CallDecision = await bus.handle(StartCall(sid(1), ACCOUNT_SID, "+15557654321", NUMBER))
-    await bus.handle(RecordStreamEvent(sid(1), "MZ1", "stream-started"))
-    lose_pending_events(db, clock)  # the start request went out, its answer was lost with the process
+    await bus.handle(RecordStreamEvent(sid(1), "MZ1", StreamEvent.STARTED))
+    await lose_pending_events(db, clock)  # the start request went out, its answer was lost with the process
     recording_sid = telephony.add_recording(sid(1), status="completed", audio=audio_of())
 
     clock.advance(STUCK_AFTER * 2)
@@ -201,7 +200,7 @@ async def test_a_recording_twilio_started_but_whose_sid_was_never_saved_is_adopt
     await drain(svc)
 
     assert report.resumed == {"twilio-said-completed": 1}
-    recording = recording_of(db, decision.call_id)
+    recording = await recording_of(db, decision.call_id)
     assert (recording.recording_sid, recording.status) == (recording_sid, RecordingStatus.TWILIO_DELETED)
 
 
@@ -209,21 +208,21 @@ async def test_a_recording_twilio_started_but_whose_sid_was_never_saved_is_adopt
 async def test_a_requested_recording_twilio_never_started_of_an_ended_call_becomes_absent(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     clock: FakeClock,
     reconciler: RecordingReconciler,
 ) -> None:
     decision: CallDecision = await bus.handle(StartCall(sid(1), ACCOUNT_SID, "+15557654321", NUMBER))
-    await bus.handle(RecordStreamEvent(sid(1), "MZ1", "stream-started"))
-    lose_pending_events(db, clock)
-    await bus.handle(EndCall(sid(1), "completed", 2))
+    await bus.handle(RecordStreamEvent(sid(1), "MZ1", StreamEvent.STARTED))
+    await lose_pending_events(db, clock)
+    await bus.handle(EndCall(sid(1), CallStatus.COMPLETED, 2))
 
     clock.advance(STUCK_AFTER * 2)
     report = await reconciler.sweep()
 
     assert report.resumed == {"never-captured": 1}
-    assert recording_of(db, decision.call_id).status == RecordingStatus.ABSENT
+    assert (await recording_of(db, decision.call_id)).status == RecordingStatus.ABSENT
 
 
 # --- failed archives and failed deletes ----------------------------------------------------------
@@ -233,7 +232,7 @@ async def test_a_requested_recording_twilio_never_started_of_an_ended_call_becom
 async def test_an_archive_whose_event_was_lost_after_failing_is_done_by_the_sweep(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     clock: FakeClock,
@@ -244,28 +243,28 @@ async def test_an_archive_whose_event_was_lost_after_failing_is_done_by_the_swee
     store.fail_next("put")
     recording_sid = await complete_with_callback(bus, telephony, sid(1), audio)
     await drain(svc, check=False)
-    lose_pending_events(db, clock)
-    assert recording_of(db, decision.call_id).status == RecordingStatus.COMPLETED
+    await lose_pending_events(db, clock)
+    assert (await recording_of(db, decision.call_id)).status == RecordingStatus.COMPLETED
 
     clock.advance(STUCK_AFTER * 2)
     report = await reconciler.sweep()
-    assert recording_of(db, decision.call_id).status == RecordingStatus.ARCHIVED
+    assert (await recording_of(db, decision.call_id)).status == RecordingStatus.ARCHIVED
     assert telephony.delete_count(recording_sid) == 0  # the delete follows the archive's own event
     await drain(svc)
 
     assert report.resumed == {"archive": 1}
-    recording = recording_of(db, decision.call_id)
+    recording = await recording_of(db, decision.call_id)
     assert recording.status == RecordingStatus.TWILIO_DELETED
     assert recording.audio is not None and store.data(recording.audio.storage_key) == audio
     assert telephony.delete_count(recording_sid) == 1
-    assert len(db.events_of(events.RecordingArchived)) == 1
+    assert len(await db.events_of(events.RecordingArchived)) == 1
 
 
 @pytest.mark.usefixtures("org")
 async def test_a_sweep_whose_archive_fails_again_keeps_the_twilio_copy_and_says_so(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     clock: FakeClock,
@@ -276,14 +275,16 @@ async def test_a_sweep_whose_archive_fails_again_keeps_the_twilio_copy_and_says_
     store.fail_next("put")  # the sweep's
     recording_sid = await complete_with_callback(bus, telephony, sid(1), audio_of())
     await drain(svc, check=False)
-    lose_pending_events(db, clock)
+    await lose_pending_events(db, clock)
 
     clock.advance(STUCK_AFTER * 2)
     report = await reconciler.sweep()
 
-    assert [recording_id for recording_id, _ in report.failed] == [recording_of(db, decision.call_id).id]
+    assert [recording_id for recording_id, _ in report.failed] == [
+        (await recording_of(db, decision.call_id)).id
+    ]
     assert "StorageError" in report.failed[0][1]
-    assert recording_of(db, decision.call_id).status == RecordingStatus.COMPLETED
+    assert (await recording_of(db, decision.call_id)).status == RecordingStatus.COMPLETED
     assert telephony.delete_count(recording_sid) == 0
 
 
@@ -291,7 +292,7 @@ async def test_a_sweep_whose_archive_fails_again_keeps_the_twilio_copy_and_says_
 async def test_a_twilio_delete_whose_event_was_lost_after_failing_is_done_by_the_sweep(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     clock: FakeClock,
     reconciler: RecordingReconciler,
@@ -300,14 +301,14 @@ async def test_a_twilio_delete_whose_event_was_lost_after_failing_is_done_by_the
     telephony.fail_next("delete_recording")
     recording_sid = await complete_with_callback(bus, telephony, sid(1), audio_of())
     await drain(svc, check=False)
-    lose_pending_events(db, clock)
-    assert recording_of(db, decision.call_id).status == RecordingStatus.ARCHIVED
+    await lose_pending_events(db, clock)
+    assert (await recording_of(db, decision.call_id)).status == RecordingStatus.ARCHIVED
 
     clock.advance(STUCK_AFTER * 2)
     report = await reconciler.sweep()
 
     assert report.resumed == {"delete-twilio-copy": 1}
-    assert recording_of(db, decision.call_id).status == RecordingStatus.TWILIO_DELETED
+    assert (await recording_of(db, decision.call_id)).status == RecordingStatus.TWILIO_DELETED
     assert telephony.is_deleted(recording_sid)
 
 
@@ -315,7 +316,7 @@ async def test_a_twilio_delete_whose_event_was_lost_after_failing_is_done_by_the
 async def test_two_sweeps_racing_archive_once_and_delete_once(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     clock: FakeClock,
@@ -324,15 +325,15 @@ async def test_two_sweeps_racing_archive_once_and_delete_once(
     store.fail_next("put")
     recording_sid = await complete_with_callback(bus, telephony, sid(1), audio_of())
     await drain(svc, check=False)
-    lose_pending_events(db, clock)
+    await lose_pending_events(db, clock)
     clock.advance(STUCK_AFTER * 2)
 
     first, second = (RecordingReconciler(svc, stuck_after=STUCK_AFTER) for _ in range(2))
     await asyncio.gather(first.sweep(), second.sweep())
     await drain(svc)
 
-    assert recording_of(db, decision.call_id).status == RecordingStatus.TWILIO_DELETED
-    assert len(db.events_of(events.RecordingArchived)) == 1
+    assert (await recording_of(db, decision.call_id)).status == RecordingStatus.TWILIO_DELETED
+    assert len(await db.events_of(events.RecordingArchived)) == 1
     assert telephony.delete_count(recording_sid) == 1
 
 
@@ -345,14 +346,14 @@ async def a_second_recording(
     """Twilio holds a second recording of the call and has called back that it started."""
     other = telephony.add_recording(call_sid, status="in-progress")
     telephony.set_audio(other, audio)
-    await bus.handle(RecordRecordingStatus(call_sid, other, "in-progress"))
+    await bus.handle(RecordRecordingStatus(call_sid, other, ProviderRecordingStatus.CAPTURING))
     await drain(svc)
     return other
 
 
-def the_other_recording(db: FakeDatabase, call_id: str) -> Recording:
-    own = db.calls[call_id].recording_id
-    [other] = [r for r in db.recordings_of_call(call_id) if r.id != own]
+async def the_other_recording(db: Database, call_id: str) -> Recording:
+    own = (await db.call(call_id)).recording_id
+    [other] = [r for r in await db.recordings_of_call(call_id) if r.id != own]
     return other
 
 
@@ -368,7 +369,7 @@ def the_other_recording(db: FakeDatabase, call_id: str) -> Recording:
 async def test_a_second_recording_stuck_in_any_state_is_resumed_like_the_calls_own(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     clock: FakeClock,
@@ -387,28 +388,30 @@ async def test_a_second_recording_stuck_in_any_state_is_resumed_like_the_calls_o
     if stuck_in == RecordingStatus.ARCHIVED:
         telephony.fail_next("delete_recording")
     if stuck_in != RecordingStatus.IN_PROGRESS:  # else its completed callback is lost
-        await bus.handle(RecordRecordingStatus(sid(1), other, "completed", duration_s=12))
+        await bus.handle(
+            RecordRecordingStatus(sid(1), other, ProviderRecordingStatus.COMPLETED, duration_s=12)
+        )
         await drain(svc, check=False)
-    lose_pending_events(db, clock)
-    assert the_other_recording(db, decision.call_id).status == stuck_in
+    await lose_pending_events(db, clock)
+    assert (await the_other_recording(db, decision.call_id)).status == stuck_in
 
     clock.advance(STUCK_AFTER * 2)
     report = await reconciler.sweep()
     await drain(svc)
 
     assert report.resumed == {action: 1} and report.failed == []
-    resumed = the_other_recording(db, decision.call_id)
+    resumed = await the_other_recording(db, decision.call_id)
     assert resumed.status == RecordingStatus.TWILIO_DELETED
     assert resumed.audio is not None and store.data(resumed.audio.storage_key) == audio
     assert telephony.is_deleted(other) and telephony.delete_count(other) == 1
-    assert recording_of(db, decision.call_id).recording_sid != other  # the call's own is unchanged
+    assert (await recording_of(db, decision.call_id)).recording_sid != other  # the call's own is unchanged
 
 
 @pytest.mark.usefixtures("org")
 async def test_a_recording_twilio_holds_that_nobody_told_us_of_is_adopted_and_archived(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     clock: FakeClock,
@@ -425,8 +428,8 @@ async def test_a_recording_twilio_holds_that_nobody_told_us_of_is_adopted_and_ar
     await drain(svc)
 
     assert report.resumed == {"twilio-said-completed": 1, "adopted-from-twilio": 1}
-    assert recording_of(db, decision.call_id).recording_sid == own_sid
-    adopted = the_other_recording(db, decision.call_id)
+    assert (await recording_of(db, decision.call_id)).recording_sid == own_sid
+    adopted = await the_other_recording(db, decision.call_id)
     assert (adopted.recording_sid, adopted.status) == (unknown, RecordingStatus.TWILIO_DELETED)
     assert adopted.audio is not None and store.data(adopted.audio.storage_key) == audio_of(60 * 1024)
     assert telephony.is_deleted(own_sid) and telephony.is_deleted(unknown)
@@ -435,7 +438,7 @@ async def test_a_recording_twilio_holds_that_nobody_told_us_of_is_adopted_and_ar
 async def test_audio_of_an_unrecorded_call_is_discarded_by_the_sweep_along_with_what_nobody_told_us_of(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     clock: FakeClock,
@@ -444,8 +447,8 @@ async def test_audio_of_an_unrecorded_call_is_discarded_by_the_sweep_along_with_
     await bus.handle(UpsertOrganization(ORG, "Acme", [NUMBER], "Hi, Acme here."))  # recording off
     decision = await bus.handle(StartCall(sid(1), ACCOUNT_SID, "+15557654321", NUMBER))
     told = telephony.add_recording(sid(1), status="in-progress")
-    await bus.handle(RecordRecordingStatus(sid(1), told, "in-progress"))
-    lose_pending_events(db, clock)  # the stop never reached Twilio
+    await bus.handle(RecordRecordingStatus(sid(1), told, ProviderRecordingStatus.CAPTURING))
+    await lose_pending_events(db, clock)  # the stop never reached Twilio
     untold = telephony.add_recording(sid(1), status="completed", audio=audio_of())
 
     clock.advance(STUCK_AFTER * 2)
@@ -461,7 +464,7 @@ async def test_audio_of_an_unrecorded_call_is_discarded_by_the_sweep_along_with_
     assert second.resumed == {"twilio-said-completed": 1}
     assert telephony.is_deleted(told) and telephony.is_deleted(untold)
     assert store.objects == {}
-    discarded = db.recordings_of_call(decision.call_id)
+    discarded = await db.recordings_of_call(decision.call_id)
     assert {(r.recording_sid, r.status) for r in discarded} == {
         (told, RecordingStatus.DISCARDED),
         (untold, RecordingStatus.DISCARDED),
@@ -471,7 +474,7 @@ async def test_audio_of_an_unrecorded_call_is_discarded_by_the_sweep_along_with_
 async def test_audio_being_discarded_that_twilio_no_longer_lists_ends_discarded(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     clock: FakeClock,
     reconciler: RecordingReconciler,
@@ -479,8 +482,8 @@ async def test_audio_being_discarded_that_twilio_no_longer_lists_ends_discarded(
     await bus.handle(UpsertOrganization(ORG, "Acme", [NUMBER], "Hi, Acme here."))  # recording off
     decision = await bus.handle(StartCall(sid(1), ACCOUNT_SID, "+15557654321", NUMBER))
     gone = telephony.add_recording(sid(1), status="completed", audio=audio_of())
-    await bus.handle(RecordRecordingStatus(sid(1), gone, "completed", duration_s=4))
-    lose_pending_events(db, clock)
+    await bus.handle(RecordRecordingStatus(sid(1), gone, ProviderRecordingStatus.COMPLETED, duration_s=4))
+    await lose_pending_events(db, clock)
     telephony.recordings[gone].deleted = True  # deleted, and the record of it lost
 
     clock.advance(STUCK_AFTER * 2)
@@ -488,7 +491,7 @@ async def test_audio_being_discarded_that_twilio_no_longer_lists_ends_discarded(
     await drain(svc)
 
     assert report.resumed == {"discard": 1}
-    [recording] = db.recordings_of_call(decision.call_id)
+    [recording] = await db.recordings_of_call(decision.call_id)
     assert (recording.status, recording.discard_reason) == (RecordingStatus.DISCARDED, "recording_off")
 
 
@@ -499,7 +502,7 @@ async def test_audio_being_discarded_that_twilio_no_longer_lists_ends_discarded(
 async def test_one_recording_failing_does_not_stop_the_sweep_for_the_others(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     clock: FakeClock,
 ) -> None:
@@ -515,7 +518,7 @@ async def test_one_recording_failing_does_not_stop_the_sweep_for_the_others(
 
     assert report.examined == 2 and report.resumed == {"twilio-said-completed": 1}
     assert len(report.failed) == 1 and "503" in report.failed[0][1]
-    statuses = {recording_of(db, d.call_id).status for d in (first, second)}
+    statuses = {(await recording_of(db, d.call_id)).status for d in (first, second)}
     assert statuses == {RecordingStatus.IN_PROGRESS, RecordingStatus.TWILIO_DELETED}
 
     report = await RecordingReconciler(svc, stuck_after=STUCK_AFTER).sweep()  # the next pass
@@ -535,7 +538,9 @@ async def test_settled_recordings_are_never_examined(
     await complete_with_callback(bus, telephony, sid(1), audio_of())
     await drain(svc)
     await recorded_call_in_progress(bus, svc, sid(2))
-    await bus.handle(RecordRecordingStatus(sid(2), twilio_sid_of(telephony, sid(2)), "absent"))
+    await bus.handle(
+        RecordRecordingStatus(sid(2), twilio_sid_of(telephony, sid(2)), ProviderRecordingStatus.ABSENT)
+    )
 
     clock.advance(days=30)
     report = await reconciler.sweep()

@@ -14,7 +14,8 @@ from application.messagebus import EventDispatcher, HandlerFailed, MessageBus
 from application.retry import CONFLICT_RETRY, RetryPolicy, retry_conflicts, retrying
 from application.services import Services
 from domain.events import OrganizationCreated
-from tests.fakes import FakeDatabase, make_services
+from tests.fakes import make_services
+from tests.support.database import Database
 
 
 class Pauses:
@@ -95,8 +96,8 @@ async def test_retrying_honours_retry_after_up_to_the_policy_limit() -> None:
 
 
 @pytest.fixture
-def svc() -> Services:
-    return make_services(db=FakeDatabase())
+def svc(db: Database) -> Services:
+    return make_services(db=db)
 
 
 async def test_the_bus_retries_a_command_that_keeps_losing_races_with_pauses(svc: Services) -> None:

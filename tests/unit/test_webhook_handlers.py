@@ -24,17 +24,18 @@ from application.settling import CallSettler
 from application.webhook_delivery import WebhookDeliveryScheduler
 from domain import events
 from domain.errors import InvalidTransition
+from domain.model import CallStatus, ProviderRecordingStatus
 from domain.webhooks import DeliveryStatus, EndpointStatus, SendResult
 from tests.fakes import (
     PUBLIC_URL,
     FakeClock,
-    FakeDatabase,
     FakeTelephony,
     InMemoryRecordingStore,
     drain,
     make_services,
 )
 from tests.fakes_webhooks import RecordingWebhookSender
+from tests.support.database import Database
 from tests.unit.test_handlers import (
     ACME,
     ACME_NUMBER,
@@ -58,7 +59,7 @@ def sender() -> RecordingWebhookSender:
 
 
 def services(
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     clock: FakeClock,
@@ -77,7 +78,7 @@ def services(
 
 @pytest.fixture
 def svc(
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     clock: FakeClock,
@@ -105,19 +106,19 @@ def bodies(sender: RecordingWebhookSender) -> list[dict[str, object]]:
 # --- management ---------------------------------------------------------------------------------
 
 
-async def test_a_registered_secret_is_shown_once_and_stored_sealed(bus: MessageBus, db: FakeDatabase) -> None:
+async def test_a_registered_secret_is_shown_once_and_stored_sealed(bus: MessageBus, db: Database) -> None:
     result = await subscribed(bus)
     assert result.secret.startswith("whsec_")
-    stored = db.webhook_endpoints[result.endpoint.id]
+    stored = await db.webhook_endpoint(result.endpoint.id)
     assert [s.sealed for s in stored.secrets] != [result.secret]
     assert result.secret not in repr(vars(stored))
 
 
-async def test_a_refused_url_registers_nothing(bus: MessageBus, db: FakeDatabase) -> None:
+async def test_a_refused_url_registers_nothing(bus: MessageBus, db: Database) -> None:
     for url in ("http://hooks.example.com/x", "https://127.0.0.1/x"):
         with pytest.raises(WebhookTargetRefused):
             await subscribed(bus, url=url)
-    assert db.webhook_endpoints == {}
+    assert await db.webhook_endpoint_ids() == []
 
 
 async def test_another_orgs_endpoint_is_not_found(bus: MessageBus) -> None:
@@ -183,7 +184,7 @@ async def test_a_recorded_call_gets_one_call_ended_with_a_fresh_recording_url(
 async def test_a_second_recording_archived_after_the_call_settled_sends_nothing_more(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     sender: RecordingWebhookSender,
     scheduler: WebhookDeliveryScheduler,
@@ -196,17 +197,17 @@ async def test_a_second_recording_archived_after_the_call_settled_sends_nothing_
     other = telephony.add_recording(sid(1), status="completed", audio=b"ID3 another take")
     telephony.complete_recording(other, duration=5)
 
-    await bus.handle(RecordRecordingStatus(sid(1), other, "completed", duration_s=5))
+    await bus.handle(RecordRecordingStatus(sid(1), other, ProviderRecordingStatus.COMPLETED, duration_s=5))
     await drain(svc)
     await scheduler.drain()
 
     assert telephony.is_deleted(other)  # archived, then deleted at Twilio
     [message] = sender.sent
     [issued] = store.issued_urls
-    own = db.recording_for_call(decision.call_id)
+    own = await db.recording_for_call(decision.call_id)
     assert own is not None and own.audio is not None and issued.key == own.audio.storage_key
     assert json.loads(message.body)["data"]["recording_url"] == issued.url
-    assert len(db.events_of(events.CallSettled)) == 1
+    assert len(await db.events_of(events.CallSettled)) == 1
 
 
 async def test_an_unrecorded_call_gets_call_ended_without_a_recording_url(
@@ -216,7 +217,7 @@ async def test_an_unrecorded_call_gets_call_ended_without_a_recording_url(
     await subscribed(bus)
     await incoming(bus, sid(2))
     await agent_answers(bus, sid(2))
-    await bus.handle(EndCall(sid(2), "completed", 30))
+    await bus.handle(EndCall(sid(2), CallStatus.COMPLETED, 30))
     await drain(svc)
     await scheduler.drain()
     [body] = bodies(sender)
@@ -244,7 +245,7 @@ async def test_only_the_orgs_own_active_endpoints_get_it(
 async def test_a_robocall_gets_no_webhook_but_keeps_its_recording(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     sender: RecordingWebhookSender,
     scheduler: WebhookDeliveryScheduler,
@@ -255,10 +256,10 @@ async def test_a_robocall_gets_no_webhook_but_keeps_its_recording(
     await bus.handle(RecordScorability(decision.call_id, False, "robocall"))
     await archived_call(bus, svc, telephony, sid(4))
     await scheduler.drain()
-    assert sender.sent == [] and db.webhook_deliveries == {}
-    recording = db.recording_for_call(decision.call_id)
+    assert sender.sent == [] and await db.webhook_deliveries() == []
+    recording = await db.recording_for_call(decision.call_id)
     assert recording is not None and recording.is_archived
-    [settled] = db.events_of(events.CallSettled)
+    [settled] = await db.events_of(events.CallSettled)
     assert settled.non_engagement == "robocall"
 
 
@@ -273,8 +274,10 @@ async def test_a_silent_recording_gets_no_webhook(
     await subscribed(bus)
     await recorded_call_in_progress(bus, svc, sid(5))
     recording_sid = twilio_recording_of(telephony, sid(5))
-    await bus.handle(RecordRecordingStatus(sid(5), recording_sid, "absent", error_code="16102"))
-    await bus.handle(EndCall(sid(5), "completed", 20))
+    await bus.handle(
+        RecordRecordingStatus(sid(5), recording_sid, ProviderRecordingStatus.ABSENT, error_code="16102")
+    )
+    await bus.handle(EndCall(sid(5), CallStatus.COMPLETED, 20))
     await drain(svc)
     await scheduler.drain()
     assert sender.sent == []
@@ -283,7 +286,7 @@ async def test_a_silent_recording_gets_no_webhook(
 async def test_a_late_robocall_verdict_cancels_the_remaining_tries(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     sender: RecordingWebhookSender,
     scheduler: WebhookDeliveryScheduler,
@@ -299,12 +302,12 @@ async def test_a_late_robocall_verdict_cancels_the_remaining_tries(
     clock.advance(minutes=1)
     await scheduler.drain()
     assert len(sender.sent) == 1
-    [delivery] = db.webhook_deliveries.values()
-    assert delivery.status == DeliveryStatus.CANCELLED and "robocall" in delivery.last_error
+    [delivery] = await db.webhook_deliveries()
+    assert delivery.status == DeliveryStatus.CANCELLED and "robocall" in (delivery.last_error or "")
 
 
 async def test_the_scorability_wait_holds_call_ended_until_a_verdict_or_its_end(
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     store: InMemoryRecordingStore,
     clock: FakeClock,
@@ -320,7 +323,7 @@ async def test_the_scorability_wait_holds_call_ended_until_a_verdict_or_its_end(
     judged = (await incoming(bus, sid(8))).call_id
     for call_sid in (sid(7), sid(8)):
         await agent_answers(bus, call_sid)
-        await bus.handle(EndCall(call_sid, "completed", 30))
+        await bus.handle(EndCall(call_sid, CallStatus.COMPLETED, 30))
     await drain(svc)
     await scheduler.drain()
     assert sender.sent == []
@@ -338,7 +341,7 @@ async def test_the_scorability_wait_holds_call_ended_until_a_verdict_or_its_end(
 async def test_a_410_disables_the_endpoint_and_cancels_what_was_still_due(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     sender: RecordingWebhookSender,
     scheduler: WebhookDeliveryScheduler,
@@ -350,13 +353,13 @@ async def test_a_410_disables_the_endpoint_and_cancels_what_was_still_due(
     await scheduler.drain()
     await archived_call(bus, svc, telephony, sid(10))  # 410
     await scheduler.drain()
-    stored = db.webhook_endpoints[endpoint.endpoint.id]
-    assert stored.status == EndpointStatus.DISABLED and "410" in stored.disabled_reason
+    stored = await db.webhook_endpoint(endpoint.endpoint.id)
+    assert stored.status == EndpointStatus.DISABLED and "410" in (stored.disabled_reason or "")
     svc.clock.advance(seconds=10)  # type: ignore[attr-defined]
     await scheduler.drain()
     assert len(sender.sent) == 2
-    assert sorted(d.status for d in db.webhook_deliveries.values()) == ["cancelled", "failed"]
-    [first] = [d for d in db.webhook_deliveries.values() if d.status == DeliveryStatus.CANCELLED]
+    assert sorted(d.status for d in await db.webhook_deliveries()) == ["cancelled", "failed"]
+    [first] = [d for d in await db.webhook_deliveries() if d.status == DeliveryStatus.CANCELLED]
     with pytest.raises(InvalidTransition):
         await bus.handle(RetryWebhookDelivery(ACME, endpoint.endpoint.id, first.id))
 
@@ -364,7 +367,7 @@ async def test_a_410_disables_the_endpoint_and_cancels_what_was_still_due(
 async def test_an_admin_retry_brings_the_next_try_forward(
     bus: MessageBus,
     svc: Services,
-    db: FakeDatabase,
+    db: Database,
     telephony: FakeTelephony,
     sender: RecordingWebhookSender,
     scheduler: WebhookDeliveryScheduler,
@@ -377,13 +380,13 @@ async def test_an_admin_retry_brings_the_next_try_forward(
     endpoint = await subscribed(bus)
     await archived_call(bus, svc, telephony, sid(11))
     await scheduler.drain()
-    [delivery] = db.webhook_deliveries.values()
+    [delivery] = await db.webhook_deliveries()
     assert delivery.next_attempt_at == svc.clock.now() + timedelta(hours=1)
     view: webhooks.DeliveryView = await bus.handle(
         RetryWebhookDelivery(ACME, endpoint.endpoint.id, delivery.id)
     )
     assert view.delivery.next_attempt_at == svc.clock.now() and len(view.attempts) == 1
     await scheduler.drain()
-    assert db.webhook_deliveries[delivery.id].status == DeliveryStatus.SUCCEEDED
-    assert [a.status_code for a in db.webhook_attempts[delivery.id]] == [503, 200]
+    assert (await db.webhook_delivery(delivery.id)).status == DeliveryStatus.SUCCEEDED
+    assert [a.status_code for a in await db.webhook_attempts(delivery.id)] == [503, 200]
     assert len({m.message_id for m in sender.sent}) == 1  # the same webhook-id on every try
