@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,20 +93,7 @@ class SqlAlchemyOutbox:
 
     @staticmethod
     def _messages(result: Any) -> list[OutboxMessage]:
-        return [
-            OutboxMessage(
-                id=m["id"],
-                seq=m["seq"],
-                type=m["type"],
-                aggregate_type=m["aggregate_type"],
-                aggregate_id=m["aggregate_id"],
-                org_id=m["org_id"],
-                occurred_at=m["occurred_at"],
-                payload=m["payload"].encode(),
-                attempts=m["attempts"],
-            )
-            for m in (row._mapping for row in result)
-        ]
+        return [outbox_message(row._mapping) for row in result]
 
     async def mark_published(self, message_id: str, now: datetime) -> None:
         await self.conn.execute(update(t.outbox).where(t.outbox.c.id == message_id).values(published_at=now))
@@ -166,3 +153,18 @@ class DeadOutboxMessage:
     message: OutboxMessage
     dead_at: datetime
     error: str
+
+
+def outbox_message(m: Mapping[Any, Any]) -> OutboxMessage:
+    """An ``outbox`` row as the message the relay publishes."""
+    return OutboxMessage(
+        id=m["id"],
+        seq=m["seq"],
+        type=m["type"],
+        aggregate_type=m["aggregate_type"],
+        aggregate_id=m["aggregate_id"],
+        org_id=m["org_id"],
+        occurred_at=m["occurred_at"],
+        payload=m["payload"].encode(),
+        attempts=m["attempts"],
+    )

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from adapters.sqlalchemy import tables as t
 from adapters.sqlalchemy.engine import create_engine, migrate
+from adapters.sqlalchemy.outbox import outbox_message
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from application.errors import ConcurrencyConflict
 from application.ports import OutboxMessage
@@ -236,17 +237,7 @@ class Database:
             result = await conn.execute(select(t.outbox).order_by(t.outbox.c.seq))
         return [
             OutboxRow(
-                OutboxMessage(
-                    id=m["id"],
-                    seq=m["seq"],
-                    type=m["type"],
-                    aggregate_type=m["aggregate_type"],
-                    aggregate_id=m["aggregate_id"],
-                    org_id=m["org_id"],
-                    occurred_at=m["occurred_at"],
-                    payload=m["payload"].encode(),
-                    attempts=m["attempts"],
-                ),
+                outbox_message(m),
                 created_at=m["created_at"],
                 next_attempt_at=m["next_attempt_at"],
                 published_at=m["published_at"],
