@@ -15,7 +15,9 @@ def box(request: pytest.FixtureRequest) -> SecretBox:
     return PlainSecretBox() if request.param == "plain" else FernetSecretBox("a key for the tests")
 
 
-@pytest.mark.parametrize("secret", [new_webhook_secret(), "whsec_" + "é" * 10, "x"])
+@pytest.mark.parametrize(
+    "secret", [new_webhook_secret(), "whsec_" + "é" * 10, "x"], ids=["generated", "non-ascii", "short"]
+)
 def test_what_is_sealed_opens_to_the_same_secret(box: SecretBox, secret: str) -> None:
     assert box.open(box.seal(secret)) == secret
 
