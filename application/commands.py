@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain.audit import AuditActor
 from domain.model import CallStatus, ProviderRecordingStatus, StreamEvent
 
 
@@ -24,6 +25,7 @@ class SetCallRecording(Command):
     org_id: str
     enabled: bool
     changed_by: str
+    actor: AuditActor | None = None  # for the audit log; None: ``changed_by``, as the service itself
 
 
 @dataclass(frozen=True)
@@ -76,18 +78,21 @@ class RegisterWebhookEndpoint(Command):
     org_id: str
     url: str
     event_types: list[str]
+    actor: AuditActor | None = None  # for the audit log
 
 
 @dataclass(frozen=True)
 class DeleteWebhookEndpoint(Command):
     org_id: str
     endpoint_id: str
+    actor: AuditActor | None = None  # for the audit log
 
 
 @dataclass(frozen=True)
 class RotateWebhookSecret(Command):
     org_id: str
     endpoint_id: str
+    actor: AuditActor | None = None  # for the audit log
 
 
 @dataclass(frozen=True)

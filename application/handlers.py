@@ -25,6 +25,7 @@ from application.ports import ProviderRecording, UnitOfWork
 from application.retry import retry_conflicts
 from application.services import Services
 from domain import events
+from domain.audit import SYSTEM_ROLE, AuditActor, AuditEntry
 from domain.model import (
     DISCARDED_RECORDING_OFF,
     LIVE_STATUSES,
@@ -88,7 +89,18 @@ async def set_call_recording(cmd: commands.SetCallRecording, svc: Services) -> O
         org = await uow.organizations.get(cmd.org_id)
         if org is None:
             raise NotFound("organization not found")
-        org.set_recording(enabled=cmd.enabled, by=cmd.changed_by, now=svc.clock.now())
+        was = org.recording_enabled
+        now = svc.clock.now()
+        org.set_recording(enabled=cmd.enabled, by=cmd.changed_by, now=now)
+        if org.recording_enabled != was:  # a real change, audited with it
+            uow.audit.add(
+                AuditEntry.record(
+                    actor=cmd.actor or AuditActor(cmd.changed_by, SYSTEM_ROLE),
+                    action="turn_recording_on" if cmd.enabled else "turn_recording_off",
+                    now=now,
+                    org_id=org.id,
+                )
+            )
         await uow.commit()
         return org
 

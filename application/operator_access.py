@@ -1,50 +1,28 @@
 """The operations team's access to any org's calls and to the platform's own lines: always audited.
 
-Every access is written to the audit log (with its event, for ``callrec.audit.v1``) and committed
-*before* anything is shown or any URL is minted; if the audit log cannot be written, the access is
-refused.
+Every access is written to the audit log, with its reason (and its events, for ``callrec.audit.v1``),
+and committed *before* anything is shown or any URL is minted; if the audit log cannot be written,
+the access is refused (``AuditUnavailable``).
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-
 from application import views
-from application.errors import ApplicationError, InvalidInput, NotFound
+from application.audit import AuditUnavailable, record_before_access
+from application.errors import InvalidInput, NotFound
 from application.ports import CallCursor
 from application.services import Services
-from domain.audit import AuditEntry
+from domain.audit import AuditActor, AuditEntry
 from domain.model import CallKind
 
-log = logging.getLogger(__name__)
+__all__ = ["AuditUnavailable", "Operator", "list_calls", "recording_url"]
 
-
-class AuditUnavailable(ApplicationError):
-    """The audit log could not be written, so the privileged access is refused."""
-
-    code = "audit_unavailable"
-
-
-@dataclass(frozen=True)
-class Operator:
-    sub: str
-    role: str
-
-
-async def _audit(svc: Services, entry: AuditEntry) -> None:
-    try:
-        async with svc.uow() as uow:
-            uow.audit.add(entry)
-            await uow.commit()
-    except Exception as exc:
-        log.error("audit log write failed; refusing %s by %s: %s", entry.action, entry.actor, exc)
-        raise AuditUnavailable("the audit log cannot be written; access refused") from exc
+Operator = AuditActor  # who on the operations team acts (sub, role, request id, source address)
 
 
 async def list_calls(
     svc: Services,
-    operator: Operator,
+    operator: AuditActor,
     *,
     kind: CallKind,
     org_id: str | None,
@@ -57,11 +35,10 @@ async def list_calls(
         raise InvalidInput("org_id: required for customer calls")
     if kind != CallKind.CUSTOMER and org_id:
         raise InvalidInput("org_id: discovery and support calls belong to no org")
-    await _audit(
+    await record_before_access(
         svc,
         AuditEntry.record(
-            actor=operator.sub,
-            actor_role=operator.role,
+            actor=operator,
             action="list_calls",
             reason=reason or "(none given)",
             now=svc.clock.now(),
@@ -73,7 +50,7 @@ async def list_calls(
 
 
 async def recording_url(
-    svc: Services, operator: Operator, *, call_id: str, reason: str, download: bool
+    svc: Services, operator: AuditActor, *, call_id: str, reason: str, download: bool
 ) -> str:
     """A short-lived URL of any call's audio, once the access and its reason are in the audit log."""
     if not reason.strip():
@@ -83,11 +60,10 @@ async def recording_url(
         recording = await uow.recordings.get_for_call(call_id) if call else None
     if call is None or recording is None or not recording.is_archived or recording.audio is None:
         raise NotFound("no recording available for this call")
-    await _audit(
+    await record_before_access(
         svc,
         AuditEntry.record(
-            actor=operator.sub,
-            actor_role=operator.role,
+            actor=operator,
             action="download_recording" if download else "play_recording",
             reason=reason,
             now=svc.clock.now(),

@@ -351,9 +351,24 @@ class ProcessedMessages(Protocol):
     async def contains(self, consumer: str, event_id: str) -> bool: ...
 
 
+@dataclass(frozen=True)
+class AuditCursor:
+    """Keyset position in an org's audit log: the last entry of the previous page."""
+
+    occurred_at: datetime
+    id: str
+
+
 class AuditLog(Protocol):
     def add(self, entry: AuditEntry) -> None:
-        """Append an entry; it is written (with its event) on commit, or the commit fails."""
+        """Append an entry; it is chained and written (with its events) on commit, or the commit fails.
+
+        Appends are serialised: concurrent commits never give two entries the same place in the chain.
+        """
+        ...
+
+    async def page(self, *, org_id: str, limit: int, after: AuditCursor | None = None) -> list[AuditEntry]:
+        """The org's entries, newest first by (occurred_at, id), strictly after ``after``."""
         ...
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from application.audit import record_before_access
 from application.errors import NotFound
 from application.ports import CallCursor, CallQuery
 from application.services import Services
+from domain.audit import AuditActor, AuditEntry
 from domain.model import Call, CallKind, Recording, RecordingStatus, non_engagement_reason
 
 
@@ -154,12 +156,33 @@ def download_filename(call: Call) -> str:
 
 
 async def recording_url(
-    svc: Services, *, org_id: str | None, call_id: str, kinds: tuple[CallKind, ...], download: bool
+    svc: Services,
+    *,
+    actor: AuditActor,
+    org_id: str | None,
+    call_id: str,
+    kinds: tuple[CallKind, ...],
+    download: bool,
 ) -> str:
-    """A short-lived signed URL of the archived audio. Checks ownership before touching storage."""
+    """A short-lived signed URL of the archived audio. Checks ownership before touching storage.
+
+    The URL is minted only once the access is committed to the audit log (``AuditUnavailable`` if it
+    cannot be).
+    """
     call, recording, _ = await _owned_call(svc, org_id=org_id, call_id=call_id, kinds=kinds)
     if recording is None or not recording.is_archived or recording.audio is None:
         raise NotFound("no recording available for this call")
+    await record_before_access(
+        svc,
+        AuditEntry.record(
+            actor=actor,
+            action="download_recording" if download else "play_recording",
+            now=svc.clock.now(),
+            org_id=call.org_id,
+            call_id=call.id,
+            call_kind=call.kind.value,
+        ),
+    )
     ttl = min(svc.settings.playback_url_ttl, svc.store.max_url_lifetime)
     return await svc.store.signed_url(
         recording.audio.storage_key,

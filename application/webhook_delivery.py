@@ -22,12 +22,15 @@ import random
 from collections.abc import Callable
 from datetime import timedelta
 
+from application.audit import record_before_access
 from application.errors import ConcurrencyConflict
 from application.polling import PollingLoop
 from application.ports import WebhookMessage
 from application.retry import retry_conflicts
 from application.services import Services
 from application.webhooks import message_body, webhook_ports
+from domain.audit import SYSTEM_ROLE, AuditActor, AuditEntry
+from domain.model import CallKind
 from domain.webhooks import JITTER, DeliveryAttempt, DeliveryStatus, SendResult, WebhookDelivery
 
 log = logging.getLogger(__name__)
@@ -125,6 +128,20 @@ class WebhookDeliveryScheduler(PollingLoop):
             url = endpoint.url
         recording_url = None
         if delivery.recording_key is not None:
+            # Audited before it is minted; if the audit log cannot be written, no URL is sent and
+            # the try is made again when its claim runs out.
+            await record_before_access(
+                svc,
+                AuditEntry.record(
+                    actor=AuditActor(f"webhook:{delivery.endpoint_id}", SYSTEM_ROLE),
+                    action="webhook_recording_url",
+                    now=svc.clock.now(),
+                    org_id=delivery.org_id,
+                    call_id=delivery.call_id,
+                    call_kind=CallKind.CUSTOMER.value,
+                    target_id=delivery.endpoint_id,
+                ),
+            )
             ttl = min(svc.settings.webhook_url_ttl, svc.store.max_url_lifetime)
             recording_url = await svc.store.signed_url(delivery.recording_key, expires_in=ttl)
         body = message_body(delivery.payload, recording_url)

@@ -21,6 +21,7 @@ from application.errors import InvalidInput, NotFound
 from application.ports import DeliveryCursor, SecretBox, UnitOfWork, WebhookSender
 from application.services import Services
 from domain import events
+from domain.audit import SYSTEM_ROLE, AuditActor, AuditEntry
 from domain.errors import InvalidTransition
 from domain.model import CallKind, new_id
 from domain.webhooks import (
@@ -101,6 +102,21 @@ async def _own_endpoint(uow: UnitOfWork, org_id: str, endpoint_id: str) -> Webho
     return endpoint
 
 
+def _audit_change(
+    uow: UnitOfWork, svc: Services, actor: AuditActor | None, action: str, endpoint: WebhookEndpoint
+) -> None:
+    """Audit a change of one of the org's endpoints in the transaction that makes it (never its secret)."""
+    uow.audit.add(
+        AuditEntry.record(
+            actor=actor or AuditActor("service", SYSTEM_ROLE),
+            action=action,
+            now=svc.clock.now(),
+            org_id=endpoint.org_id,
+            target_id=endpoint.id,
+        )
+    )
+
+
 async def register_webhook_endpoint(
     cmd: commands.RegisterWebhookEndpoint, svc: Services
 ) -> EndpointWithSecret:
@@ -120,6 +136,7 @@ async def register_webhook_endpoint(
             now=svc.clock.now(),
         )
         uow.webhook_endpoints.add(endpoint)
+        _audit_change(uow, svc, cmd.actor, "create_webhook_endpoint", endpoint)
         await uow.commit()
     return EndpointWithSecret(endpoint, secret)
 
@@ -129,6 +146,7 @@ async def delete_webhook_endpoint(cmd: commands.DeleteWebhookEndpoint, svc: Serv
     async with svc.uow() as uow:
         endpoint = await _own_endpoint(uow, cmd.org_id, cmd.endpoint_id)
         endpoint.delete(svc.clock.now())
+        _audit_change(uow, svc, cmd.actor, "delete_webhook_endpoint", endpoint)
         await uow.commit()
 
 
@@ -139,6 +157,7 @@ async def rotate_webhook_secret(cmd: commands.RotateWebhookSecret, svc: Services
     async with svc.uow() as uow:
         endpoint = await _own_endpoint(uow, cmd.org_id, cmd.endpoint_id)
         endpoint.rotate_secret(box.seal(secret), svc.clock.now())
+        _audit_change(uow, svc, cmd.actor, "rotate_webhook_secret", endpoint)
         await uow.commit()
     return EndpointWithSecret(endpoint, secret)
 

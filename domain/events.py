@@ -226,10 +226,39 @@ class PrivilegedAccessRecorded(Event, frozen=True, kw_only=True):
         return self.audit_id
 
 
+class AuditEntryAppended(Event, frozen=True, kw_only=True):
+    """An access or change was appended to the audit log: the new head of its hash chain.
+
+    ``hash`` is the SHA-256 of the entry's canonical encoding, which covers ``prev_hash``; a log that
+    ends before the highest ``seq`` published here lost its tail.
+    """
+
+    aggregate_type: ClassVar[str] = "audit"
+    audit_id: str
+    seq: int
+    hash: str
+    prev_hash: str
+    actor: str
+    actor_role: str
+    action: str
+    reason: str | None
+    call_id: str | None
+    call_kind: str | None
+    target_id: str | None
+    request_id: str | None
+    source_address: str | None
+    outcome: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.audit_id
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
         PrivilegedAccessRecorded,
+        AuditEntryAppended,
         OrganizationCreated,
         OrganizationUpdated,
         RecordingSettingChanged,

@@ -1,4 +1,4 @@
-"""``callrec serve | worker | migrate | token | dlq | reconcile | demo``."""
+"""``callrec serve | worker | migrate | token | dlq | reconcile | audit | demo``."""
 
 from __future__ import annotations
 
@@ -120,6 +120,23 @@ def _demo(args: argparse.Namespace) -> int:
         return 1
 
 
+def _audit(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from adapters.sqlalchemy.engine import migrate
+    from entrypoints.audit_verify import parse_head, verify_audit_log
+
+    settings = Settings.from_env()
+    try:
+        head = parse_head(args.head) if args.head else None
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if make_url(settings.database_url).get_backend_name() == "sqlite":
+        migrate(settings.database_url)
+    return asyncio.run(verify_audit_log(settings, head=head))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="callrec", description="Call-recording service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,6 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--port", type=int, help="port of the demo's service (default: a free one)")
     demo.add_argument("--serve", action="store_true", help="keep serving afterwards, until Ctrl-C")
     demo.set_defaults(func=_demo)
+    audit = sub.add_parser("audit", help="the audit log of accesses and changes")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser(
+        "verify", help="walk the hash chain; exit 1 naming the first edited, removed or reordered record"
+    )
+    verify.add_argument(
+        "--head", help="SEQ:HASH of a chain head received on callrec.audit.v1 (default: the outbox's newest)"
+    )
+    audit.set_defaults(func=_audit)
     token = sub.add_parser("token", help="print a dashboard bearer token")
     token.add_argument("--org", required=True)
     token.add_argument("--role", required=True, choices=["member", "admin", "ops_admin"])

@@ -1,19 +1,93 @@
-"""The audit log table (append-only) and the consumers' processed-message markers."""
+"""The audit log table (append-only, hash-chained) and the consumers' processed-message markers.
+
+Appends are serialised so that concurrent writers (several API processes) never fork the chain: the
+entries of a unit of work are sealed onto the chain head at commit time, inside the committing
+transaction, and no other transaction can read the head until that one ends:
+
+- PostgreSQL: ``pg_advisory_xact_lock(AUDIT_CHAIN_LOCK)`` first, held until commit or rollback; under
+  READ COMMITTED the head read after the lock is the last committed entry.
+- SQLite: the engine begins every transaction with ``BEGIN IMMEDIATE``, so the transaction already
+  holds the database's single write lock (across processes) when it reads the head.
+
+The unique ``seq`` is the backstop: were two writers ever to read the same head, the second insert
+would fail (a ``ConcurrencyConflict``, retried from a fresh read) instead of forking the chain.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Row, insert, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.sqlalchemy import tables as t
+from application.ports import AuditCursor
 from domain import events as ev
-from domain.audit import AuditEntry
+from domain.audit import GENESIS_HASH, AuditEntry, ChainHead
+
+# An arbitrary application-wide key for pg_advisory_xact_lock ("callrec audit" in ASCII, truncated).
+AUDIT_CHAIN_LOCK = 0x63616C6C72656361
+
+
+def _row(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "seq": entry.seq,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+        "occurred_at": entry.occurred_at,
+        "actor": entry.actor,
+        "actor_role": entry.actor_role,
+        "action": entry.action,
+        "reason": entry.reason,
+        "org_id": entry.org_id,
+        "call_id": entry.call_id,
+        "call_kind": entry.call_kind,
+        "target_id": entry.target_id,
+        "request_id": entry.request_id,
+        "source_address": entry.source_address,
+        "outcome": entry.outcome,
+    }
+
+
+def entry_from_row(row: Row[Any]) -> AuditEntry:
+    m = row._mapping
+    return AuditEntry(
+        id=m["id"],
+        seq=m["seq"],
+        prev_hash=m["prev_hash"],
+        hash=m["hash"],
+        occurred_at=m["occurred_at"],
+        actor=m["actor"],
+        actor_role=m["actor_role"],
+        action=m["action"],
+        reason=m["reason"],
+        org_id=m["org_id"],
+        call_id=m["call_id"],
+        call_kind=m["call_kind"],
+        target_id=m["target_id"],
+        request_id=m["request_id"],
+        source_address=m["source_address"],
+        outcome=m["outcome"],
+    )
+
+
+async def lock_chain(conn: AsyncConnection) -> None:
+    """Hold the chain until this transaction ends (see the module docstring)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_CHAIN_LOCK})
+
+
+async def chain_head(conn: AsyncConnection) -> ChainHead | None:
+    a = t.audit_log.c
+    row = (await conn.execute(select(a.seq, a.hash).order_by(a.seq.desc()).limit(1))).first()
+    return ChainHead(row.seq, row.hash) if row else None
 
 
 class SqlAlchemyAuditLog:
-    """Append-only: entries are inserted on commit, with their events, and never updated."""
+    """Append-only: entries are chained and inserted on commit, with their events, never updated."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
@@ -25,29 +99,64 @@ class SqlAlchemyAuditLog:
     async def flush(self, now: datetime) -> list[ev.Event]:
         if not self.pending:
             return []
-        await self.conn.execute(
-            insert(t.audit_log),
-            [
-                {
-                    "id": e.id,
-                    "occurred_at": e.occurred_at,
-                    "actor": e.actor,
-                    "actor_role": e.actor_role,
-                    "action": e.action,
-                    "reason": e.reason,
-                    "org_id": e.org_id,
-                    "call_id": e.call_id,
-                    "call_kind": e.call_kind,
-                }
-                for e in self.pending
-            ],
-        )
+        self._unseal()  # a commit that failed and is tried again seals its entries anew
+        await lock_chain(self.conn)
+        head = await chain_head(self.conn)
+        seq, prev_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+        for entry in self.pending:
+            seq += 1
+            entry.seal(seq=seq, prev_hash=prev_hash)
+            assert entry.hash is not None
+            prev_hash = entry.hash
+        await self.conn.execute(insert(t.audit_log), [_row(e) for e in self.pending])
         return [event for entry in self.pending for event in entry.events]
 
     def committed(self) -> None:
         for entry in self.pending:
             entry.events.clear()
         self.pending.clear()
+
+    def _unseal(self) -> None:
+        for entry in self.pending:
+            entry.seq = entry.prev_hash = entry.hash = None
+            entry.events[:] = [e for e in entry.events if not isinstance(e, ev.AuditEntryAppended)]
+
+    async def page(self, *, org_id: str, limit: int, after: AuditCursor | None = None) -> list[AuditEntry]:
+        """The org's entries, newest first by (occurred_at, id), strictly after ``after``."""
+        a = t.audit_log.c
+        where = [a.org_id == org_id]
+        if after is not None:
+            where.append(tuple_(a.occurred_at, a.id) < tuple_(after.occurred_at, after.id))
+        stmt = select(t.audit_log).where(*where).order_by(a.occurred_at.desc(), a.id.desc()).limit(limit)
+        return [entry_from_row(row) for row in await self.conn.execute(stmt)]
+
+
+async def read_chain(conn: AsyncConnection, *, batch: int = 1000) -> AsyncIterator[AuditEntry]:
+    """Every entry in ``seq`` order, a batch at a time."""
+    a = t.audit_log.c
+    after = 0
+    while True:
+        stmt = select(t.audit_log).where(a.seq > after).order_by(a.seq).limit(batch)
+        rows = (await conn.execute(stmt)).all()
+        for row in rows:
+            yield entry_from_row(row)
+        if len(rows) < batch:
+            return
+        after = rows[-1]._mapping["seq"]
+
+
+async def published_head(conn: AsyncConnection) -> ChainHead | None:
+    """The newest chain head handed to the outbox for ``callrec.audit.v1`` (what subscribers saw)."""
+    o = t.outbox.c
+    stmt = (
+        select(o.payload).where(o.type == ev.AuditEntryAppended.type_name()).order_by(o.seq.desc()).limit(1)
+    )
+    payload = (await conn.execute(stmt)).scalar()
+    if payload is None:
+        return None
+    event = ev.decode_event(ev.AuditEntryAppended.type_name(), payload)
+    assert isinstance(event, ev.AuditEntryAppended)
+    return ChainHead(event.seq, event.hash)
 
 
 class SqlAlchemyProcessedMessages:

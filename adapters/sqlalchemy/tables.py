@@ -237,13 +237,22 @@ audit_log = Table(
     "audit_log",
     metadata,
     Column("id", ID, primary_key=True),
+    # The hash chain (domain.audit): seq from 1, each entry's hash covers the previous one's.
+    Column("seq", BigInteger, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
     Column("occurred_at", UTCDateTime, nullable=False),
     Column("actor", String(200), nullable=False),
     Column("actor_role", String(32), nullable=False),
     Column("action", String(32), nullable=False),
-    Column("reason", Text, nullable=False),
+    Column("reason", Text),  # required of the operations team
     Column("org_id", String(64)),
     Column("call_id", ID),
     Column("call_kind", String(16)),
+    Column("target_id", ID),
+    Column("request_id", String(64)),
+    Column("source_address", String(64)),
+    Column("outcome", String(16), nullable=False),
+    UniqueConstraint("seq"),
     Index("ix_audit_log_org_time", "org_id", "occurred_at"),
 )

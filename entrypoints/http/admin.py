@@ -13,19 +13,13 @@ from litestar.response import Redirect
 from application import operator_access
 from domain.model import CallKind
 from entrypoints.http.api import Cursor, Limit, call_body, decode_cursor, encode_cursor
-from entrypoints.http.auth import ops_admin_guard, principal_of
+from entrypoints.http.auth import audit_actor, ops_admin_guard
 from entrypoints.http.deps import ServicesDep
-from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, NOT_FOUND, error_spec
+from entrypoints.http.errors import AUDIT_DOWN, AUTH_ERRORS, BAD_REQUEST, NOT_FOUND
 from entrypoints.http.schemas import CallPage, IdPath, IdQuery
 
-AUDIT_DOWN = {503: error_spec("The audit log cannot be written, so the access is refused")}
 Reason = Annotated[str, QueryParameter(min_length=3, max_length=500, description="Why you need this access")]
 OptionalReason = Annotated[str | None, QueryParameter(max_length=500, description="Why you need this access")]
-
-
-def _operator(request: Request[Any, Any, State]) -> operator_access.Operator:
-    principal = principal_of(request)
-    return operator_access.Operator(sub=principal.sub, role=principal.role)
 
 
 class AdminApi(Controller):
@@ -47,7 +41,7 @@ class AdminApi(Controller):
         """Calls of any org, or of the platform's discovery and support lines. Audited."""
         page, next_cursor = await operator_access.list_calls(
             services,
-            _operator(request),
+            audit_actor(request),
             kind=CallKind(kind),
             org_id=org_id,
             limit=limit,
@@ -78,6 +72,6 @@ class AdminApi(Controller):
     ) -> Response[Any]:
         """307 to the audio of any call. The reason is required and audited before the URL is issued."""
         url = await operator_access.recording_url(
-            services, _operator(request), call_id=call_id, reason=reason, download=download
+            services, audit_actor(request), call_id=call_id, reason=reason, download=download
         )
         return Redirect(url, status_code=307, headers={"Cache-Control": "no-store"})

@@ -16,19 +16,23 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, QueryParameter
 from litestar.response import Redirect
 
-from application import commands, views
+from application import audit, commands, views
 from application.errors import NotFound
-from application.ports import CallCursor
+from application.ports import AuditCursor, CallCursor
+from domain.audit import AuditEntry
 from domain.model import DISCLOSURE_TEXT, CallKind, Organization
-from entrypoints.http.auth import admin_guard, customer_guard, principal_of
+from entrypoints.http.auth import admin_guard, audit_actor, customer_guard, principal_of
 from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
-from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND
+from entrypoints.http.errors import AUDIT_DOWN, AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND
 from entrypoints.http.schemas import (
     AdditionalRecordingResponse,
+    AuditEntryResponse,
+    AuditPage,
     CallDetailResponse,
     CallPage,
     CallResponse,
+    ConsentResponse,
     IdPath,
     RecordingResponse,
     RecordingSetting,
@@ -63,6 +67,12 @@ def call_body(view: views.CallView, base_path: str = "/api/v1/calls") -> CallRes
         ended_at=_iso(call.ended_at),
         duration_s=call.duration_s,
         non_engagement=view.non_engagement,
+        consent=ConsentResponse(
+            recorded=call.consent.recorded,
+            disclosure_text=call.consent.disclosure_text,
+            disclosure_version=call.consent.disclosure_version,
+            disclosed_at=_iso(call.consent.disclosed_at),
+        ),
         recording=RecordingResponse(
             status=rec.status,  # type: ignore[arg-type]
             reason=rec.reason,  # type: ignore[arg-type]
@@ -98,6 +108,32 @@ def _setting(org: Organization) -> RecordingSetting:
 
 
 CallId = IdPath
+
+
+def encode_audit_cursor(cursor: AuditCursor) -> str:
+    return encode_keyset(cursor.occurred_at, cursor.id)
+
+
+def decode_audit_cursor(value: str) -> AuditCursor:
+    return AuditCursor(*decode_keyset(value))
+
+
+def audit_entry_body(entry: AuditEntry) -> AuditEntryResponse:
+    return AuditEntryResponse(
+        id=entry.id,
+        seq=entry.seq or 0,
+        occurred_at=_iso(entry.occurred_at) or "",
+        actor=entry.actor,
+        actor_role=entry.actor_role,
+        action=entry.action,
+        call_id=entry.call_id,
+        reason=entry.reason,
+        outcome=entry.outcome,
+        target_id=entry.target_id,
+        request_id=entry.request_id,
+    )
+
+
 RecordingFilter = Literal["available", "processing", "not_recorded", "failed"]
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")]
 Cursor = CursorQuery
@@ -130,7 +166,12 @@ class DashboardApi(Controller):
         """Turn recording on or off for the org's next calls (admins only); calls in progress keep theirs."""
         principal = principal_of(request)
         org = await bus.handle(
-            commands.SetCallRecording(org_id=principal.org_id, enabled=data.enabled, changed_by=principal.sub)
+            commands.SetCallRecording(
+                org_id=principal.org_id,
+                enabled=data.enabled,
+                changed_by=principal.sub,
+                actor=audit_actor(request),
+            )
         )
         return _setting(org)
 
@@ -190,6 +231,7 @@ class DashboardApi(Controller):
             **AUTH_ERRORS,
             **BAD_REQUEST,
             **NOT_FOUND,
+            **AUDIT_DOWN,
         },
     )
     async def get_recording(
@@ -199,8 +241,38 @@ class DashboardApi(Controller):
         services: ServicesDep,
         download: Annotated[bool, QueryParameter(description="Serve the audio as an attachment")] = False,
     ) -> Response[Any]:
-        """307 to a short-lived signed URL of the audio (Range requests work on it)."""
+        """307 to a short-lived signed URL of the audio (Range requests work on it).
+
+        The access is in the org's audit log before the URL is issued; 503 when it cannot be written.
+        """
         url = await views.recording_url(
-            services, org_id=principal_of(request).org_id, call_id=call_id, kinds=CUSTOMER, download=download
+            services,
+            actor=audit_actor(request),
+            org_id=principal_of(request).org_id,
+            call_id=call_id,
+            kinds=CUSTOMER,
+            download=download,
         )
         return Redirect(url, status_code=307, headers={"Cache-Control": "no-store"})
+
+    @get("/audit-log", guards=[admin_guard], responses={**AUTH_ERRORS, **BAD_REQUEST})
+    async def audit_log(
+        self,
+        request: Request[Any, Any, State],
+        services: ServicesDep,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> AuditPage:
+        """The org's audit log (admins only), newest first: every access to its recordings (its own
+        users', recording URLs put into webhooks, and the operations team's with its reason) and every
+        change of its recording setting and webhook endpoints. One keyset page at a time."""
+        entries, next_cursor = await audit.org_audit_log(
+            services,
+            org_id=principal_of(request).org_id,
+            limit=limit,
+            after=decode_audit_cursor(cursor) if cursor else None,
+        )
+        return AuditPage(
+            items=[audit_entry_body(e) for e in entries],
+            next_cursor=encode_audit_cursor(next_cursor) if next_cursor else None,
+        )

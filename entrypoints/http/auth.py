@@ -11,7 +11,9 @@ callbacks and signed media URLs carry their own proof and are excluded too.
 from __future__ import annotations
 
 import hmac
+import re
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +27,7 @@ from litestar.middleware.authentication import AuthenticationResult
 from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 from litestar.security.jwt.token import JWTDecodeOptions
 
+from domain.audit import AuditActor
 from domain.model import is_identifier
 
 ROLES = ("member", "admin", "ops_admin")
@@ -174,3 +177,21 @@ def ops_admin_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRoute
     """Only the platform's operations team."""
     if principal_of(connection).role != "ops_admin":
         raise PermissionDeniedException("ops_admin role required")
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
+    """The caller's ``X-Request-ID`` when it is a sane token, else a new one for this request."""
+    given = connection.headers.get("x-request-id", "")
+    return given if _REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
+
+
+def audit_actor(
+    connection: ASGIConnection[Any, Any, Any, Any], principal: Principal | None = None
+) -> AuditActor:
+    """Who is acting, for the audit log: the principal, the request id and the source address."""
+    who = principal or principal_of(connection)
+    client = connection.client.host[:64] if connection.client else None
+    return AuditActor(who.sub, who.role, request_id(connection), client)

@@ -1,4 +1,5 @@
-"""The dashboard pages: the Calls page, the call detail panel with a player, and the recording toggle.
+"""The dashboard pages: the Calls page, the call detail panel with a player and the caller's consent,
+the recording toggle, and (for admins) the Access log.
 
 Pages take the same JWT as the API, from the HttpOnly, SameSite=Strict cookie ``callrec_session`` that
 ``POST /dashboard/session`` sets. Without a valid session a page redirects to the sign-in notice.
@@ -24,12 +25,18 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
 
-from application import commands, views
+from application import audit, commands, views
 from application.errors import NotFound
 from domain.model import DISCLOSURE_TEXT, CallKind
 from entrypoints.config import Settings
-from entrypoints.http.api import decode_cursor, encode_cursor
-from entrypoints.http.auth import CUSTOMER_ROLES, Principal, decode_token, retrieve_principal
+from entrypoints.http.api import decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor
+from entrypoints.http.auth import (
+    CUSTOMER_ROLES,
+    Principal,
+    audit_actor,
+    decode_token,
+    retrieve_principal,
+)
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.forms import FORM_MAX_BYTES, read_form
 from entrypoints.http.schemas import IdPath
@@ -47,6 +54,18 @@ PAGE_CSP = (
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 LABELS = {"available": "Recording", "processing": "Processing", "failed": "Failed", "not_recorded": "None"}
+ACTION_LABELS = {
+    "list_calls": "Listed the calls",
+    "play_recording": "Played a recording",
+    "download_recording": "Downloaded a recording",
+    "webhook_recording_url": "Sent a recording URL to a webhook endpoint",
+    "turn_recording_on": "Turned recording on",
+    "turn_recording_off": "Turned recording off",
+    "create_webhook_endpoint": "Added a webhook endpoint",
+    "rotate_webhook_secret": "Rotated a webhook secret",
+    "delete_webhook_endpoint": "Deleted a webhook endpoint",
+}
+ROLE_LABELS = {"member": "member", "admin": "admin", "ops_admin": "operations team", "system": "service"}
 REASONS = {
     "recording_off": "Recording was off when this call happened.",
     "no_audio": "The call ended before any audio could be captured.",
@@ -222,9 +241,46 @@ class DashboardPages(Controller):
         if principal is None:
             raise NotAuthorizedException("no dashboard session")
         url = await views.recording_url(
-            services, org_id=principal.org_id, call_id=call_id, kinds=CUSTOMER, download=download
+            services,
+            actor=audit_actor(request, principal),
+            org_id=principal.org_id,
+            call_id=call_id,
+            kinds=CUSTOMER,
+            download=download,
         )
         return Redirect(url, status_code=307, headers={"Cache-Control": "no-store"})
+
+    @get("/audit-log")
+    async def access_log(
+        self,
+        request: Request[Any, Any, State],
+        services: ServicesDep,
+        cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
+    ) -> Response[Any]:
+        """The Access log (admins): who accessed the org's recordings or changed its settings, and why."""
+        principal = await session_principal(request)
+        if principal is None:
+            return _sign_in()
+        if principal.role != "admin":
+            return page(
+                request, "message.html", 403, title="Forbidden", principal=principal, message="Admins only."
+            )
+        entries, next_cursor = await audit.org_audit_log(
+            services,
+            org_id=principal.org_id,
+            limit=PAGE_SIZE,
+            after=decode_audit_cursor(cursor) if cursor else None,
+        )
+        return page(
+            request,
+            "audit_log.html",
+            title="Access log",
+            principal=principal,
+            entries=entries,
+            actions=ACTION_LABELS,
+            roles=ROLE_LABELS,
+            next_cursor=encode_audit_cursor(next_cursor) if next_cursor else None,
+        )
 
     @get("/settings")
     async def settings_page(self, request: Request[Any, Any, State], services: ServicesDep) -> Response[Any]:
@@ -263,5 +319,9 @@ class DashboardPages(Controller):
                 request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
             )
         enabled = (await read_form(request)).get("enabled") == "true"
-        await bus.handle(commands.SetCallRecording(principal.org_id, enabled, principal.sub))
+        await bus.handle(
+            commands.SetCallRecording(
+                principal.org_id, enabled, principal.sub, audit_actor(request, principal)
+            )
+        )
         return Redirect("/dashboard/settings", status_code=303)

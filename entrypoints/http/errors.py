@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from application.audit import AuditUnavailable
 from application.errors import (
     ApplicationError,
     ConcurrencyConflict,
@@ -18,7 +19,6 @@ from application.errors import (
     PhoneNumberTaken,
     WebhookTargetRefused,
 )
-from application.operator_access import AuditUnavailable
 from domain.errors import DomainError, InvalidValue
 from entrypoints.http.schemas import ErrorBody
 
@@ -128,4 +128,5 @@ AUTH_ERRORS = {
 BAD_REQUEST = {400: error_spec("Malformed request: the message names the offending field")}
 NOT_FOUND = {404: error_spec("No such object in the caller's organization")}
 BODY_ERRORS = {**BAD_REQUEST, 413: error_spec("Request body too large")}
+AUDIT_DOWN = {503: error_spec("The audit log cannot be written, so the access is refused")}
 CONFLICT = {409: error_spec("Conflicts with the current state (e.g. a number another org owns)")}

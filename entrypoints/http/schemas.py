@@ -64,6 +64,16 @@ class RecordingResponse(msgspec.Struct):
     download_url: str | None
 
 
+class ConsentResponse(msgspec.Struct):
+    """What the caller was told: whether the call was recorded, the disclosure's exact wording and
+    version, and when it was given (the greeting that carried it was sent)."""
+
+    recorded: bool
+    disclosure_text: str | None
+    disclosure_version: str | None
+    disclosed_at: str | None
+
+
 class CallResponse(msgspec.Struct):
     id: str
     from_: str = msgspec.field(name="from")
@@ -75,6 +85,7 @@ class CallResponse(msgspec.Struct):
     duration_s: int | None = None
     recording: RecordingResponse | None = None
     non_engagement: bool = False
+    consent: ConsentResponse | None = None
 
 
 class AdditionalRecordingResponse(msgspec.Struct):
@@ -101,6 +112,32 @@ class CallDetailResponse(CallResponse):
 
 class CallPage(msgspec.Struct):
     items: list[CallResponse]
+    next_cursor: str | None
+
+
+class AuditEntryResponse(msgspec.Struct):
+    """One access to the org's recordings, or one change of its settings, in the audit log.
+
+    `actor_role`: `member` or `admin` (the org's own users), `ops_admin` (the platform's operations
+    team, always with a `reason`) or `system` (the service itself, e.g. a recording URL put into a
+    webhook). `outcome`: `granted` (an access) or `succeeded` (a change).
+    """
+
+    id: str
+    seq: int
+    occurred_at: str
+    actor: str
+    actor_role: str
+    action: str
+    call_id: str | None
+    reason: str | None
+    outcome: str
+    target_id: str | None
+    request_id: str | None
+
+
+class AuditPage(msgspec.Struct):
+    items: list[AuditEntryResponse]
     next_cursor: str | None
 
 

@@ -18,7 +18,7 @@ from litestar.params import JSONBody, QueryParameter
 from application import commands, webhooks
 from application.ports import DeliveryCursor
 from domain.webhooks import EndpointStatus, WebhookEndpoint
-from entrypoints.http.auth import admin_guard, principal_of
+from entrypoints.http.auth import admin_guard, audit_actor, principal_of
 from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.errors import AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND, error_spec
@@ -214,7 +214,10 @@ class WebhookEndpointsApi(Controller):
         """Subscribe an https URL to ``call.ended``. The answer holds the signing secret, shown once."""
         result = await bus.handle(
             commands.RegisterWebhookEndpoint(
-                org_id=principal_of(request).org_id, url=data.url, event_types=list(data.events)
+                org_id=principal_of(request).org_id,
+                url=data.url,
+                event_types=list(data.events),
+                actor=audit_actor(request),
             )
         )
         return _with_secret(result)
@@ -243,7 +246,9 @@ class WebhookEndpointsApi(Controller):
     ) -> None:
         """Remove an endpoint; nothing more is sent to it."""
         await bus.handle(
-            commands.DeleteWebhookEndpoint(org_id=principal_of(request).org_id, endpoint_id=endpoint_id)
+            commands.DeleteWebhookEndpoint(
+                org_id=principal_of(request).org_id, endpoint_id=endpoint_id, actor=audit_actor(request)
+            )
         )
 
     @post("/{endpoint_id:str}/rotate-secret", status_code=200, responses={**AUTH_ERRORS, **NOT_FOUND})
@@ -252,7 +257,9 @@ class WebhookEndpointsApi(Controller):
     ) -> WebhookEndpointCreated:
         """A new secret, shown once. For 24 hours messages carry signatures by both old and new."""
         result = await bus.handle(
-            commands.RotateWebhookSecret(org_id=principal_of(request).org_id, endpoint_id=endpoint_id)
+            commands.RotateWebhookSecret(
+                org_id=principal_of(request).org_id, endpoint_id=endpoint_id, actor=audit_actor(request)
+            )
         )
         return _with_secret(result)
 

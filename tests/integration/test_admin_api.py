@@ -29,10 +29,12 @@ async def harness(tmp_path: Path) -> AsyncIterator[ApiHarness]:
 
 
 async def audit_rows(h: ApiHarness) -> list[dict[str, object]]:
+    """The operations team's entries (the org's own toggle change is in the log too)."""
     engine = create_engine(h.settings.database_url)
     try:
         async with engine.connect() as conn:
-            rows = await conn.execute(select(t.audit_log).order_by(t.audit_log.c.occurred_at))
+            a = t.audit_log.c
+            rows = await conn.execute(select(t.audit_log).where(a.actor_role == "ops_admin").order_by(a.seq))
             return [dict(r._mapping) for r in rows]
     finally:
         await engine.dispose()

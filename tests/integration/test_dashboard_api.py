@@ -498,7 +498,7 @@ async def test_every_cursor_parameter_documents_the_format_the_server_takes(
         for param in op.get("parameters", [])
         if param["name"] == "cursor"
     }
-    assert len(cursors) == 3, cursors
+    assert len(cursors) == 4, cursors
     for operation, schema in cursors.items():
         assert (schema["pattern"], schema["maxLength"]) == (CURSOR_PATTERN, MAX_CURSOR_LENGTH), operation
     for cursor in ("0.a", "9999999999999999." + "z" * 64, "1732800000000000.0f-_"):

@@ -200,6 +200,11 @@ async def test_the_recording_url_is_minted_afresh_for_every_try(world: World) ->
     assert len(set(urls)) == 2 and all("/media/orgs/acme/a.mp3" in u for u in urls)
     [view] = await deliveries(world, endpoint)
     assert view.delivery.status == DeliveryStatus.SUCCEEDED
+    # Each URL put into a webhook is in the org's audit log (committed before it was minted).
+    async with world.svc.uow() as uow:
+        audited = await uow.audit.page(org_id="acme", limit=10)
+    sent = [e for e in audited if e.action == "webhook_recording_url"]
+    assert [(e.call_id, e.target_id, e.actor_role) for e in sent] == [("call-5", endpoint, "system")] * 2
 
 
 async def test_a_restart_in_the_middle_of_the_schedule_picks_up_where_it_left_off(

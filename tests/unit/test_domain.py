@@ -796,5 +796,5 @@ def test_an_unknown_call_status_is_an_invalid_value() -> None:
 def test_an_audit_entry_refuses_an_unknown_action_or_a_blank_reason(action: str, reason: str) -> None:
     with pytest.raises(InvalidValue):
         AuditEntry.record(
-            actor="op", actor_role="platform_admin", action=action, reason=reason, now=T0, org_id=None
+            actor="op", actor_role="ops_admin", action=action, reason=reason, now=T0, org_id=None
         )

@@ -34,6 +34,7 @@ from application.outbox import OutboxRelay
 from application.ports import MediaStream, StoredObject
 from application.services import Services, ServiceSettings
 from domain import events
+from domain.audit import AuditActor
 from domain.model import (
     DISCLOSURE_TEXT,
     CallKind,
@@ -53,6 +54,7 @@ from tests.fakes import (
 )
 from tests.support.database import Database
 
+MEMBER = AuditActor("member@acme", "member")
 ACME, ACME_NUMBER, ACME_GREETING = "org-acme", "+15550001111", "Hi, Acme Plumbing here. How can I help?"
 GLOBEX, GLOBEX_NUMBER = "org-globex", "+15550002222"
 DISCOVERY_LINE, SUPPORT_LINE = "+15559990001", "+15559990002"
@@ -197,7 +199,12 @@ async def test_an_org_keeps_its_toggle_when_its_profile_is_updated(bus: MessageB
 
     org = await db.organization(ACME)
     assert (org.name, org.greeting, org.recording_enabled) == ("Acme Inc", "New greeting", True)
-    assert await db.event_types() == ["OrganizationCreated", "RecordingSettingChanged", "OrganizationUpdated"]
+    assert await db.event_types() == [
+        "OrganizationCreated",
+        "RecordingSettingChanged",
+        "AuditEntryAppended",  # the toggle's change, audited with it
+        "OrganizationUpdated",
+    ]
 
 
 async def test_toggle_change_is_recorded_with_who_changed_it(
@@ -896,7 +903,12 @@ async def test_audio_of_a_call_that_was_not_recorded_is_never_kept(
     assert store.objects == {}
     with pytest.raises(NotFound):
         await views.recording_url(
-            svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,), download=False
+            svc,
+            actor=MEMBER,
+            org_id=ACME,
+            call_id=decision.call_id,
+            kinds=(CallKind.CUSTOMER,),
+            download=False,
         )
 
 
@@ -1202,7 +1214,12 @@ async def test_another_orgs_call_and_its_recording_are_not_found(
         await views.get_call(svc, org_id=GLOBEX, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,))
     with pytest.raises(NotFound):
         await views.recording_url(
-            svc, org_id=GLOBEX, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,), download=False
+            svc,
+            actor=MEMBER,
+            org_id=GLOBEX,
+            call_id=decision.call_id,
+            kinds=(CallKind.CUSTOMER,),
+            download=False,
         )
 
 
@@ -1228,7 +1245,7 @@ async def test_recording_url_is_short_lived_and_names_the_download(
     decision = await archived_call(bus, svc, telephony, sid(1))
 
     url = await views.recording_url(
-        svc, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,), download=True
+        svc, actor=MEMBER, org_id=ACME, call_id=decision.call_id, kinds=(CallKind.CUSTOMER,), download=True
     )
 
     [issued] = store.issued_urls
