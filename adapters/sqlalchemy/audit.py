@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Row, insert, select, text, tuple_
+from sqlalchemy import insert, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.sqlalchemy import tables as t
+from adapters.sqlalchemy.mapping import RowMapping
 from application.ports import AuditCursor
 from domain import events as ev
 from domain.audit import GENESIS_HASH, AuditEntry, ChainHead
@@ -31,47 +31,8 @@ from domain.audit import GENESIS_HASH, AuditEntry, ChainHead
 AUDIT_CHAIN_LOCK = 0x63616C6C72656361
 
 
-def _row(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "seq": entry.seq,
-        "prev_hash": entry.prev_hash,
-        "hash": entry.hash,
-        "occurred_at": entry.occurred_at,
-        "actor": entry.actor,
-        "actor_role": entry.actor_role,
-        "action": entry.action,
-        "reason": entry.reason,
-        "org_id": entry.org_id,
-        "call_id": entry.call_id,
-        "call_kind": entry.call_kind,
-        "target_id": entry.target_id,
-        "request_id": entry.request_id,
-        "source_address": entry.source_address,
-        "outcome": entry.outcome,
-    }
-
-
-def entry_from_row(row: Row[Any]) -> AuditEntry:
-    m = row._mapping
-    return AuditEntry(
-        id=m["id"],
-        seq=m["seq"],
-        prev_hash=m["prev_hash"],
-        hash=m["hash"],
-        occurred_at=m["occurred_at"],
-        actor=m["actor"],
-        actor_role=m["actor_role"],
-        action=m["action"],
-        reason=m["reason"],
-        org_id=m["org_id"],
-        call_id=m["call_id"],
-        call_kind=m["call_kind"],
-        target_id=m["target_id"],
-        request_id=m["request_id"],
-        source_address=m["source_address"],
-        outcome=m["outcome"],
-    )
+# Every field of an entry to its column and back (``events`` go to the outbox, not to a column).
+ENTRIES = RowMapping(AuditEntry, t.audit_log, exclude=["events"])
 
 
 async def lock_chain(conn: AsyncConnection) -> None:
@@ -108,7 +69,7 @@ class SqlAlchemyAuditLog:
             entry.seal(seq=seq, prev_hash=prev_hash)
             assert entry.hash is not None
             prev_hash = entry.hash
-        await self.conn.execute(insert(t.audit_log), [_row(e) for e in self.pending])
+        await self.conn.execute(insert(t.audit_log), [ENTRIES.dump(e) for e in self.pending])
         return [event for entry in self.pending for event in entry.events]
 
     def committed(self) -> None:
@@ -128,7 +89,7 @@ class SqlAlchemyAuditLog:
         if after is not None:
             where.append(tuple_(a.occurred_at, a.id) < tuple_(after.occurred_at, after.id))
         stmt = select(t.audit_log).where(*where).order_by(a.occurred_at.desc(), a.id.desc()).limit(limit)
-        return [entry_from_row(row) for row in await self.conn.execute(stmt)]
+        return [ENTRIES.load(row._mapping) for row in await self.conn.execute(stmt)]
 
 
 async def read_chain(conn: AsyncConnection, *, batch: int = 1000) -> AsyncIterator[AuditEntry]:
@@ -139,7 +100,7 @@ async def read_chain(conn: AsyncConnection, *, batch: int = 1000) -> AsyncIterat
         stmt = select(t.audit_log).where(a.seq > after).order_by(a.seq).limit(batch)
         rows = (await conn.execute(stmt)).all()
         for row in rows:
-            yield entry_from_row(row)
+            yield ENTRIES.load(row._mapping)
         if len(rows) < batch:
             return
         after = rows[-1]._mapping["seq"]
