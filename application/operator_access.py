@@ -58,23 +58,8 @@ async def recording_url(
     async with svc.uow() as uow:
         call = await uow.calls.get(call_id)
         recording = await uow.recordings.get_for_call(call_id) if call else None
-    if call is None or recording is None or not recording.is_archived or recording.audio is None:
+    if call is None:
         raise NotFound("no recording available for this call")
-    await record_before_access(
-        svc,
-        AuditEntry.record(
-            actor=operator,
-            action="download_recording" if download else "play_recording",
-            reason=reason,
-            now=svc.clock.now(),
-            org_id=call.org_id,
-            call_id=call.id,
-            call_kind=call.kind.value,
-        ),
-    )
-    ttl = min(svc.settings.playback_url_ttl, svc.store.max_url_lifetime)
-    return await svc.store.signed_url(
-        recording.audio.storage_key,
-        expires_in=ttl,
-        download_filename=views.download_filename(call) if download else None,
+    return await views.audited_recording_url(
+        svc, call, recording, actor=operator, download=download, reason=reason
     )

@@ -170,6 +170,20 @@ async def recording_url(
     cannot be).
     """
     call, recording, _ = await _owned_call(svc, org_id=org_id, call_id=call_id, kinds=kinds)
+    return await audited_recording_url(svc, call, recording, actor=actor, download=download)
+
+
+async def audited_recording_url(
+    svc: Services,
+    call: Call,
+    recording: Recording | None,
+    *,
+    actor: AuditActor,
+    download: bool,
+    reason: str | None = None,
+) -> str:
+    """The signed URL of the call's archived audio, minted once the access is committed to the audit log
+    (``AuditUnavailable`` if it cannot be); ``NotFound`` when there is no archived audio."""
     if recording is None or not recording.is_archived or recording.audio is None:
         raise NotFound("no recording available for this call")
     await record_before_access(
@@ -177,6 +191,7 @@ async def recording_url(
         AuditEntry.record(
             actor=actor,
             action="download_recording" if download else "play_recording",
+            reason=reason,
             now=svc.clock.now(),
             org_id=call.org_id,
             call_id=call.id,
