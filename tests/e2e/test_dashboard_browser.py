@@ -20,9 +20,9 @@ from tests.e2e.test_recording_lifecycle import (
     callback,
     make_org,
     recording_sid_of,
-    wait_for,
 )
 from tests.support.services import missing_service
+from tests.support.waiting import wait_for
 from tests.twilio_standin import call_status_payload, stream_status_payload
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -32,11 +32,11 @@ from tests.e2e.test_recording_lifecycle import (
     call_detail,
     callback,
     make_org,
-    wait_for,
 )
 from tests.kafka_fixtures import read_all
 from tests.support.kafka import TansuBroker
 from tests.support.services import PostgresServer, create_database, free_port, stop_pid
+from tests.support.waiting import wait_for
 from tests.twilio_standin import TwilioStandin, call_status_payload, stream_status_payload
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

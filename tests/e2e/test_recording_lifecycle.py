@@ -7,7 +7,6 @@ import os
 import signal
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +14,7 @@ import httpx
 
 from domain.model import DISCLOSURE_TEXT
 from tests.e2e.conftest import PLATFORM_SUPPORT, RunningService
+from tests.support.waiting import wait_for
 from tests.twilio_standin import (
     call_status_payload,
     new_sid,
@@ -25,17 +25,6 @@ from tests.twilio_standin import (
 
 T = TypeVar("T")
 CALLER = "+15558675309"
-
-
-def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def make_org(service: RunningService, org_id: str, number: str, *, recording: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.conftest import RunningService, start_service
 from tests.support.s3 import S3_CREDENTIALS, S3_REGION, MotoServer
 from tests.support.services import stop_pid
+from tests.support.waiting import wait_for
 from tests.twilio_standin import (
     TwilioStandin,
     call_status_payload,
@@ -28,18 +29,8 @@ from tests.twilio_standin import (
 )
 
 T = TypeVar("T")
+S3_PATIENCE_S = 20.0  # waits here cross S3 (moto) and Twilio (the stand-in)
 TWO_MB = 2 * 1024 * 1024
-
-
-def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def s3_env(moto: MotoServer, bucket: str, **extra: str) -> dict[str, str]:
@@ -93,7 +84,7 @@ def answered_call(service: RunningService, number: str) -> tuple[str, str, str]:
                 return str(sid)
         return None
 
-    return call_id, call_sid, wait_for(recording_sid, f"the recording of {call_sid}")
+    return call_id, call_sid, wait_for(recording_sid, f"the recording of {call_sid}", timeout=S3_PATIENCE_S)
 
 
 def complete(service: RunningService, call_sid: str, recording_sid: str, *, callback: bool = True) -> bytes:
@@ -117,7 +108,7 @@ def available(service: RunningService, org_id: str, call_id: str) -> dict[str, A
             body: dict[str, Any] = dash.get(f"/api/v1/calls/{call_id}").json()
         return body if body["recording"]["status"] == "available" else None
 
-    return wait_for(probe, "the recording to be archived")
+    return wait_for(probe, "the recording to be archived", timeout=S3_PATIENCE_S)
 
 
 def bucket_objects(s3_client: Any, bucket: str) -> dict[str, bytes]:
@@ -140,7 +131,11 @@ def test_a_call_on_s3_is_archived_verbatim_encrypted_under_its_org_and_played_fr
     audio = complete(s3_service, call_sid, recording_sid)
 
     detail = available(s3_service, "acme", call_id)
-    wait_for(lambda: s3_service.standin.delete_count(recording_sid) == 1, "the Twilio copy to be deleted")
+    wait_for(
+        lambda: s3_service.standin.delete_count(recording_sid) == 1,
+        "the Twilio copy to be deleted",
+        timeout=S3_PATIENCE_S,
+    )
 
     assert detail["recording"]["size_bytes"] == len(audio)
     [(key, stored)] = bucket_objects(s3_client, s3_bucket).items()
@@ -180,7 +175,11 @@ def test_five_concurrent_calls_of_two_megabytes_are_each_archived_once(
     for call_id, _, _ in calls:
         available(s3_service, "busy", call_id)
     for _, _, recording_sid in calls:
-        wait_for(functools.partial(deleted_once, s3_service, recording_sid), "each Twilio copy deleted")
+        wait_for(
+            functools.partial(deleted_once, s3_service, recording_sid),
+            "each Twilio copy deleted",
+            timeout=S3_PATIENCE_S,
+        )
 
     stored = bucket_objects(s3_client, s3_bucket)
     assert sorted(hashlib.sha256(b).hexdigest() for b in stored.values()) == sorted(
@@ -203,7 +202,11 @@ def test_a_lost_completed_callback_is_archived_by_the_periodic_sweep_of_serve(
     audio = complete(s3_service, call_sid, recording_sid, callback=False)  # Twilio's callback is lost
 
     available(s3_service, "quiet", call_id)
-    wait_for(lambda: s3_service.standin.delete_count(recording_sid) == 1, "the Twilio copy to be deleted")
+    wait_for(
+        lambda: s3_service.standin.delete_count(recording_sid) == 1,
+        "the Twilio copy to be deleted",
+        timeout=S3_PATIENCE_S,
+    )
     assert list(bucket_objects(s3_client, s3_bucket).values()) == [audio]
     assert s3_service.standin.requests("list_recordings"), "the sweep asked Twilio for the call's recordings"
 

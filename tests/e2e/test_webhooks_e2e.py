@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import RunningService, start_service
-from tests.e2e.test_recording_lifecycle import arrive, callback, make_org, recording_sid_of, wait_for
+from tests.e2e.test_recording_lifecycle import arrive, callback, make_org, recording_sid_of
 from tests.support.services import stop_pid
+from tests.support.waiting import wait_for
 from tests.support.webhook_receiver import Received, WebhookReceiver, webhook_receiver
 from tests.twilio_standin import TwilioStandin, call_status_payload, stream_status_payload
 

@@ -24,7 +24,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +40,7 @@ from entrypoints.http.auth import issue_token
 from tests.support.kafka import TansuBroker
 from tests.support.s3 import S3_CREDENTIALS, MotoServer, S3FaultProxy, sync_client
 from tests.support.services import PostgresServer, create_database, free_port, stop_pid
+from tests.support.waiting import wait_for
 from tests.support.webhook_receiver import WebhookReceiver, webhook_receiver
 from tests.twilio_fixtures import StandinProcess, start_standin_process, stop_standin_process
 from tests.twilio_standin import (
@@ -125,17 +126,6 @@ class Stack:
             if found:
                 latest[found.group(1)] = found.group(2)
         return set(latest) == set(CONSUMERS) and all(v != "nothing" for v in latest.values())
-
-
-def wait_for(probe: Callable[[], T | None], what: str, timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
