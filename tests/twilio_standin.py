@@ -533,6 +533,11 @@ class TwilioStandin:
         with self._lock:
             self.media_faults.append(MediaFault("truncate", times=times, sid=sid, keep_bytes=keep_bytes))
 
+    def heal_media(self) -> None:
+        """Forget every media fault still waiting for its download."""
+        with self._lock:
+            self.media_faults.clear()
+
     def corrupt_next_media(self, times: int = 1, sid: str | None = None) -> None:
         with self._lock:
             self.media_faults.append(MediaFault("corrupt", times=times, sid=sid))

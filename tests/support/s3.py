@@ -238,6 +238,11 @@ class S3FaultProxy:
         with self._lock:
             self._faults.append(_Fault(operation, "truncate", times, part_number, keep=keep))
 
+    def heal(self) -> None:
+        """Forget every fault still waiting for its request."""
+        with self._lock:
+            self._faults.clear()
+
     def seen(self, operation: str | None = None) -> list[ProxiedRequest]:
         with self._lock:
             return [r for r in self.requests if operation is None or r.operation == operation]
