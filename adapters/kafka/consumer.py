@@ -39,6 +39,24 @@ from domain.events import Event, log_context
 log = logging.getLogger(__name__)
 
 
+def consumer_config(options: KafkaOptions, name: str) -> dict[str, Any]:
+    """The ``AIOKafkaConsumer`` settings of the consumer ``name`` (its group is ``group_id(name)``)."""
+    return {
+        "bootstrap_servers": options.bootstrap,
+        "client_id": f"{options.client_id}-{name}",
+        "group_id": options.group_id(name),
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": options.max_records,
+        "max_poll_interval_ms": options.max_poll_interval_ms,
+        # The listener waits for the message in hand (at most the time limit) before rejoining.
+        "rebalance_timeout_ms": int(options.message_time_limit_s * 1000) + 10_000,
+        "session_timeout_ms": options.session_timeout_ms,
+        "heartbeat_interval_ms": options.heartbeat_interval_ms,
+        "request_timeout_ms": max(options.request_timeout_ms, options.session_timeout_ms + 5000),
+    }
+
+
 class _CommitBeforeMoving(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, owner: KafkaEventConsumer) -> None:
         self.owner = owner
@@ -84,20 +102,7 @@ class KafkaEventConsumer:
     # --- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.options.bootstrap,
-            client_id=f"{self.options.client_id}-{self.name}",
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.options.max_records,
-            max_poll_interval_ms=self.options.max_poll_interval_ms,
-            # The listener waits for the message in hand (at most the time limit) before rejoining.
-            rebalance_timeout_ms=int(self.options.message_time_limit_s * 1000) + 10_000,
-            session_timeout_ms=self.options.session_timeout_ms,
-            heartbeat_interval_ms=self.options.heartbeat_interval_ms,
-            request_timeout_ms=max(self.options.request_timeout_ms, self.options.session_timeout_ms + 5000),
-        )
+        consumer = AIOKafkaConsumer(**consumer_config(self.options, self.name))
         consumer.subscribe(self.topics, listener=_CommitBeforeMoving(self))
         try:
             await consumer.start()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,28 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from adapters.private_paths import create_private_file
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# A connection that finds SQLite's write lock taken polls for it (the busy timeout), so one that
+# commits and begins again at once, like a background pass, keeps winning and a request waits for the
+# whole pass. The units of work of one process over a SQLite engine take turns in FIFO order instead
+# (an ``asyncio.Lock`` is fair): a request waits for at most the transaction in progress.
+TURN_WAIT_S = 30.0
+_turns: weakref.WeakKeyDictionary[Any, tuple[asyncio.AbstractEventLoop | None, asyncio.Lock | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def transaction_turns(engine: AsyncEngine) -> asyncio.Lock | None:
+    """The lock a unit of work holds from BEGIN to its end on a SQLite engine of ``create_engine``
+    (in the running loop); None for other engines."""
+    entry = _turns.get(engine.sync_engine)
+    if entry is None:
+        return None
+    loop = asyncio.get_running_loop()
+    if entry[0] is not loop or entry[1] is None:
+        entry = (loop, asyncio.Lock())
+        _turns[engine.sync_engine] = entry
+    return entry[1]
 
 
 def _private_sqlite_file(database: str | None) -> None:
@@ -53,6 +77,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         def _on_begin(conn: Any) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+        _turns[engine.sync_engine] = (None, None)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("pool_pre_ping", True)

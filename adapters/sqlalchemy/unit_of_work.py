@@ -8,6 +8,7 @@ not-null or check violation is ``IntegrityViolation``: no retry can mend it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
@@ -17,6 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sqlalchemy.audit import SqlAlchemyAuditLog, SqlAlchemyProcessedMessages
+from adapters.sqlalchemy.engine import TURN_WAIT_S, transaction_turns
 from adapters.sqlalchemy.outbox import SqlAlchemyOutbox
 from adapters.sqlalchemy.repositories import (
     SqlAlchemyCallRepository,
@@ -76,14 +78,26 @@ class SqlAlchemyUnitOfWork:
         self.clock = clock
         self._conn: AsyncConnection | None = None
         self._committed = False
+        self._turn: asyncio.Lock | None = None
 
     async def __aenter__(self) -> Self:
-        self._conn = await self.engine.connect()
+        self._turn = transaction_turns(self.engine)
+        if self._turn is not None:
+            try:
+                async with asyncio.timeout(TURN_WAIT_S):
+                    await self._turn.acquire()
+            except TimeoutError:
+                raise ConcurrencyConflict("database busy: no turn for a transaction") from None
         try:
-            await self._conn.begin()
-        except OperationalError as exc:
-            await self._conn.close()
-            raise ConcurrencyConflict(f"database busy: {exc}") from exc
+            self._conn = await self.engine.connect()
+            try:
+                await self._conn.begin()
+            except OperationalError as exc:
+                await self._conn.close()
+                raise ConcurrencyConflict(f"database busy: {exc}") from exc
+        except BaseException:
+            self._release_turn()
+            raise
         self.organizations = SqlAlchemyOrganizationRepository(self._conn)
         self.calls = SqlAlchemyCallRepository(self._conn)
         self.recordings = SqlAlchemyRecordingRepository(self._conn)
@@ -103,8 +117,16 @@ class SqlAlchemyUnitOfWork:
             if self._conn.in_transaction():
                 await self._conn.rollback()
         finally:
-            await self._conn.close()
-            self._conn = None
+            try:
+                await self._conn.close()
+            finally:
+                self._conn = None
+                self._release_turn()
+
+    def _release_turn(self) -> None:
+        turn, self._turn = self._turn, None
+        if turn is not None:
+            turn.release()
 
     @property
     def _repositories(self) -> list[Any]:
