@@ -510,9 +510,11 @@ class Settings(BaseModel):
     )
     kafka_session_timeout_ms: int = _env(
         "CALLREC_KAFKA_SESSION_TIMEOUT_MS",
-        10_000,
-        "consumer session timeout (the heartbeat is `min(3000, session/3)` ms)",
+        2_000,
+        "consumer session timeout (the heartbeat is `min(3000, session/3)` ms): how long a killed "
+        "worker's partitions wait before they move",
         section="kafka",
+        notes="Apache Kafka refuses less than its `group.min.session.timeout.ms` (6000 by default)",
     )
     relay_lease_s: float = _env(
         "CALLREC_RELAY_LEASE_S",

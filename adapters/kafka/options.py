@@ -25,8 +25,9 @@ class KafkaOptions:
     # One message (all its attempts) may take this long; it must stay below max_poll_interval_ms.
     message_time_limit_s: float = 120.0
     max_poll_interval_ms: int = 300_000
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
+    # A member that stops heartbeating (a SIGKILLed worker) loses its partitions after this long.
+    session_timeout_ms: int = 2_000
+    heartbeat_interval_ms: int = 666
     max_records: int = 100
 
     def __post_init__(self) -> None:

@@ -99,7 +99,7 @@ def test_the_defaults(tmp_path: Path) -> None:
         10,
         1.0,
     )
-    assert (settings.kafka_max_poll_interval_ms, settings.kafka_session_timeout_ms) == (300_000, 10_000)
+    assert (settings.kafka_max_poll_interval_ms, settings.kafka_session_timeout_ms) == (300_000, 2_000)
     assert (settings.webhook_timeout_s, settings.webhook_poll_interval_s, settings.instant_hangup_s) == (
         15.0,
         1.0,
