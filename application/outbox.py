@@ -7,6 +7,10 @@ message is deferred with exponential backoff and jitter and does not hold up the
 ``max_attempts`` (the in-process bus, where a failure is a handler's, not a broker's) a message that
 fails that many times is dead-lettered: it stays in the outbox, listed by ``callrec dlq list`` and
 handed back by ``callrec dlq replay``, instead of being retried forever unseen.
+
+A publisher that can deliver many messages at once (``BatchEventPublisher``: Kafka) gets each claimed
+batch whole (one message per aggregate, so order within an aggregate holds), and the outcome is
+written in one transaction: the delivered ones marked published in one statement, the rest deferred.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ import random
 from datetime import timedelta
 
 from application.polling import PollingLoop
-from application.ports import Clock, EventPublisher, OutboxMessage, UnitOfWorkFactory
+from application.ports import (
+    BatchEventPublisher,
+    Clock,
+    EventPublisher,
+    OutboxMessage,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +86,8 @@ class OutboxRelay(PollingLoop):
                     exclude_aggregates=set(self._in_flight),
                 )
                 await uow.commit()
+        if due and isinstance(self.publisher, BatchEventPublisher):
+            return await self._start_batch([m for m in due if m.aggregate_id not in self._in_flight])
         started = 0
         for message in due:
             if message.aggregate_id in self._in_flight:
@@ -91,31 +104,64 @@ class OutboxRelay(PollingLoop):
         self._slots.release()
         self._wake.set()
 
+    async def _start_batch(self, batch: list[OutboxMessage]) -> int:
+        """One task publishes the whole batch (one message per aggregate) and records the outcome."""
+        if not batch:
+            return 0
+        await self._slots.acquire()
+        task = asyncio.create_task(self._publish_batch(batch))
+        for message in batch:
+            self._in_flight[message.aggregate_id] = task
+        task.add_done_callback(functools.partial(self._batch_done, [m.aggregate_id for m in batch]))
+        return len(batch)
+
+    def _batch_done(self, aggregate_ids: list[str], _task: asyncio.Task[None]) -> None:
+        for aggregate_id in aggregate_ids:
+            self._in_flight.pop(aggregate_id, None)
+        self._slots.release()
+        self._wake.set()
+
+    async def _publish_batch(self, batch: list[OutboxMessage]) -> None:
+        assert isinstance(self.publisher, BatchEventPublisher)
+        try:
+            outcomes = await self.publisher.publish_all(batch)
+        except Exception as exc:
+            outcomes = [exc] * len(batch)
+        async with self.uow_factory() as uow:
+            published = [m.id for m, error in zip(batch, outcomes, strict=True) if error is None]
+            await uow.outbox.mark_all_published(published, self.clock.now())
+            for message, error in zip(batch, outcomes, strict=True):
+                if error is not None:
+                    await self._failed(uow, message, error)
+            await uow.commit()
+
     async def _publish(self, message: OutboxMessage) -> None:
         try:
             await self.publisher.publish(message)
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"[:2000]
-            attempts = message.attempts + 1
-            if self.max_attempts is not None and attempts >= self.max_attempts:
-                log.error(
-                    "event %s %s failed %d times and is dead-lettered (callrec dlq list): %s",
-                    message.type,
-                    message.id,
-                    attempts,
-                    error,
-                )
-                async with self.uow_factory() as uow:
-                    await uow.outbox.dead_letter(message.id, now=self.clock.now(), error=error)
-                    await uow.commit()
-                return
-            delay = min(self.retry_cap, self.retry_base * (2 ** min(message.attempts, 20)))
-            delay = delay * random.uniform(0.5, 1.0)
-            log.warning("event %s %s failed, retry in %s: %s", message.type, message.id, delay, error)
             async with self.uow_factory() as uow:
-                await uow.outbox.defer(message.id, next_attempt_at=self.clock.now() + delay, error=error)
+                await self._failed(uow, message, exc)
                 await uow.commit()
             return
         async with self.uow_factory() as uow:
             await uow.outbox.mark_published(message.id, self.clock.now())
             await uow.commit()
+
+    async def _failed(self, uow: UnitOfWork, message: OutboxMessage, exc: Exception) -> None:
+        """Dead-letter the message after its last attempt, else defer it with backoff and jitter."""
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        attempts = message.attempts + 1
+        if self.max_attempts is not None and attempts >= self.max_attempts:
+            log.error(
+                "event %s %s failed %d times and is dead-lettered (callrec dlq list): %s",
+                message.type,
+                message.id,
+                attempts,
+                error,
+            )
+            await uow.outbox.dead_letter(message.id, now=self.clock.now(), error=error)
+            return
+        delay = min(self.retry_cap, self.retry_base * (2 ** min(message.attempts, 20)))
+        delay = delay * random.uniform(0.5, 1.0)
+        log.warning("event %s %s failed, retry in %s: %s", message.type, message.id, delay, error)
+        await uow.outbox.defer(message.id, next_attempt_at=self.clock.now() + delay, error=error)

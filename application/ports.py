@@ -6,12 +6,12 @@ Nothing here imports an infrastructure library.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 from domain.audit import AuditEntry
 from domain.model import Call, CallKind, Organization, ProviderRecordingStatus, Recording, RecordingStatus
@@ -301,6 +301,10 @@ class Outbox(Protocol):
 
     async def mark_published(self, message_id: str, now: datetime) -> None: ...
 
+    async def mark_all_published(self, message_ids: Sequence[str], now: datetime) -> None:
+        """``mark_published`` for several messages, in one statement."""
+        ...
+
     async def defer(self, message_id: str, *, next_attempt_at: datetime, error: str) -> None: ...
 
     async def dead_letter(self, message_id: str, *, now: datetime, error: str) -> None:
@@ -423,4 +427,13 @@ CommitListener = Callable[[], None]
 class EventPublisher(Protocol):
     async def publish(self, message: OutboxMessage) -> None:
         """Deliver one committed event; raise if it was not delivered."""
+        ...
+
+
+@runtime_checkable
+class BatchEventPublisher(EventPublisher, Protocol):
+    """A publisher that delivers many events at once cheaper than one by one (Kafka batches them)."""
+
+    async def publish_all(self, messages: Sequence[OutboxMessage]) -> list[Exception | None]:
+        """Deliver the messages (of different aggregates); for each, None or why it was not delivered."""
         ...

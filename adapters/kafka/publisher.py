@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -87,6 +89,43 @@ class KafkaEventPublisher:
                 key=message.aggregate_id.encode(),
                 headers=headers_of(message),
             )
+
+    async def publish_all(self, messages: Sequence[OutboxMessage]) -> list[Exception | None]:
+        """Produce them all at once (the producer batches them per partition, one request each) and
+        wait for every acknowledgement; for each message, None or its error."""
+        try:
+            producer = await self._ensure_producer()
+        except KafkaUnavailable as exc:
+            return [exc] * len(messages)
+        sent: list[asyncio.Future[Any] | Exception] = []
+        for message in messages:
+            try:
+                sent.append(
+                    await producer.send(
+                        self.topics.for_aggregate(message.aggregate_type),
+                        value=envelope_of(message),
+                        key=message.aggregate_id.encode(),
+                        headers=headers_of(message),
+                    )
+                )
+            except Exception as exc:
+                sent.append(exc)
+        pending = [f for f in sent if isinstance(f, asyncio.Future)]
+        if pending:
+            await asyncio.wait(pending, timeout=self.options.publish_timeout_s)
+        results: list[Exception | None] = []
+        for outcome in sent:
+            if isinstance(outcome, Exception):
+                results.append(outcome)
+            elif not outcome.done() or outcome.cancelled():
+                outcome.cancel()
+                results.append(TimeoutError("no acknowledgement in time"))
+            else:
+                error = outcome.exception()
+                results.append(
+                    error if isinstance(error, Exception) or error is None else RuntimeError(error)
+                )
+        return results
 
     async def stop(self) -> None:
         """Flush what is in flight (bounded: with the broker gone the relay publishes it again)."""

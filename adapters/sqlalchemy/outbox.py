@@ -98,6 +98,12 @@ class SqlAlchemyOutbox:
     async def mark_published(self, message_id: str, now: datetime) -> None:
         await self.conn.execute(update(t.outbox).where(t.outbox.c.id == message_id).values(published_at=now))
 
+    async def mark_all_published(self, message_ids: Sequence[str], now: datetime) -> None:
+        if message_ids:
+            await self.conn.execute(
+                update(t.outbox).where(t.outbox.c.id.in_(list(message_ids))).values(published_at=now)
+            )
+
     async def defer(self, message_id: str, *, next_attempt_at: datetime, error: str) -> None:
         await self._failed(message_id, error, next_attempt_at=next_attempt_at)
 
