@@ -129,7 +129,6 @@ def kafka_stack(
         "CALLREC_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
         "CALLREC_KAFKA_TOPIC_PREFIX": prefix,
         "CALLREC_KAFKA_GROUP_PREFIX": prefix,
-        "CALLREC_KAFKA_SESSION_TIMEOUT_MS": "6000",
         "CALLREC_KAFKA_RETRY_BACKOFF_S": "0.2",
         "CALLREC_KAFKA_MESSAGE_TIME_LIMIT_S": "30",
         "CALLREC_KAFKA_MAX_POLL_INTERVAL_MS": "60000",
