@@ -24,8 +24,8 @@ from bench.common import (
     arguments,
     figure,
     start_service,
-    wrk,
     write_result,
+    wrk,
 )
 from bench.startup import python_pass
 
@@ -48,7 +48,9 @@ async def asyncpg_transactions(port: int, seconds: float, workers: int = 8) -> f
             async with pool.acquire() as conn:
                 while time.perf_counter() < deadline:
                     async with conn.transaction():
-                        row_id = await conn.fetchval("INSERT INTO bench (payload) VALUES ($1) RETURNING id", "x")
+                        row_id = await conn.fetchval(
+                            "INSERT INTO bench (payload) VALUES ($1) RETURNING id", "x"
+                        )
                         await conn.fetchval("SELECT payload FROM bench WHERE id = $1", row_id)
                     done += 1
 
@@ -135,7 +137,8 @@ def main() -> None:
         ],
         [
             "Transaction: BEGIN; INSERT … RETURNING id; SELECT by id; COMMIT (PostgreSQL with fsync=off).",
-            "Round trip: send_and_wait (acks=all) then getone() until that record arrives; Tansu, memory storage.",
+            "Round trip: send_and_wait (acks=all), then getone() until that record arrives;"
+            " Tansu, memory storage.",
             f"Constant handler: `callrec serve`'s code and uvicorn settings, no middleware; p99 {p99:.1f} ms;"
             f" wrk used {100 * wrk_share:.0f}% of a core.",
         ],

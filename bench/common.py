@@ -70,7 +70,12 @@ def write_result(
     artefacts: Sequence[str] = (),
 ) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    body = {"benchmark": benchmark, "figures": list(figures), "notes": list(notes), "artefacts": list(artefacts)}
+    body = {
+        "benchmark": benchmark,
+        "figures": list(figures),
+        "notes": list(notes),
+        "artefacts": list(artefacts),
+    }
     out.write_text(json.dumps(body, indent=2) + "\n")
 
 
@@ -201,7 +206,12 @@ def _ms(text: str) -> float:
 
 
 def wrk(
-    url: str, *, connections: int, duration_s: float, threads: int = 1, headers: Mapping[str, str] | None = None
+    url: str,
+    *,
+    connections: int,
+    duration_s: float,
+    threads: int = 1,
+    headers: Mapping[str, str] | None = None,
 ) -> WrkResult:
     """A closed-loop run of ``wrk`` (``connections`` keep-alive connections, each sending its next
     request as soon as the previous one is answered)."""

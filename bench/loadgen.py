@@ -100,7 +100,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             conn.writer.write(request)
             status, keep = await asyncio.wait_for(read_response(conn.reader), args.timeout)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError) as exc:
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+            TimeoutError,
+        ) as exc:
             conn.close()
             opened_slot_free()
             statuses["timeout" if isinstance(exc, TimeoutError) else "error"] += 1
@@ -167,13 +173,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--path", required=True)
     parser.add_argument("--rate", type=int, default=200, help="requests per second offered")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of sending")
     parser.add_argument("--header", action="append", default=[], help="'Name: value' (repeatable)")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds before a request counts as failed")
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds before a request counts as failed"
+    )
     parser.add_argument("--max-connections", type=int, default=128)
     args = parser.parse_args()
     try:

@@ -16,7 +16,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import OUT, PYTHON, ROOT, arguments, figure, median_of, relative, start_service, write_result
+from bench.common import (
+    OUT,
+    PYTHON,
+    ROOT,
+    arguments,
+    figure,
+    median_of,
+    relative,
+    start_service,
+    write_result,
+)
 
 GOAL_S = 2.0
 SERVE_IMPORTS = "import entrypoints.cli, entrypoints.http.app, adapters.sqlalchemy.engine, uvicorn"
@@ -43,9 +53,14 @@ def ready_time() -> float:
 
 
 def import_times(path: Path, top: int = 15) -> list[tuple[int, int, str]]:
-    """Writes the ``top`` costliest imports by cumulative time to ``path``; returns them (self us, cumulative us, name)."""
+    """Writes the ``top`` costliest imports by cumulative time to ``path``; returns them
+    (self us, cumulative us, name)."""
     done = subprocess.run(
-        [PYTHON, "-X", "importtime", "-c", SERVE_IMPORTS], cwd=ROOT, capture_output=True, text=True, check=True
+        [PYTHON, "-X", "importtime", "-c", SERVE_IMPORTS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     rows = []
     for line in done.stderr.splitlines():
