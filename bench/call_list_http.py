@@ -142,6 +142,29 @@ def open_loop(service: Service, path: str, auth: str, duration: float) -> dict[s
     return result
 
 
+def profile(service: Service, url: str, headers: dict[str, str], seconds: float, svg: Path) -> bool:
+    """A py-spy flame graph of the service while ``wrk`` (8 connections) loads ``url``."""
+    spy = subprocess.Popen(
+        [
+            str(Path(PYTHON).with_name("py-spy")),
+            "record",
+            "--pid",
+            str(service.proc.pid),
+            "--duration",
+            str(round(seconds)),
+            "--rate",
+            "200",
+            "--nonblocking",
+            "-o",
+            str(svg),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wrk(url, connections=8, duration_s=seconds, headers=headers)
+    return spy.wait(timeout=seconds + 30) == 0 and svg.exists()
+
+
 def main() -> None:
     args = arguments(__doc__)
     from adapters.sqlalchemy.engine import migrate
@@ -151,11 +174,13 @@ def main() -> None:
     count = 20_000 if args.quick else 1_000_000
     closed_s = 2.0 if args.quick else 10.0
     open_s = 2.0 if args.quick else 10.0
+    profile_s = 2.0 if args.quick else 10.0
     artefacts_dir = OUT / "call_list_http"
     artefacts_dir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     figures: list[dict[str, Any]] = []
     raw: dict[str, Any] = {}
+    artefacts: list[str] = []
     with tempfile.TemporaryDirectory(prefix="callrec-bench-") as tmp, throwaway_postgres() as pg:
         url = create_database(pg, "bench")
         migrate(url)
@@ -207,9 +232,18 @@ def main() -> None:
                     f" p99 {result.p99_ms:.1f} ms, {result.errors} errors; wrk used"
                     f" {100 * result.cpu_s / result.duration_s:.0f}% of a core."
                 )
-            cases = [("list", LIST), ("list, cursor 99% down", f"{LIST}&cursor={deep_cursor}")]
+            if listing.requests_per_s < RATE:
+                notes.append(
+                    f"The list's closed-loop capacity ({listing.requests_per_s:,.0f} req/s) is below the"
+                    f" offered {RATE} req/s: the open-loop runs of the list measure a growing queue."
+                )
+            # The sparse filters last: an overloaded run leaves work behind (waited out, up to a minute).
+            cases = [
+                ("call detail", detail),
+                ("list", LIST),
+                ("list, cursor 99% down", f"{LIST}&cursor={deep_cursor}"),
+            ]
             cases += [(f"list recording={f}", f"{LIST}&recording={f}") for f in FILTERS]
-            cases.append(("call detail", detail))
             raw["open_loop"] = {}
             for name, path in cases:
                 wait_idle(service)
@@ -229,12 +263,27 @@ def main() -> None:
                 answered = max(1, measured["answered"])
                 p50 = "∞" if measured["p50_ms"] is None else f"{measured['p50_ms']:.1f} ms"
                 p99_text = "≥ 5 s (timeouts)" if p99 is None else f"{p99:.1f} ms"
+                share = 100 * measured["server_cpu_s"] / measured["wall_s"]
                 notes.append(
                     f"{RATE} req/s {name}: p50 {p50}, p99 {p99_text},"
                     f" {measured['answered']}/{measured['sent']}"
-                    f" answered, service CPU {1000 * measured['server_cpu_s'] / answered:.1f} ms/request,"
+                    f" answered; service {share:.0f}% of a core,"
+                    f" {1000 * measured['server_cpu_s'] / answered:.1f} ms CPU per answered request;"
                     f" generator {100 * measured['cpu_s'] / measured['wall_s']:.0f}% of a core."
                 )
+            wait_idle(service)
+            profiled = [
+                ("list", service.base + LIST),
+                ("list-processing", f"{service.base}{LIST}&recording=processing"),
+                ("detail", service.base + detail),
+            ]
+            for stem, url_ in profiled:
+                svg = artefacts_dir / f"profile-{stem}.svg"
+                svg.unlink(missing_ok=True)
+                if profile(service, url_, headers, profile_s, svg):
+                    artefacts.append(relative(svg))
+                else:
+                    notes.append(f"py-spy could not profile {stem} (needs ptrace: root or CAP_SYS_PTRACE).")
         finally:
             service.stop()
     (artefacts_dir / "raw.json").write_text(json.dumps(raw, indent=2) + "\n")
@@ -242,7 +291,12 @@ def main() -> None:
         "Load from separate processes: wrk (closed loop) and bench/loadgen.py (open loop, latency"
         " from when each request was due; a timeout or error counts as infinitely slow)."
     )
-    write_result(args.out, "call_list_http", figures, notes, [relative(artefacts_dir / "raw.json")])
+    notes.append(
+        "Flame graphs (py-spy, 200 Hz) of the service under wrk with 8 connections, after the measured runs."
+    )
+    write_result(
+        args.out, "call_list_http", figures, notes, [relative(artefacts_dir / "raw.json"), *artefacts]
+    )
 
 
 if __name__ == "__main__":
