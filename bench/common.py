@@ -11,6 +11,7 @@ import json
 import os
 import re
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -194,10 +195,6 @@ class WrkResult:
     duration_s: float
 
 
-def wrk_available() -> bool:
-    return subprocess.run(["sh", "-c", "command -v wrk"], capture_output=True).returncode == 0
-
-
 def _ms(text: str) -> float:
     match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
     if not match:
@@ -215,6 +212,8 @@ def wrk(
 ) -> WrkResult:
     """A closed-loop run of ``wrk`` (``connections`` keep-alive connections, each sending its next
     request as soon as the previous one is answered)."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: ./scripts/bootstrap --bench installs it")
     command = ["wrk", "--latency", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration_s))}s"]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
@@ -223,12 +222,17 @@ def wrk(
     done = subprocess.run([*command, url], capture_output=True, text=True, check=True)
     elapsed = time.perf_counter() - started
     cpu = children_cpu() - before
-    out = done.stdout
+    return parse_wrk(done.stdout + done.stderr, cpu_s=cpu, duration_s=elapsed)
+
+
+def parse_wrk(out: str, *, cpu_s: float, duration_s: float) -> WrkResult:
+    """The figures of ``wrk --latency``'s report."""
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
     if rate is None or total is None:
-        raise RuntimeError(f"cannot read wrk's output: {out}{done.stderr}")
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+        raise RuntimeError(f"cannot read wrk's output: {out}")
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    errors = sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1))) if socket_errors else 0
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors += int(non2xx.group(1)) if non2xx else 0
     p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
@@ -239,8 +243,8 @@ def wrk(
         errors=errors,
         p50_ms=_ms(p50.group(1)) if p50 else float("nan"),
         p99_ms=_ms(p99.group(1)) if p99 else float("nan"),
-        cpu_s=cpu,
-        duration_s=elapsed,
+        cpu_s=cpu_s,
+        duration_s=duration_s,
     )
 
 
