@@ -94,7 +94,7 @@ def earlier_result(name: str) -> ModuleResult:
     try:
         data = json.loads(out.read_text())
     except (OSError, ValueError):
-        return ModuleResult(name, error="not run (--only) and no earlier result in bench/out/")
+        return ModuleResult(name, error="not in --only, and no earlier result in bench/out/", skipped=True)
     when = datetime.fromtimestamp(out.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
     return ModuleResult(name, data=data, earlier=when)
 

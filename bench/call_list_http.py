@@ -24,6 +24,7 @@ import asyncio
 import json
 import math
 import secrets
+import shutil
 import subprocess
 import tempfile
 import time
@@ -260,15 +261,19 @@ def main() -> None:
                         met=shown < P99_GOAL_MS,
                     )
                 )
-                answered = max(1, measured["answered"])
                 p50 = "∞" if measured["p50_ms"] is None else f"{measured['p50_ms']:.1f} ms"
                 p99_text = "≥ 5 s (timeouts)" if p99 is None else f"{p99:.1f} ms"
                 share = 100 * measured["server_cpu_s"] / measured["wall_s"]
+                per_answer = (
+                    f"{1000 * measured['server_cpu_s'] / measured['answered']:.1f} ms CPU per answer"
+                    if measured["answered"]
+                    else "none answered in time"
+                )
                 notes.append(
                     f"{RATE} req/s {name}: p50 {p50}, p99 {p99_text},"
                     f" {measured['answered']}/{measured['sent']}"
                     f" answered; service {share:.0f}% of a core,"
-                    f" {1000 * measured['server_cpu_s'] / answered:.1f} ms CPU per answered request;"
+                    f" {per_answer};"
                     f" generator {100 * measured['cpu_s'] / measured['wall_s']:.0f}% of a core."
                 )
             wait_idle(service)
@@ -286,6 +291,7 @@ def main() -> None:
                     notes.append(f"py-spy could not profile {stem} (needs ptrace: root or CAP_SYS_PTRACE).")
         finally:
             service.stop()
+            shutil.copyfile(service.log, artefacts_dir / "serve.log")
     (artefacts_dir / "raw.json").write_text(json.dumps(raw, indent=2) + "\n")
     notes.append(
         "Load from separate processes: wrk (closed loop) and bench/loadgen.py (open loop, latency"

@@ -16,6 +16,7 @@ class ModuleResult:
     error: str | None = None  # why it failed (then ``data`` is None)
     seconds: float | None = None  # how long it ran
     earlier: str | None = None  # set when ``data`` is from an earlier run (not rerun this time): when
+    skipped: bool = False  # not run, on purpose (``error`` says why): not a failure
 
 
 @dataclass
@@ -102,17 +103,22 @@ def render(machine: Machine, results: Sequence[ModuleResult], changes: str, comm
     for result in results:
         if result.data is None:
             last = (result.error or "").strip().splitlines()[-1:] or [""]
-            out.append(f"| {result.name} | (no figures) | | | | | **failed**: {cell(last[0])[:160]} |")
+            verdict = "not run" if result.skipped else "**failed**"
+            parts = [result.name, "(no figures)", "", "", "", "", f"{verdict}: {cell(last[0])[:160]}"]
+            out.append("| " + " | ".join(parts) + " |")
             continue
         figures = result.data.get("figures") or []
         if not figures:
-            out.append(f"| {result.name} | (no figures) | | | | | |")
+            out.append("| " + " | ".join([result.name, "(no figures)", "", "", "", "", ""]) + " |")
         out += [_figure_row(result.name, fig) for fig in figures]
     out += ["", changes.strip(), "", "## Notes", ""]
     for result in results:
         took = f", {result.seconds:.0f} s" if result.seconds is not None else ""
         out.append(f"### {result.name}{took}")
         out.append("")
+        if result.data is None and result.skipped:
+            out += [f"Not run: {result.error}", ""]
+            continue
         if result.data is None:
             out += ["**Failed:**", "", "```", (result.error or "").strip(), "```", ""]
             continue

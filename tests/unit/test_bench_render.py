@@ -61,6 +61,7 @@ def rendered() -> str:
             "calls", error="exit status 1\nTraceback ...\nRuntimeError: Tansu did not start", seconds=3.0
         ),
         ModuleResult("archive", data={**STARTUP, "benchmark": "archive"}, earlier="2026-11-28 10:00 UTC"),
+        ModuleResult("baselines", error="not in --only, and no earlier result in bench/out/", skipped=True),
     ]
     return render(
         MACHINE, results, "## What changed, before and after\n\nBy hand.\n", "uv run python -m bench --quick"
@@ -113,6 +114,21 @@ def test_a_failed_module_is_a_row_and_a_note_with_its_error() -> None:
     notes = doc.split("## Notes", 1)[1]
     assert "### calls, 3 s\n\n**Failed:**" in notes
     assert "exit status 1\nTraceback ...\nRuntimeError: Tansu did not start\n```" in notes
+
+
+def test_a_module_not_run_on_purpose_is_not_a_failure() -> None:
+    doc = rendered()
+    rows = table_rows(doc)
+    assert rows[-1] == [
+        "baselines",
+        "(no figures)",
+        "",
+        "",
+        "",
+        "",
+        "not run: not in --only, and no earlier result in bench/out/",
+    ]
+    assert "### baselines\n\nNot run: not in --only" in doc
 
 
 def test_the_machine_notes_artefacts_and_hand_written_section_are_included() -> None:
