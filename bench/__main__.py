@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -68,11 +69,17 @@ def run_module(name: str, quick: bool, timeout: float) -> ModuleResult:
     command = [sys.executable, "-m", f"bench.{name}", "--out", str(out), *(["--quick"] if quick else [])]
     started = time.perf_counter()
     with log.open("wb") as sink:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
         try:
-            done = subprocess.run(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, timeout=timeout)
-            returncode: int | None = done.returncode
+            returncode: int | None = proc.wait(timeout)
         except subprocess.TimeoutExpired:
             returncode = None
+            proc.send_signal(signal.SIGINT)  # KeyboardInterrupt: its servers are stopped on the way out
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     seconds = time.perf_counter() - started
     if returncode is None:
         return ModuleResult(name, error=f"timed out after {timeout:.0f} s\n{_tail(log)}", seconds=seconds)
