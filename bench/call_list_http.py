@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,18 @@ async def fill(port: int, count: int) -> tuple[str, str]:
         return call_id, encode_keyset(deep["started_at"], deep["id"])
     finally:
         await conn.close()
+
+
+def answers(service: Service, cases: list[tuple[str, str]], headers: dict[str, str]) -> list[str]:
+    """Each case's status and number of items (checked once before the load: no error path is timed)."""
+    out = []
+    for name, path in cases:
+        request = urllib.request.Request(service.base + path, headers=headers)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = json.loads(response.read())
+        items = body.get("items")
+        out.append(f"{name} {len(items)} items" if isinstance(items, list) else f"{name} 1 call")
+    return out
 
 
 def wait_idle(service: Service, timeout: float = 60.0) -> None:
@@ -201,7 +214,15 @@ def main() -> None:
             headers = {"Authorization": f"Bearer {token}"}
             auth = f"Authorization: Bearer {token}"
             detail = f"/api/v1/calls/{detail_id}"
+            cases = [
+                ("call detail", detail),
+                ("list", LIST),
+                ("list, cursor 99% down", f"{LIST}&cursor={deep_cursor}"),
+            ]  # the sparse filters last: an overloaded run leaves work behind (waited out)
+            cases += [(f"list recording={f}", f"{LIST}&recording={f}") for f in FILTERS]
+            notes.append("What each request returns: " + "; ".join(answers(service, cases, headers)) + ".")
             wrk(service.base + LIST, connections=4, duration_s=1, headers=headers)  # warm up
+            single = wrk(service.base + LIST, connections=1, duration_s=closed_s, headers=headers)
             health = wrk(service.base + "/healthz", connections=CONNECTIONS, duration_s=closed_s)
             listing = wrk(service.base + LIST, connections=CONNECTIONS, duration_s=closed_s, headers=headers)
             one = wrk(service.base + detail, connections=CONNECTIONS, duration_s=closed_s, headers=headers)
@@ -226,25 +247,23 @@ def main() -> None:
                     baseline=baseline,
                 )
             )
-            for name, result in (("/healthz", health), ("list", listing), ("detail", one)):
+            closed = (("/healthz", health), ("list", listing), ("detail", one))
+            for name, result in closed:
                 notes.append(
                     f"wrk {CONNECTIONS} conn. {name}: {result.requests_per_s:,.0f} req/s,"
                     f" p50 {result.p50_ms:.1f} ms,"
                     f" p99 {result.p99_ms:.1f} ms, {result.errors} errors; wrk used"
                     f" {100 * result.cpu_s / result.duration_s:.0f}% of a core."
                 )
+            notes.append(
+                f"wrk 1 conn. list: {single.requests_per_s:,.0f} req/s, p50 {single.p50_ms:.1f} ms,"
+                f" p99 {single.p99_ms:.1f} ms."
+            )
             if listing.requests_per_s < RATE:
                 notes.append(
                     f"The list's closed-loop capacity ({listing.requests_per_s:,.0f} req/s) is below the"
                     f" offered {RATE} req/s: the open-loop runs of the list measure a growing queue."
                 )
-            # The sparse filters last: an overloaded run leaves work behind (waited out, up to a minute).
-            cases = [
-                ("call detail", detail),
-                ("list", LIST),
-                ("list, cursor 99% down", f"{LIST}&cursor={deep_cursor}"),
-            ]
-            cases += [(f"list recording={f}", f"{LIST}&recording={f}") for f in FILTERS]
             raw["open_loop"] = {}
             for name, path in cases:
                 wait_idle(service)
