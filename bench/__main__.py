@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.common import OUT, ROOT
+from bench.common import OUT, ROOT, relative
 from bench.render import Machine, ModuleResult, render
 
 MODULES = ("baselines", "startup", "call_list_http", "calls", "archive")
@@ -56,7 +56,8 @@ def _commit() -> str:
 
 
 def _tail(path: Path, lines: int = 12) -> str:
-    text = path.read_text(errors="replace") if path.exists() else ""
+    """The last lines of a log, with this checkout's paths made relative (the document is shared)."""
+    text = path.read_text(errors="replace").replace(f"{ROOT}/", "") if path.exists() else ""
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
@@ -66,7 +67,7 @@ def run_module(name: str, quick: bool, timeout: float) -> ModuleResult:
     if not (ROOT / "bench" / f"{name}.py").exists():
         return ModuleResult(name, error=f"bench/{name}.py does not exist")
     out.unlink(missing_ok=True)
-    command = [sys.executable, "-m", f"bench.{name}", "--out", str(out), *(["--quick"] if quick else [])]
+    command = [sys.executable, "-m", f"bench.{name}", "--out", relative(out), *(["--quick"] if quick else [])]
     started = time.perf_counter()
     with log.open("wb") as sink:
         proc = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
