@@ -128,7 +128,7 @@ def wait_idle(service: Service, timeout: float = 60.0) -> None:
             return
 
 
-def open_loop(service: Service, path: str, auth: str, duration: float) -> dict[str, Any]:
+def open_loop(service: Service, path: str, auth: str, duration: float, timeout: float) -> dict[str, Any]:
     cpu = service.cpu()
     done = subprocess.run(
         [
@@ -145,6 +145,8 @@ def open_loop(service: Service, path: str, auth: str, duration: float) -> dict[s
             str(duration),
             "--header",
             auth,
+            "--timeout",
+            str(timeout),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -189,6 +191,7 @@ def main() -> None:
     closed_s = 2.0 if args.quick else 10.0
     open_s = 2.0 if args.quick else 10.0
     profile_s = 2.0 if args.quick else 10.0
+    timeout_s = 2.0 if args.quick else 5.0  # an open-loop request slower than this counts as failed
     artefacts_dir = OUT / "call_list_http"
     artefacts_dir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
@@ -267,21 +270,21 @@ def main() -> None:
             raw["open_loop"] = {}
             for name, path in cases:
                 wait_idle(service)
-                measured = open_loop(service, path, auth, open_s)
+                measured = open_loop(service, path, auth, open_s, timeout_s)
                 raw["open_loop"][name] = measured
                 p99 = measured["p99_ms"]
                 shown = float(p99) if p99 is not None else math.inf
                 figures.append(
                     figure(
                         f"{name}, p99 at {RATE} req/s offered" + (" (timeouts)" if p99 is None else ""),
-                        round(shown, 2) if p99 is not None else 5000.0,
+                        round(shown, 2) if p99 is not None else timeout_s * 1000,
                         "ms",
                         goal=f"< {P99_GOAL_MS:.0f} ms",
                         met=shown < P99_GOAL_MS,
                     )
                 )
                 p50 = "∞" if measured["p50_ms"] is None else f"{measured['p50_ms']:.1f} ms"
-                p99_text = "≥ 5 s (timeouts)" if p99 is None else f"{p99:.1f} ms"
+                p99_text = f"≥ {timeout_s:g} s (timeouts)" if p99 is None else f"{p99:.1f} ms"
                 share = 100 * measured["server_cpu_s"] / measured["wall_s"]
                 per_answer = (
                     f"{1000 * measured['server_cpu_s'] / measured['answered']:.1f} ms CPU per answer"
