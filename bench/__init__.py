@@ -1,1 +1,1 @@
-"""Benchmarks: each module runs with ``python -m bench.<name>`` (see its docstring)."""
+"""Benchmarks: ``uv run python -m bench`` runs them all and writes docs/performance.md."""

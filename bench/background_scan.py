@@ -1,8 +1,9 @@
 """Benchmark: how long a request waits while the settle pass works through many unsettled calls (SQLite).
 
-Fills a SQLite database (``bench.call_list``'s calls: ended, archived, none settled yet), then, in the
-same run, settles ``--calls`` of them twice while a reader (one call read through a unit of work,
-what a request's handler does, every 10 ms) measures how long each read takes:
+Fills a SQLite database with ended calls, none settled yet, then, in the
+same run, settles ``--calls`` of them twice while a request's writing unit of work (what a command
+such as ``/twilio/voice``'s ``StartCall`` opens; read-only requests take no write lock) is opened every
+10 ms and timed:
 
 - before: the former pass, one transaction per call, back to back, and no turns: a waiting request
   polls for SQLite's write lock (the busy timeout) and keeps losing it to the pass;
@@ -20,16 +21,50 @@ import json
 import shutil
 import tempfile
 import time
-from datetime import datetime, timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from adapters.sqlalchemy import engine as engine_module
-from adapters.sqlalchemy.engine import create_engine
+from adapters.sqlalchemy import tables as t
+from adapters.sqlalchemy.engine import create_engine, migrate
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from application.services import Services, ServiceSettings
 from application.settling import CallSettler
-from bench.call_list import EPOCH, fill
+
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def fill(path: Path, count: int) -> None:
+    """``count`` answered calls of one org, ended one second apart, none settled, none recorded."""
+    migrate(f"sqlite+aiosqlite:///{path}")
+    engine = sa.create_engine(f"sqlite:///{path}")
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "org_id": "bench-org",
+            "kind": "customer",
+            "call_sid": f"CA{n:032x}",
+            "account_sid": "AC1",
+            "from_number": "+15550001111",
+            "to_number": "+15550100001",
+            "status": "completed",
+            "started_at": EPOCH + timedelta(seconds=n),
+            "answered_at": EPOCH + timedelta(seconds=n),
+            "ended_at": EPOCH + timedelta(seconds=n + 30),
+            "duration_s": 30,
+            "greeting": "Hi.",
+            "recorded": False,
+            "version": 1,
+        }
+        for n in range(count)
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(t.calls), rows)
+    engine.dispose()
 
 
 class FixedClock:
@@ -104,7 +139,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         after = await measure(fresh_copy(template, Path(tmp) / "run.db"), calls, after=True)
     figures = [
         {
-            "name": f"longest wait of a request's read during a settle pass of {calls} calls (SQLite)",
+            "name": f"longest wait of a writing unit of work during a settle pass of {calls} calls (SQLite)",
             "value": round(after["read_max_ms"], 1),
             "unit": "ms",
             "goal": None,
@@ -126,7 +161,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "background_scan",
         "figures": figures,
         "notes": [
-            f"{total} calls in the database, {calls} due; a reader every 10 ms",
+            f"{total} calls in the database, {calls} due; a writing unit of work every 10 ms",
             f"before: {json.dumps(before)}",
             f"after: {json.dumps(after)}",
         ],

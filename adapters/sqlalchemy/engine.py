@@ -20,8 +20,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 # A connection that finds SQLite's write lock taken polls for it (the busy timeout), so one that
 # commits and begins again at once, like a background pass, keeps winning and a request waits for the
-# whole pass. The units of work of one process over a SQLite engine take turns in FIFO order instead
-# (an ``asyncio.Lock`` is fair): a request waits for at most the transaction in progress.
+# whole pass. The writing units of work of one process over a SQLite engine take turns in FIFO order
+# instead (an ``asyncio.Lock`` is fair): a request waits for at most the transaction in progress.
 TURN_WAIT_S = 30.0
 _turns: weakref.WeakKeyDictionary[Any, tuple[asyncio.AbstractEventLoop | None, asyncio.Lock | None]] = (
     weakref.WeakKeyDictionary()
@@ -76,7 +76,9 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only unit of work takes no write lock: in WAL mode it reads a snapshot.
+            read_only = conn.get_execution_options().get("callrec_read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         _turns[engine.sync_engine] = (None, None)
         return engine

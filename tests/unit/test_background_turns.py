@@ -1,5 +1,6 @@
 """Background passes never make a request wait for the whole pass: they work in short transactions
-of bounded pages, and on SQLite a request's unit of work gets its turn between two of them."""
+of bounded pages, and on SQLite a request's writing unit of work (a Twilio callback's command) gets
+its turn between two of them."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ async def test_the_settle_pass_goes_in_pages_and_a_request_is_served_between_two
     requests: list[asyncio.Task[None]] = []
 
     async def request() -> None:
-        async with db.unit_of_work() as uow:  # what an HTTP request's handler opens
+        async with db.unit_of_work() as uow:  # what a command's handler opens (it may write)
             assert await uow.calls.get(calls[0]) is not None
         log.append("request served")
 
@@ -69,8 +70,9 @@ async def test_the_settle_pass_goes_in_pages_and_a_request_is_served_between_two
         if not requests:  # a request arrives while the first page is in progress
             requests.append(asyncio.create_task(request()))
 
-    def logged_uow(*, processed_by: tuple[str, str] | None = None) -> UnitOfWork:
-        return cast(UnitOfWork, _Logged(svc.uow_factory(processed_by=processed_by), log, on_begin))
+    def logged_uow(*, processed_by: tuple[str, str] | None = None, read_only: bool = False) -> UnitOfWork:
+        inner = svc.uow_factory(processed_by=processed_by, read_only=read_only)
+        return cast(UnitOfWork, _Logged(inner, log, on_begin))
 
     settler = CallSettler(replace(svc, uow_factory=logged_uow), batch_size=3)
     assert await settler.run_once() == 7
