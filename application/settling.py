@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class CallSettler(PollingLoop):
-    def __init__(self, services: Services, *, batch_size: int = 25, poll_interval: float = 1.0) -> None:
+    def __init__(self, services: Services, *, batch_size: int = 10, poll_interval: float = 1.0) -> None:
         """``batch_size``: the most calls one transaction reads and settles (a page of the pass)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
