@@ -60,8 +60,8 @@ class Plan:
     scenarios: frozenset[str]
 
 
-FULL = Plan(30, (5, 7.5, 10, 12.5, 15, 20, 25, 30, 40, 50, 60, 80), 15, 15, 30, 30, 300, 60, frozenset())
-QUICK = Plan(5, (5, 10, 20), 4, 4, 6, 5, 50, 30, frozenset())
+FULL = Plan(30, (2.5, 5, 7.5, 10, 12.5, 15, 20, 25, 30, 40, 50, 60, 80), 15, 15, 30, 30, 300, 60, frozenset())
+QUICK = Plan(5, (2.5, 5, 10, 20), 4, 4, 6, 5, 50, 30, frozenset())
 SCENARIOS = ("main", "ladder", "overload", "kill", "embedded")
 
 
@@ -202,7 +202,7 @@ class Run:
     ) -> Measured:
         arrived = self.stack.receiver.arrived
         done = [c for c in phase.calls if c.error is None and c.call_id in arrived and c.ended_at is not None]
-        last = max((arrived[c.call_id] for c in done), default=phase.began)
+        times = sorted(arrived[c.call_id] for c in done)
         last_end = max((c.ended_at or 0.0 for c in phase.calls), default=phase.began)
         errors = [c.error for c in phase.calls if c.error]
         if errors:
@@ -213,7 +213,8 @@ class Run:
             offered=len(phase.calls),
             completed=len(done),
             errors=len(errors),
-            completed_per_s=len(done) / max(1e-9, last - phase.began),
+            # Arrivals per second over their own span: the offered rate when the service keeps pace.
+            completed_per_s=(len(times) - 1) / max(1e-9, times[-1] - times[0]) if len(times) > 1 else 0.0,
             ended_ms=[(arrived[c.call_id] - (c.ended_at or 0.0)) * 1000 for c in done],
             voice_ms=[c.voice_s * 1000 for c in phase.calls if c.voice_s is not None],
             lag_ms=[(c.started - c.scheduled) * 1000 for c in phase.calls if c.started],
@@ -226,11 +227,29 @@ class Run:
     def peak_rss(self) -> dict[str, float]:
         return {name: self.proc.hwm_mb(pid) for name, pid in self.stack.service.items()}
 
-    async def idle_cpu_per_s(self, seconds: float = 3.0) -> float:
+    async def idle(self, seconds: float = 5.0) -> str:
+        """What the service does with no calls: CPU (and PostgreSQL transactions) per second."""
+        tx_before = await self.db_transactions()
         before, _ = self.cpu()
+        started = time.monotonic()
         await asyncio.sleep(seconds)
         after, _ = self.cpu()
-        return sum(cpu_delta(before, after).values()) / seconds
+        tx_after = await self.db_transactions()
+        elapsed = time.monotonic() - started
+        text = f"{sum(cpu_delta(before, after).values()) * 1000 / elapsed:.0f} ms CPU per second"
+        if tx_before is not None and tx_after is not None:
+            # The reads themselves: each db_transactions() is one transaction, after its own sleep.
+            text += f" and {(tx_after - tx_before) / (elapsed + 1.1):.1f} PostgreSQL transactions per second"
+        return text
+
+    async def settle_backlog(self, driver: CallDriver, what: str, result: Result) -> None:
+        """Waits (up to 4 x the drain time) until every call so far is done, so the next scenario
+        starts clean; says so in the notes when it is not."""
+        await driver.drain(None, 4 * self.plan.drain_s)
+        arrived = self.stack.receiver.arrived
+        left = sum(1 for c in driver.played if c.error is None and c.call_id not in arrived)
+        if left:
+            result.notes.append(f"{left} calls still unfinished before {what}")
 
 
 def phase_figures(m: Measured, shape: str, rtt: list[float] | None, peak: dict[str, float]) -> list[Figure]:
@@ -292,10 +311,7 @@ async def production_phases(run: Run, result: Result, plan: Plan) -> None:
                     "ms",
                 )
             )
-        idle = await run.idle_cpu_per_s()
-        result.notes.append(
-            f"production, idle: the service's processes use {idle * 1000:.0f} ms CPU per second doing nothing"
-        )
+        result.notes.append(f"production, idle (no calls): the service's processes use {await run.idle()}")
         # Warm-up: a few calls so that first-call costs (imports, connections, topic metadata) stay out.
         await run.phase(driver, "warm-up", 5, 2)
 
@@ -360,6 +376,7 @@ async def production_phases(run: Run, result: Result, plan: Plan) -> None:
             )
 
         if "overload" in wanted:
+            await run.settle_backlog(driver, "the 2x run", result)
             rate = 2 * (sustainable.rate if sustainable else plan.ladder[0])
             # Its backlog drains (up to 4 x the drain time) before the next scenario.
             over = await run.phase(
@@ -384,6 +401,7 @@ async def production_phases(run: Run, result: Result, plan: Plan) -> None:
 
         peak_killed: dict[str, float] = {}
         if "kill" in wanted:
+            await run.settle_backlog(driver, "the kill run", result)
 
             def kill_one() -> None:
                 victim = stack.service["worker-1"]
@@ -425,10 +443,7 @@ async def embedded_phases(run: Run, result: Result, plan: Plan) -> None:
     async with new_session() as session:
         driver = CallDriver(run.stack, session)
         await driver.setup_org()
-        idle = await run.idle_cpu_per_s()
-        result.notes.append(
-            f"embedded, idle: the service uses {idle * 1000:.0f} ms CPU per second doing nothing"
-        )
+        result.notes.append(f"embedded, idle (no calls): the service uses {await run.idle()}")
         await run.phase(driver, "warm-up", 5, 2)
         m = await run.phase(driver, "embedded", BASE_RATE, plan.embedded_s)
         result.notes.append(m.line())

@@ -76,6 +76,7 @@ class CallDriver:
         self.standin = stack.standin.base_url
         self.auth = aiohttp.BasicAuth(DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
         self.service = {"Authorization": f"Bearer {stack.env['CALLREC_SERVICE_TOKEN']}"}
+        self.played: list[CallRecord] = []  # every call of every phase
 
     async def setup_org(self) -> None:
         """One org, recording on, one webhook endpoint (the receiver) subscribed to ``call.ended``."""
@@ -171,6 +172,7 @@ class CallDriver:
         count = max(1, round(rate * duration_s))
         began = time.monotonic() + 0.05
         calls = [CallRecord(new_sid("CA"), began + i / rate) for i in range(count)]
+        self.played += calls
         cpu_before = _rusage_cpu()
         tasks: list[asyncio.Task[None]] = []
         events: dict[str, float] = {}
@@ -186,11 +188,12 @@ class CallDriver:
         await asyncio.gather(*tasks)
         return Phase(rate, duration_s, calls, began, offered_until, _rusage_cpu() - cpu_before, events)
 
-    async def drain(self, phase: Phase, timeout_s: float) -> float:
-        """Until every call played without error has its ``call.ended`` and Twilio holds no recording
-        (all deleted), or ``timeout_s``; returns when that was (monotonic)."""
+    async def drain(self, phase: Phase | None, timeout_s: float) -> float:
+        """Until every call of the phase (of every phase: ``None``) played without error has its
+        ``call.ended`` and Twilio holds no recording (all deleted), or ``timeout_s``; returns when
+        that was (monotonic)."""
         arrived = self.stack.receiver.arrived
-        wanted = [c.call_id for c in phase.calls if c.error is None]
+        wanted = [c.call_id for c in (self.played if phase is None else phase.calls) if c.error is None]
         deadline = time.monotonic() + timeout_s
         listing = f"{self.standin}/2010-04-01/Accounts/{DEFAULT_ACCOUNT_SID}/Recordings.json?PageSize=1"
         while time.monotonic() < deadline:
