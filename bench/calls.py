@@ -343,8 +343,10 @@ async def production_phases(run: Run, result: Result, plan: Plan) -> None:
 
         sustainable: Measured | None = None
         if "ladder" in wanted:
+            steps: list[Measured] = []
             for rate in plan.ladder:
                 step = await run.phase(driver, "production step", rate, plan.step_s)
+                steps.append(step)
                 result.notes.append(step.line() + ("" if step.sustained else " — not sustained"))
                 if not step.sustained:
                     break
@@ -368,7 +370,17 @@ async def production_phases(run: Run, result: Result, plan: Plan) -> None:
                     )
                 )
             else:
+                lowest = steps[0]
                 result.figures.append(figure("production: highest sustainable offered rate", 0.0, "calls/s"))
+                result.figures.append(
+                    figure(
+                        "production: end of call → call.ended p99 at the lowest step "
+                        f"({lowest.rate:g} calls/s, not sustained)",
+                        lowest.p(lowest.ended_ms, 99),
+                        "ms",
+                        below=1000,
+                    )
+                )
             result.notes.append(
                 f"a step is sustained when no call is lost, completion keeps ≥ {SUSTAIN_SHARE:.0%} of the "
                 f"offered rate and end→call.ended p99 < {SUSTAIN_P99_S:g} s; "
@@ -465,10 +477,10 @@ def run_all(plan: Plan, out_dir: Path) -> Result:
     runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     try:
         if plan.scenarios & {"main", "ladder", "overload", "kill"}:
-            with stacks.workdir() as work, stacks.production(work) as prod:
+            with stacks.workdir(out_dir / "logs" / "production") as work, stacks.production(work) as prod:
                 runner.run(production_phases(Run(prod, plan, out_dir), result, plan))
         if "embedded" in plan.scenarios:
-            with stacks.workdir() as work, stacks.embedded(work) as emb:
+            with stacks.workdir(out_dir / "logs" / "embedded") as work, stacks.embedded(work) as emb:
                 runner.run(embedded_phases(Run(emb, plan, out_dir), result, plan))
     finally:
         runner.close()

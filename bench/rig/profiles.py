@@ -1,7 +1,8 @@
 """py-spy profiles of running service processes, and a summary of where their CPU went.
 
 Each process gets a speedscope profile and an SVG flamegraph (two ``py-spy record`` processes,
-``--subprocesses`` off; ``BENCH_PYSPY_NATIVE=1`` adds ``--native``). ``summarise`` reads a
+``--subprocesses`` off, ``--nonblocking``: the target is never stopped, so its CPU figures stay its
+own; ``BENCH_PYSPY_NATIVE=1`` records native frames instead, which needs stopping it). ``summarise`` reads a
 speedscope file and ranks functions and libraries by self and total share of the samples.
 """
 
@@ -63,6 +64,7 @@ def record(name: str, pid: int, duration_s: float, out_dir: Path) -> Recording:
                     "--rate",
                     "100",
                     *native,
+                    *([] if native else ["--nonblocking"]),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=log,

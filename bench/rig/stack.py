@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -221,11 +222,13 @@ def embedded(workdir: Path) -> Iterator[Stack]:
 
 
 @contextlib.contextmanager
-def workdir(keep: Path | None = None) -> Iterator[Path]:
-    """A scratch directory for logs, ``var`` and Tansu's logs (kept under ``keep`` if given)."""
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        yield Path(tempfile.mkdtemp(prefix="run-", dir=keep))
-        return
+def workdir(logs_to: Path) -> Iterator[Path]:
+    """A scratch directory for ``var`` and the processes' logs; the logs are copied to ``logs_to``
+    when it is left, even on error."""
     with tempfile.TemporaryDirectory(prefix="callrec-calls-") as tmp:
-        yield Path(tmp)
+        try:
+            yield Path(tmp)
+        finally:
+            logs_to.mkdir(parents=True, exist_ok=True)
+            for log in Path(tmp).glob("*.log"):
+                shutil.copyfile(log, logs_to / log.name)
