@@ -136,13 +136,14 @@ class Run:
         self.plan = plan
         self.out_dir = out_dir
         self.proc = ProcReader()
+        self.gone: dict[str, float] = {}  # CPU seconds of service processes stopped, when last read
 
     def cpu(self) -> tuple[dict[str, float], dict[str, float]]:
         """CPU seconds so far: the service's processes, the others'."""
         singles = {self.stack.infra["twilio-standin"]}
         groups = {*self.stack.service.values(), *(p for p in self.stack.infra.values() if p not in singles)}
         read = self.proc.cpu(groups, singles)
-        service = {name: read.get(pid, 0.0) for name, pid in self.stack.service.items()}
+        service = {**self.gone, **{name: read.get(pid, 0.0) for name, pid in self.stack.service.items()}}
         infra = {name: read.get(pid, 0.0) for name, pid in self.stack.infra.items()}
         return service, infra
 
@@ -418,6 +419,7 @@ async def production_phases(run: Run, result: Result, plan: Plan) -> None:
             def kill_one() -> None:
                 victim = stack.service["worker-1"]
                 peak_killed["worker-1"] = run.proc.hwm_mb(victim)
+                run.gone["worker-1"] = run.cpu()[0]["worker-1"]
                 os.killpg(victim, signal.SIGKILL)
                 stack.stop_service("worker-1")  # reaps it
                 stack.start_worker("worker-3")
