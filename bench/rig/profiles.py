@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.rig.stack import normal_priority
 from tests.support.services import stop_pid
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -67,6 +68,7 @@ def record(name: str, pid: int, duration_s: float, out_dir: Path) -> Recording:
                     *([] if native else ["--nonblocking"]),
                 ],
                 stdout=subprocess.DEVNULL,
+                preexec_fn=normal_priority,
                 stderr=log,
                 start_new_session=True,
             )
