@@ -1,6 +1,10 @@
 """Benchmark: whole calls through the service, open-loop at a fixed offered rate, from outside.
 
-    uv run python -m bench.calls --out bench/out/calls.json [--quick]
+    uv run python -m bench.calls --out bench/out/calls.json [--quick] [--only main,ladder,...]
+
+A full run takes 7-10 minutes on a shared 2-core machine; ``--quick`` runs only the two 10 calls/s
+runs, 5 s each (most of its time is starting PostgreSQL, Tansu, moto and the workers' group joins).
+Logs of every process land in ``bench/out/calls/logs/``, profiles in ``bench/out/calls/``.
 
 Starts the production shape as processes (a throwaway PostgreSQL, Tansu, a moto S3 server, the Twilio
 stand-in, a webhook receiver, ``callrec serve`` and two ``callrec worker``s), then the embedded shape
@@ -58,11 +62,15 @@ class Plan:
     rtt_count: int
     drain_s: float
     scenarios: frozenset[str]
+    idle_s: float = 5.0
 
 
-FULL = Plan(30, (2.5, 5, 7.5, 10, 12.5, 15, 20, 25, 30, 40, 50, 60, 80), 15, 15, 30, 30, 300, 60, frozenset())
-QUICK = Plan(5, (2.5, 5, 10, 20), 4, 4, 6, 5, 50, 30, frozenset())
 SCENARIOS = ("main", "ladder", "overload", "kill", "embedded")
+FULL = Plan(
+    30, (2.5, 5, 7.5, 10, 12.5, 15, 20, 25, 30, 40, 50, 60, 80), 15, 15, 30, 30, 300, 60, frozenset(SCENARIOS)
+)
+# --quick: the 10 calls/s runs of both shapes (the ladder, 2x and the kill take minutes; --only adds them).
+QUICK = Plan(5, (2.5, 5, 10, 20), 4, 4, 6, 5, 30, 30, frozenset(("main", "embedded")), 2.0)
 
 
 @dataclass
@@ -313,7 +321,9 @@ async def production_phases(run: Run, result: Result, plan: Plan) -> None:
                     "ms",
                 )
             )
-        result.notes.append(f"production, idle (no calls): the service's processes use {await run.idle()}")
+        result.notes.append(
+            f"production, idle (no calls): the service's processes use {await run.idle(plan.idle_s)}"
+        )
         # Warm-up: a few calls so that first-call costs (imports, connections, topic metadata) stay out.
         await run.phase(driver, "warm-up", 5, 2)
 
@@ -464,7 +474,7 @@ async def embedded_phases(run: Run, result: Result, plan: Plan) -> None:
     async with new_session() as session:
         driver = CallDriver(run.stack, session)
         await driver.setup_org()
-        result.notes.append(f"embedded, idle (no calls): the service uses {await run.idle()}")
+        result.notes.append(f"embedded, idle (no calls): the service uses {await run.idle(plan.idle_s)}")
         await run.phase(driver, "warm-up", 5, 2)
         m = await run.phase(driver, "embedded", BASE_RATE, plan.embedded_s)
         result.notes.append(m.line())
@@ -507,10 +517,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.calls", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "calls.json")
     parser.add_argument("--quick", action="store_true", help="short phases (well under a minute of load)")
-    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}")
+    parser.add_argument(
+        "--only", help=f"comma-separated subset of {SCENARIOS} (default: all; with --quick: main,embedded)"
+    )
     args = parser.parse_args(argv)
     base = QUICK if args.quick else FULL
-    chosen = frozenset(s.strip() for s in args.only.split(",") if s.strip())
+    chosen = frozenset(s.strip() for s in args.only.split(",") if s.strip()) if args.only else base.scenarios
     plan = Plan(**{**base.__dict__, "scenarios": chosen})
     out_dir = args.out.parent / "calls"
     out_dir.mkdir(parents=True, exist_ok=True)
