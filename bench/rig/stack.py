@@ -271,6 +271,7 @@ def workdir(logs_to: Path) -> Iterator[Path]:
         try:
             yield Path(tmp)
         finally:
-            logs_to.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(logs_to, ignore_errors=True)  # an earlier run's
+            logs_to.mkdir(parents=True)
             for log in Path(tmp).glob("*.log"):
                 shutil.copyfile(log, logs_to / log.name)
