@@ -130,13 +130,10 @@ def figure(
     base = ratio = None
     if baseline is not None:
         base_name, base_value, base_unit = baseline
-        base = {
-            "name": base_name,
-            "value": None if base_value is None else round(base_value, 3),
-            "unit": base_unit,
-        }
-        if value is not None and base_value:
-            ratio = value / base_value
+        if base_value is not None:  # a baseline not measured is left out
+            base = {"name": base_name, "value": round(base_value, 3), "unit": base_unit}
+            if value is not None and base_value:
+                ratio = value / base_value
     return Figure(name, value, unit, goal, met, base, ratio)
 
 
@@ -148,9 +145,11 @@ class Result:
     artefacts: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
+        """The interface's JSON; a figure without a value (nothing completed) becomes a note instead."""
+        missing = [f.name for f in self.figures if f.value is None]
         return {
             "benchmark": self.benchmark,
-            "figures": [f.as_json() for f in self.figures],
-            "notes": list(self.notes),
+            "figures": [f.as_json() for f in self.figures if f.value is not None],
+            "notes": [*self.notes, *(f"no value measured for: {name}" for name in missing)],
             "artefacts": list(self.artefacts),
         }

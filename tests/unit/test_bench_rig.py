@@ -83,12 +83,13 @@ def test_the_result_json_shape_with_goals_baselines_and_ratios() -> None:
     data = result.as_json()
     assert set(data) == {"benchmark", "figures", "notes", "artefacts"}
     assert data["benchmark"] == "calls"
-    cpu, p99, rate = data["figures"]
+    cpu, p99 = data["figures"]  # the figure without a value became a note
     assert set(cpu) == {"name", "value", "unit", "goal", "met", "baseline", "ratio"}
     assert (cpu["goal"], cpu["met"], cpu["ratio"]) == ("≤ 15 ms", False, 6.0)
     assert cpu["baseline"] == {"name": "driver", "value": 5.0, "unit": "ms"}
     assert (p99["goal"], p99["met"], p99["baseline"], p99["ratio"]) == ("< 1000 ms", True, None, None)
-    assert (rate["value"], rate["goal"], rate["met"]) == (None, None, None)
+    assert data["notes"] == ["a note", "no value measured for: rate"]
+    assert figure("x", 1.0, "ms", baseline=("not measured", None, "ms")).baseline is None
 
 
 def measured(rate: float, offered: int, completed_per_s: float, ended_ms: list[float]) -> Measured:
