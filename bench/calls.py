@@ -2,8 +2,9 @@
 
     uv run python -m bench.calls --out bench/out/calls.json [--quick] [--only main,ladder,...]
 
-A full run takes 7-10 minutes on a shared 2-core machine; ``--quick`` runs only the two 10 calls/s
-runs, 5 s each (most of its time is starting PostgreSQL, Tansu, moto and the workers' group joins).
+A full run takes 5-10 minutes on a shared 2-core machine; ``--quick`` runs only the two 10 calls/s
+runs, 5 s each, in about 2 minutes (mostly starting PostgreSQL, Tansu, moto and the workers' group
+joins, then draining what a loaded machine could not keep up with).
 Logs of every process land in ``bench/out/calls/logs/``, profiles in ``bench/out/calls/``.
 
 Starts the production shape as processes (a throwaway PostgreSQL, Tansu, a moto S3 server, the Twilio
