@@ -1,6 +1,12 @@
 """Archive a large recording from the local Twilio stand-in into a local S3 server, and compare.
 
-    uv run python bench/archive.py [--size-mb 500] [--write docs/performance.md]
+    uv run python -m bench.archive --out bench/out/archive.json [--quick] [--size-mb 500]
+
+``--quick`` archives 50 MiB instead of 500 MiB. The result (see ``bench/__main__.py``'s interface):
+the service's archive throughput beside a raw streamed aioboto3 multipart upload of the same bytes
+in the same run (goal: at least 0.9x), and the archive's peak RSS growth (goal: under 100 MB); the
+other ways of moving the bytes are notes, and every run's raw figures go to
+``bench/out/archive/results.json``.
 
 Starts a moto server (its own process) and the Twilio stand-in (a thread of this process, which
 does nothing else meanwhile), puts one recording of ``--size-mb`` at the stand-in, then runs each
@@ -8,8 +14,7 @@ way of moving it into S3 in a fresh child process (so each one's peak RSS is its
 wall time, throughput and peak RSS:
 
 * ``archive``: the service's own path, ``archive_recording`` with ``TwilioTelephony`` and
-  ``S3RecordingStore`` (streamed multipart upload with per-part SHA-256, the metadata copy, then the
-  verifying read of the object and the second read of Twilio's copy, run side by side);
+  ``S3RecordingStore``, verification included (docs/decisions/0014-archive-verification.md);
 * ``raw-multipart-stream``: a bare aioboto3 multipart upload of the same download, same part size,
   one part at a time, no checksums, no verification;
 * ``raw-multipart-memory``: a bare aioboto3 multipart upload of the same bytes already in memory
@@ -38,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "out" / "archive"
 
 MODES = ("archive", "raw-multipart-stream", "raw-multipart-memory", "naive")
 MIB = 1024 * 1024
@@ -212,13 +217,6 @@ async def _archive(args: argparse.Namespace, telephony: Any) -> tuple[dict[str, 
             finally:
                 phases["stream_to_s3"] = time.perf_counter() - t0
 
-        async def _replace_metadata(self, *a: Any, **kw: Any) -> None:
-            t0 = time.perf_counter()
-            try:
-                await super()._replace_metadata(*a, **kw)
-            finally:
-                phases["of_which_metadata_copy"] = time.perf_counter() - t0
-
     store = TimedStore(
         BUCKET,
         endpoint_url=args.s3,
@@ -240,7 +238,7 @@ async def _archive(args: argparse.Namespace, telephony: Any) -> tuple[dict[str, 
         t0 = time.perf_counter()
         await archive_recording(event, services)
         phases["total"] = time.perf_counter() - t0
-        phases["verify"] = phases["total"] - phases["stream_to_s3"]
+        phases["after_the_upload"] = phases["total"] - phases["stream_to_s3"]
     archived = await db.recording(recording.id)
     await db.dispose()
     scratch.cleanup()
@@ -248,12 +246,12 @@ async def _archive(args: argparse.Namespace, telephony: Any) -> tuple[dict[str, 
     return phases, storage_key(archived)
 
 
-# --- the parent: servers, runs, report ------------------------------------------------------------
+# --- the parent: servers, runs, result ------------------------------------------------------------
 
 
 def _run_child(mode: str, common: list[str]) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, *common],
+        [sys.executable, "-m", "bench.archive", "--child", mode, *common],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -266,85 +264,96 @@ def _run_child(mode: str, common: list[str]) -> dict[str, Any]:
     return result
 
 
-def _report(results: list[dict[str, Any]], args: argparse.Namespace, expected_sha: str) -> str:
+def _figure(
+    name: str,
+    value: float,
+    unit: str,
+    goal: str,
+    met: bool,
+    baseline: tuple[str, float, str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "value": round(value, 1),
+        "unit": unit,
+        "goal": goal,
+        "met": met,
+        "baseline": None
+        if baseline is None
+        else {"name": baseline[0], "value": round(baseline[1], 1), "unit": baseline[2]},
+        "ratio": None if baseline is None else round(value / baseline[1], 3),
+    }
+
+
+def _result(results: list[dict[str, Any]], args: argparse.Namespace, expected_sha: str) -> dict[str, Any]:
     by_mode = {r["mode"]: r for r in results}
     ours, raw = by_mode["archive"], by_mode["raw-multipart-stream"]
-    lines = [
-        "# Performance: archiving a recording into S3",
-        "",
-        f"Measured by `bench/archive.py` on {datetime.now(UTC).strftime('%Y-%m-%d')}: one "
-        f"{args.size_mb} MiB recording, served by the local Twilio stand-in (a thread of the otherwise "
-        "idle parent) and "
-        "stored in a local moto S3 server (its own process), both on loopback. Each way of moving it "
-        "ran in a fresh child process, so each peak RSS is that process's own. "
-        f"Machine: {os.cpu_count()} CPUs (1-minute load average {os.getloadavg()[0]:.1f} when the report "
-        f"was written: other work shares them), Python {platform.python_version()}, {platform.machine()}. "
-        f"Parts of {args.part_size // MIB} MiB; the service uploaded {args.concurrency} parts at a time.",
-        "",
-        "| way | wall time | throughput | peak RSS | RSS before it started | bytes arrived intact |",
-        "|---|---:|---:|---:|---:|---|",
+    ratio = ours["mib_per_s"] / raw["mib_per_s"]
+    growth = ours["peak_rss_mb"] - ours["baseline_rss_mb"]
+    figures = [
+        _figure(
+            f"archive of one {args.size_mb} MiB recording into S3 (moto), verification included",
+            ours["mib_per_s"],
+            "MiB/s",
+            ">= 0.9x the raw streamed multipart upload",
+            ratio >= 0.9,
+            ("raw aioboto3 multipart upload streamed from the stand-in", raw["mib_per_s"], "MiB/s"),
+        ),
+        _figure(
+            "peak RSS growth of the archiving process",
+            growth,
+            "MiB",
+            "< 100 MB",
+            growth * MIB < 100e6,
+        ),
     ]
     names = {
-        "archive": "service: `archive_recording` (stream + checksums + verification)",
-        "raw-multipart-stream": "raw aioboto3 multipart, streamed from the stand-in",
-        "raw-multipart-memory": "raw aioboto3 multipart, bytes already in memory",
+        "archive": "service archive_recording",
+        "raw-multipart-stream": "raw aioboto3 multipart streamed from the stand-in (one part at a time)",
+        "raw-multipart-memory": "raw aioboto3 multipart of bytes already in memory",
         "naive": "naive: download whole, then one PutObject",
     }
+    notes = [
+        f"One {args.size_mb} MiB recording served by the Twilio stand-in (a thread of the otherwise idle "
+        "parent) and stored in a moto S3 server (its own process), both on loopback; each way of moving "
+        "it ran in a fresh child process, so each peak RSS is that process's own. "
+        f"Parts of {args.part_size // MIB} MiB, {args.concurrency} in flight for the service. "
+        f"{os.cpu_count()} CPUs (1-minute load {os.getloadavg()[0]:.1f}), Python "
+        f"{platform.python_version()}.",
+    ]
     for mode in MODES:
         r = by_mode[mode]
-        intact = "yes" if r["sha256"] == expected_sha else "NO"
-        lines.append(
-            f"| {names[mode]} | {r['seconds']:.1f} s | {r['mib_per_s']:.0f} MiB/s "
-            f"| {r['peak_rss_mb']:.0f} MiB | {r['baseline_rss_mb']:.0f} MiB | {intact} |"
+        intact = "intact" if r["sha256"] == expected_sha else "NOT INTACT"
+        phases = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(r["phases"].items()))
+        notes.append(
+            f"{names[mode]}: {r['seconds']:.2f} s, {r['mib_per_s']:.0f} MiB/s, peak RSS "
+            f"{r['peak_rss_mb']:.0f} MiB (from {r['baseline_rss_mb']:.0f} MiB), bytes {intact}"
+            + (f"; phases: {phases}" if phases else "")
         )
-    stream, verify = ours["phases"]["stream_to_s3"], ours["phases"]["verify"]
-    copy = ours["phases"].get("of_which_metadata_copy", 0.0)
-    lines += [
-        "",
-        "The service's archive in its phases:",
-        "",
-        f"- streaming Twilio → S3 (download, SHA-256 of every part and of the whole, {args.concurrency} "
-        f"parts in flight, complete, then the metadata copy): {stream:.1f} s, "
-        f"{args.size_mb / stream:.0f} MiB/s ({args.size_mb / stream / raw['mib_per_s']:.2f}x the raw "
-        "streamed multipart upload's "
-        f"{raw['mib_per_s']:.0f} MiB/s);",
-        f"- of which the server-side `CopyObject` that writes the full SHA-256 into the object's metadata "
-        f"(moto copies the object in memory and hashes it): {copy:.1f} s; the upload itself ran at "
-        f"{args.size_mb / max(stream - copy, 1e-9):.0f} MiB/s. Only recordings above the multipart "
-        "threshold (8 MiB) pay for it; a single PUT carries its metadata from the start;",
-        f"- verification (the object read back from S3 and Twilio's copy read again, side by side, both "
-        f"hashed): {verify:.1f} s.",
-        "",
-        f"Peak RSS: the service's archive {ours['peak_rss_mb']:.0f} MiB and the raw streamed upload "
-        f"{raw['peak_rss_mb']:.0f} MiB stay flat (bounded by the parts in flight, not by the recording's "
-        f"length), against {by_mode['naive']['peak_rss_mb']:.0f} MiB for the naive download-then-upload, "
-        "which grows with the recording.",
-        "",
-        "The naive way is the quickest here because moto handles one big request faster than many part "
-        "requests; on a real network it gets no parallelism, any failure starts it over from zero, and its "
-        "memory grows with the recording.",
-        "",
-        "Caveats: moto is a single Python process that keeps every object in memory and verifies no "
-        "checksum; on AWS the upload is network-bound and the part concurrency matters more. The "
-        "verification reads double the bytes moved; for the platform's typical recordings (a few MB) "
-        "it is a few milliseconds.",
-        "",
-        "Raw figures (JSON):",
-        "",
-        "```json",
-        json.dumps(results, indent=2, sort_keys=True),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    notes.append(
+        "moto is one Python process that keeps every object in memory; on AWS the upload is network-bound "
+        "and part concurrency matters more. The naive way is quick here because moto handles one big "
+        "request faster than many parts; its memory grows with the recording."
+    )
+    OUT.mkdir(parents=True, exist_ok=True)
+    raw_path = OUT / "results.json"
+    raw_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return {
+        "benchmark": "archive",
+        "figures": figures,
+        "notes": notes,
+        "artefacts": [str(raw_path.relative_to(ROOT))],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--size-mb", type=int, default=500)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--out", type=Path, help="where to write the JSON result")
+    parser.add_argument("--quick", action="store_true", help="50 MiB instead of 500 MiB")
+    parser.add_argument("--size-mb", type=int, default=None)
     parser.add_argument("--part-size-mb", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--write", type=Path, help="write the report here (e.g. docs/performance.md)")
+    parser.add_argument("--modes", default=",".join(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--standin", help=argparse.SUPPRESS)
     parser.add_argument("--s3", help=argparse.SUPPRESS)
@@ -352,6 +361,8 @@ def main() -> None:
     parser.add_argument("--account-sid", help=argparse.SUPPRESS)
     parser.add_argument("--auth-token", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.size_mb is None:
+        args.size_mb = 50 if args.quick else 500
     args.size = args.size_mb * MIB
     args.part_size = args.part_size_mb * MIB
 
@@ -359,10 +370,13 @@ def main() -> None:
         args.mode = args.child
         print(json.dumps(asyncio.run(_child(args))))
         return
+    if args.out is None:
+        parser.error("--out is required")
 
     from tests.support.s3 import moto_server_process, sync_client
     from tests.twilio_standin import TwilioStandin, new_sid
 
+    modes = [m for m in args.modes.split(",") if m]
     with (
         tempfile.TemporaryDirectory(prefix="callrec-bench-") as tmp,
         moto_server_process(Path(tmp) / "moto.log") as moto,
@@ -389,11 +403,11 @@ def main() -> None:
                 f"--auth-token={standin.auth_token}",
             ]
             results = []
-            for mode in MODES:
+            for mode in modes:
                 print(f"running {mode} ...", file=sys.stderr, flush=True)
                 result = _run_child(mode, common)
                 print(
-                    f"  {result['seconds']:.1f} s, {result['mib_per_s']:.0f} MiB/s, "
+                    f"  {result['seconds']:.2f} s, {result['mib_per_s']:.0f} MiB/s, "
                     f"peak RSS {result['peak_rss_mb']:.0f} MiB",
                     file=sys.stderr,
                     flush=True,
@@ -402,12 +416,13 @@ def main() -> None:
                 results.append(result)
         finally:
             standin.stop()
-    report = _report(results, args, expected_sha)
-    if args.write:
-        args.write.write_text(report)
-        print(f"wrote {args.write}", file=sys.stderr)
-    else:
-        print(report)
+    if set(modes) != set(MODES):
+        print(json.dumps(results, indent=2))
+        return
+    body = _result(results, args, expected_sha)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(body, indent=2) + "\n")
+    print(f"wrote {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
