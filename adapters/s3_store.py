@@ -14,8 +14,9 @@ Writing (``put``)
     part (and a single PUT) is sent with ``x-amz-checksum-sha256``: S3 recomputes it on receipt and
     refuses a part whose bytes changed in transit (``BadDigest``); such a part is sent again, up to
     three times. After ``CompleteMultipartUpload`` the composite checksum S3 reports (SHA-256 of the
-    parts' SHA-256s, ``…-N``, computed by the server from what it received) must equal the one
-    computed here; it is returned as ``StoredObject.checksum``.
+    parts' SHA-256s, ``…-N``, computed by the server from what it received; asked with
+    ``HeadObject`` when the completion leaves it out, as moto does) must equal the one computed
+    here, which is returned as ``StoredObject.checksum`` (None when S3 reported none).
 
     Object metadata: what the caller passes (org, call and recording ids), plus ``sha256`` (hex, of
     the whole object) and ``size`` on a single PUT, or ``part-size`` on a multipart upload (the whole
