@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,17 @@ def _rss_mb(field: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of another process so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # --- the child: one way of moving the recording ---------------------------------------------------
 
 
@@ -87,6 +99,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
     baseline = _rss_mb("VmRSS")
     phases: dict[str, float] = {}
     started = time.perf_counter()
+    cpu = (_cpu_self(), _cpu_of(args.moto_pid))
 
     async with TwilioTelephony(args.account_sid, args.auth_token, api_base=args.standin) as telephony:
         if args.mode == "archive":
@@ -127,6 +140,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
             data = bench_audio(args.sid, args.size)
             baseline = _rss_mb("VmRSS")  # the bytes are the input here, not part of the upload's cost
             started = time.perf_counter()
+            cpu = (_cpu_self(), _cpu_of(args.moto_pid))
             async with session.client("s3", endpoint_url=args.s3, config=config) as s3:
                 upload = await s3.create_multipart_upload(Bucket=BUCKET, Key=key)
                 parts = []
@@ -153,6 +167,8 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"unknown mode {args.mode}")
 
     seconds = time.perf_counter() - started
+    cpu_s = _cpu_self() - phases.pop("cpu_self_at_start", cpu[0])
+    moto_cpu_s = _cpu_of(args.moto_pid) - phases.pop("cpu_moto_at_start", cpu[1])
     async with S3RecordingStore(BUCKET, endpoint_url=args.s3, session=session) as store:
         stored = await store.verify(key)  # outside the timing: only to check the bytes arrived whole
     assert stored is not None and stored.size == args.size, stored
@@ -163,6 +179,8 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
         "baseline_rss_mb": baseline,
         "peak_rss_mb": _rss_mb("VmHWM"),
         "sha256": stored.sha256,
+        "cpu_s": cpu_s,
+        "moto_cpu_s": moto_cpu_s,
         "phases": phases,
         "key": key,
     }
@@ -235,6 +253,7 @@ async def _archive(args: argparse.Namespace, telephony: Any) -> tuple[dict[str, 
             recording_sid=args.sid,
             duration_s=None,
         )
+        phases["cpu_self_at_start"], phases["cpu_moto_at_start"] = _cpu_self(), _cpu_of(args.moto_pid)
         t0 = time.perf_counter()
         await archive_recording(event, services)
         phases["total"] = time.perf_counter() - t0
@@ -268,8 +287,8 @@ def _figure(
     name: str,
     value: float,
     unit: str,
-    goal: str,
-    met: bool,
+    goal: str | None,
+    met: bool | None,
     baseline: tuple[str, float, str] | None = None,
 ) -> dict[str, Any]:
     return {
@@ -283,6 +302,10 @@ def _figure(
         else {"name": baseline[0], "value": round(baseline[1], 1), "unit": baseline[2]},
         "ratio": None if baseline is None else round(value / baseline[1], 3),
     }
+
+
+def _total_cpu(run: dict[str, Any]) -> float:
+    return float(run["cpu_s"] + run["moto_cpu_s"] + run["standin_cpu_s"])
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -309,6 +332,18 @@ def _result(results: list[dict[str, Any]], args: argparse.Namespace, expected_sh
             ">= 0.9x the raw streamed multipart upload",
             ratio >= 0.9,
             ("raw aioboto3 multipart upload streamed from the stand-in", raw["mib_per_s"], "MiB/s"),
+        ),
+        _figure(
+            "CPU of every process involved (archiver, moto, stand-in), median",
+            statistics.median(_total_cpu(r) for r in runs["archive"]),
+            "s",
+            None,
+            None,
+            (
+                "the same for the raw streamed upload",
+                statistics.median(_total_cpu(r) for r in runs["raw-multipart-stream"]),
+                "s",
+            ),
         ),
         _figure(
             "peak RSS growth of the archiving process",
@@ -342,7 +377,8 @@ def _result(results: list[dict[str, Any]], args: argparse.Namespace, expected_sh
         intact = "intact" if all(x["sha256"] == expected_sha for x in runs[mode]) else "NOT INTACT"
         phases = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(r["phases"].items()))
         notes.append(
-            f"{names[mode]}: {r['seconds']:.2f} s, {r['mib_per_s']:.0f} MiB/s, peak RSS "
+            f"{names[mode]}: {r['seconds']:.2f} s, {r['mib_per_s']:.0f} MiB/s, CPU {r['cpu_s']:.2f} s "
+            f"(moto {r['moto_cpu_s']:.2f} s, stand-in {r['standin_cpu_s']:.2f} s), peak RSS "
             f"{r['peak_rss_mb']:.0f} MiB (from {r['baseline_rss_mb']:.0f} MiB), bytes {intact}"
             + (f"; phases: {phases}" if phases else "")
         )
@@ -377,6 +413,7 @@ def main() -> None:
     parser.add_argument("--sid", help=argparse.SUPPRESS)
     parser.add_argument("--account-sid", help=argparse.SUPPRESS)
     parser.add_argument("--auth-token", help=argparse.SUPPRESS)
+    parser.add_argument("--moto-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.size_mb is None:
         args.size_mb = 50 if args.quick else 500
@@ -418,6 +455,7 @@ def main() -> None:
                 f"--sid={sid}",
                 f"--account-sid={standin.account_sid}",
                 f"--auth-token={standin.auth_token}",
+                f"--moto-pid={moto.pid}",
             ]
             results = []
             order = [m for m in modes if m in ("archive", "raw-multipart-stream")] * args.repeat + [
@@ -425,7 +463,9 @@ def main() -> None:
             ]
             for mode in order:
                 print(f"running {mode} ...", file=sys.stderr, flush=True)
+                parent_cpu = _cpu_self()
                 result = _run_child(mode, common)
+                result["standin_cpu_s"] = _cpu_self() - parent_cpu
                 print(
                     f"  {result['seconds']:.2f} s, {result['mib_per_s']:.0f} MiB/s, "
                     f"peak RSS {result['peak_rss_mb']:.0f} MiB",
