@@ -68,11 +68,15 @@ class SqlAlchemyUnitOfWork:
         *,
         processed_by: tuple[str, str] | None = None,
         on_events_committed: Callable[[], None] | None = None,
+        on_deliveries_committed: Callable[[], None] | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
+        """``on_events_committed`` is called after a commit that wrote events (the relay waits for
+        them), ``on_deliveries_committed`` after one that wrote or re-timed webhook deliveries."""
         self.engine = engine
         self.processed_by = processed_by
         self.on_events_committed = on_events_committed
+        self.on_deliveries_committed = on_deliveries_committed
         self.clock = clock
         self._conn: AsyncConnection | None = None
         self._committed = False
@@ -132,9 +136,11 @@ class SqlAlchemyUnitOfWork:
             raise
         for repo in self._repositories:
             repo.committed()
-        # New or re-timed webhook deliveries wake the delivery scheduler like new events wake the relay.
-        if (new_events or self.webhook_deliveries.wrote) and self.on_events_committed is not None:
+        # Each loop is woken only by the writes it has work for: a wake-up is a transaction.
+        if new_events and self.on_events_committed is not None:
             self.on_events_committed()
+        if self.webhook_deliveries.wrote and self.on_deliveries_committed is not None:
+            self.on_deliveries_committed()
 
     async def rollback(self) -> None:
         assert self._conn is not None
