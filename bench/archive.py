@@ -6,7 +6,8 @@
 the service's archive throughput beside a raw streamed aioboto3 multipart upload of the same bytes
 in the same run (goal: at least 0.9x), and the archive's peak RSS growth (goal: under 100 MB); the
 other ways of moving the bytes are notes, and every run's raw figures go to
-``bench/out/archive/results.json``.
+``bench/out/archive/results.json``. Without ``--quick`` one more archive run is sampled by py-spy
+(``bench/out/archive/archive-profile.speedscope.json``; ``--no-profile`` skips it).
 
 Starts a moto server (its own process) and the Twilio stand-in (a thread of this process, which
 does nothing else meanwhile), puts one recording of ``--size-mb`` at the stand-in, then runs each
@@ -268,9 +269,16 @@ async def _archive(args: argparse.Namespace, telephony: Any) -> tuple[dict[str, 
 # --- the parent: servers, runs, result ------------------------------------------------------------
 
 
-def _run_child(mode: str, common: list[str]) -> dict[str, Any]:
+PY_SPY = Path(sys.executable).with_name("py-spy")
+PROFILE = OUT / "archive-profile.speedscope.json"
+
+
+def _run_child(mode: str, common: list[str], *, profile: bool = False) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.archive", "--child", mode, *common]
+    if profile:  # sampled by py-spy, an extra run whose timing is not used
+        command = [str(PY_SPY), "record", "--format", "speedscope", "-o", str(PROFILE), "--", *command]
     out = subprocess.run(
-        [sys.executable, "-m", "bench.archive", "--child", mode, *common],
+        command,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -394,7 +402,7 @@ def _result(results: list[dict[str, Any]], args: argparse.Namespace, expected_sh
         "benchmark": "archive",
         "figures": figures,
         "notes": notes,
-        "artefacts": [str(raw_path.relative_to(ROOT))],
+        "artefacts": [str(path.relative_to(ROOT)) for path in (raw_path, PROFILE) if path.exists()],
     }
 
 
@@ -405,7 +413,15 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=None)
     parser.add_argument("--part-size-mb", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of the archive and of the raw upload")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="archive and raw upload runs each (3; 1 with --quick)"
+    )
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one more archive run under py-spy (default: on, off with --quick)",
+    )
     parser.add_argument("--modes", default=",".join(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--standin", help=argparse.SUPPRESS)
@@ -417,6 +433,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.size_mb is None:
         args.size_mb = 50 if args.quick else 500
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if args.profile is None:
+        args.profile = not args.quick
     args.size = args.size_mb * MIB
     args.part_size = args.part_size_mb * MIB
 
@@ -431,6 +451,7 @@ def main() -> None:
     from tests.twilio_standin import TwilioStandin, new_sid
 
     modes = [m for m in args.modes.split(",") if m]
+    PROFILE.unlink(missing_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix="callrec-bench-") as tmp,
         moto_server_process(Path(tmp) / "moto.log") as moto,
@@ -474,6 +495,10 @@ def main() -> None:
                 )
                 s3.delete_object(Bucket=BUCKET, Key=result["key"])
                 results.append(result)
+            if args.profile and "archive" in modes and PY_SPY.exists():
+                print("profiling archive ...", file=sys.stderr, flush=True)
+                OUT.mkdir(parents=True, exist_ok=True)
+                s3.delete_object(Bucket=BUCKET, Key=_run_child("archive", common, profile=True)["key"])
         finally:
             standin.stop()
     if set(modes) != set(MODES) or not results:
