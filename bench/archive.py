@@ -287,7 +287,8 @@ def _run_child(mode: str, common: list[str], *, profile: bool = False) -> dict[s
     )
     if out.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{out.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    *_, last = (line for line in out.stdout.splitlines() if line.startswith("{"))  # py-spy talks too
+    result: dict[str, Any] = json.loads(last)
     return result
 
 
