@@ -80,13 +80,16 @@ class UnitOfWorkFactory:
         self.engine, self.signal, self.clock = engine, signal, clock
         self.deliveries_signal = deliveries_signal
 
-    def __call__(self, *, processed_by: tuple[str, str] | None = None) -> SqlAlchemyUnitOfWork:
+    def __call__(
+        self, *, processed_by: tuple[str, str] | None = None, read_only: bool = False
+    ) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(
             self.engine,
             processed_by=processed_by,
             on_events_committed=self.signal,
             on_deliveries_committed=self.deliveries_signal,
             clock=self.clock.now,
+            read_only=read_only,
         )
 
 

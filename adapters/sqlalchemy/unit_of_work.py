@@ -52,6 +52,14 @@ def _is_duplicate_key(exc: IntegrityError) -> bool:
     return "UNIQUE constraint failed" in str(orig)  # a driver that says neither: SQLite's message
 
 
+# How a read-only unit of work's connection is set up: on SQLite ``engine.create_engine``'s begin hook
+# reads ``callrec_read_only`` (deferred BEGIN instead of BEGIN IMMEDIATE); PostgreSQL autocommits.
+_READ_ONLY: dict[bool, dict[str, Any]] = {
+    True: {"callrec_read_only": True},
+    False: {"isolation_level": "AUTOCOMMIT"},
+}
+
+
 class SqlAlchemyUnitOfWork:
     organizations: SqlAlchemyOrganizationRepository
     calls: SqlAlchemyCallRepository
@@ -70,9 +78,17 @@ class SqlAlchemyUnitOfWork:
         on_events_committed: Callable[[], None] | None = None,
         on_deliveries_committed: Callable[[], None] | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        read_only: bool = False,
     ) -> None:
         """``on_events_committed`` is called after a commit that wrote events (the relay waits for
-        them), ``on_deliveries_committed`` after one that wrote or re-timed webhook deliveries."""
+        them), ``on_deliveries_committed`` after one that wrote or re-timed webhook deliveries.
+
+        ``read_only``: a unit of work that only reads and never commits. It takes no write lock on
+        SQLite (a plain deferred ``BEGIN``: WAL readers do not queue behind writers) and no
+        transaction on PostgreSQL (autocommit: each statement reads committed data, with no ``BEGIN``
+        and ``ROLLBACK`` round trips).
+        """
+        self.read_only = read_only
         self.engine = engine
         self.processed_by = processed_by
         self.on_events_committed = on_events_committed
@@ -83,8 +99,11 @@ class SqlAlchemyUnitOfWork:
 
     async def __aenter__(self) -> Self:
         self._conn = await self.engine.connect()
+        if self.read_only:
+            await self._conn.execution_options(**_READ_ONLY[self.engine.dialect.name == "sqlite"])
         try:
-            await self._conn.begin()
+            if not (self.read_only and self.engine.dialect.name != "sqlite"):
+                await self._conn.begin()
         except OperationalError as exc:
             await self._conn.close()
             raise ConcurrencyConflict(f"database busy: {exc}") from exc
@@ -117,6 +136,7 @@ class SqlAlchemyUnitOfWork:
 
     async def commit(self) -> None:
         assert self._conn is not None, "commit() outside the unit of work's context"
+        assert not self.read_only, "commit() of a read-only unit of work"
         now = self.clock()
         try:
             new_events: list[ev.Event] = []
