@@ -44,8 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "bench" / "out" / "archive"
+from bench.common import OUT as BENCH_OUT
+from bench.common import ROOT, figure, relative, write_result
+
+OUT = BENCH_OUT / "archive"
 
 MODES = ("archive", "raw-multipart-stream", "raw-multipart-memory", "naive")
 MIB = 1024 * 1024
@@ -300,17 +302,8 @@ def _figure(
     met: bool | None,
     baseline: tuple[str, float, str] | None = None,
 ) -> dict[str, Any]:
-    return {
-        "name": name,
-        "value": round(value, 1),
-        "unit": unit,
-        "goal": goal,
-        "met": met,
-        "baseline": None
-        if baseline is None
-        else {"name": baseline[0], "value": round(baseline[1], 1), "unit": baseline[2]},
-        "ratio": None if baseline is None else round(value / baseline[1], 3),
-    }
+    rounded = None if baseline is None else (baseline[0], round(baseline[1], 1), baseline[2])
+    return figure(name, round(value, 1), unit, goal=goal, met=met, baseline=rounded)
 
 
 def _total_cpu(run: dict[str, Any]) -> float:
@@ -400,10 +393,9 @@ def _result(results: list[dict[str, Any]], args: argparse.Namespace, expected_sh
     raw_path = OUT / "results.json"
     raw_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return {
-        "benchmark": "archive",
         "figures": figures,
         "notes": notes,
-        "artefacts": [str(path.relative_to(ROOT)) for path in (raw_path, PROFILE) if path.exists()],
+        "artefacts": [relative(path) for path in (raw_path, PROFILE) if path.exists()],
     }
 
 
@@ -505,9 +497,7 @@ def main() -> None:
     if set(modes) != set(MODES) or not results:
         print(json.dumps(results, indent=2))
         return
-    body = _result(results, args, expected_sha)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(body, indent=2) + "\n")
+    write_result(args.out, "archive", **_result(results, args, expected_sha))
     print(f"wrote {args.out}", file=sys.stderr)
 
 
