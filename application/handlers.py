@@ -462,7 +462,7 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
         )
     if not await svc.store.confirm(written):
         raise ArchiveVerificationFailed(
-            f"read-back of {key} does not match the download ({downloaded} bytes, sha256 {sha256})"
+            f"the store does not confirm that {key} holds the download ({downloaded} bytes, sha256 {sha256})"
         )
     if source is not None and source != (downloaded, sha256):
         raise ArchiveVerificationFailed(
