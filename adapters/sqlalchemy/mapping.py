@@ -298,11 +298,15 @@ class AggregateMapping(RowMapping[T]):
         *,
         fields: Mapping[str, Spec] | None = None,
         exclude: Iterable[str] = (),
+        derived: Iterable[str] = (),
     ) -> None:
+        """``derived``: columns of no field, written by the repository (``Repository.derived``)."""
         names, _ = _init_fields(cls)
         exclude = {*exclude, *({"events"} & set(names))}
-        super().__init__(cls, table, fields=fields, exclude=exclude, unmapped_columns=[STAMPED])
+        derived = tuple(derived)
+        super().__init__(cls, table, fields=fields, exclude=exclude, unmapped_columns=[STAMPED, *derived])
         self.stamped = STAMPED in table.c
+        self.derived = tuple(derived)
         c = table.c
         self.update = update(table).where(
             c.id == bindparam("loaded_id"), c.version == bindparam("loaded_version")
