@@ -9,9 +9,9 @@ table has it. The aggregates' events are returned for the outbox. Concrete repos
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from sqlalchemy import Executable
