@@ -17,7 +17,19 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from adapters.sqlalchemy import tables as t
 from adapters.sqlalchemy.mapping import AggregateMapping, Children, Embedded
@@ -77,7 +89,7 @@ def _page(shape: _PageShape) -> Select[Any]:
         select(t.calls)
         .where(and_(*where))
         .order_by(_c.started_at.desc(), _c.id.desc())
-        .limit(bindparam("limit", type_=t.Integer()))
+        .limit(bindparam("limit", type_=Integer()))
     )
 
 
@@ -91,11 +103,11 @@ _SETTLING = (
         or_(_r.id.is_(None), _r.status.in_([s.value for s in SETTLED_STATUSES])),
     )
     .order_by(_c.ended_at, _c.id)
-    .limit(bindparam("limit", type_=t.Integer()))
+    .limit(bindparam("limit", type_=Integer()))
 )
 
 # A placeholder a new call is inserted with when its own recording is not in the unit of work, set
-# right after from the database by _RESTATE.
+# right after from the database by RESTATE.
 _UNKNOWN = "processing"
 
 
@@ -112,7 +124,7 @@ def _state_of_recording(r: Any) -> Any:
 
 # Each call's recording state from the database, as recording_view says it (its own recording's, or
 # whether the call has ended when it has none).
-_RESTATE = (
+RESTATE = (
     update(t.calls)
     .where(_c.id.in_(bindparam("b_ids", expanding=True)))
     .values(
@@ -159,7 +171,7 @@ class SqlAlchemyCallRepository(Repository[Call]):
         self._restate.clear()
         events = await super().flush(now)
         if self._restate:
-            await self.conn.execute(_RESTATE, {"b_ids": self._restate})
+            await self.conn.execute(RESTATE, {"b_ids": self._restate})
         return events
 
     async def get_by_sid(self, call_sid: str) -> Call | None:
@@ -222,7 +234,7 @@ class SqlAlchemyRecordingRepository(Repository[Recording]):
             ),
         )
         .order_by(_r.updated_at, _r.id)
-        .limit(bindparam("limit", type_=t.Integer()))
+        .limit(bindparam("limit", type_=Integer()))
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
