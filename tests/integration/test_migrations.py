@@ -93,7 +93,9 @@ async def test_0014_fills_each_existing_calls_recording_state_as_the_list_showed
                     )
         await asyncio.to_thread(migrate, url)
         async with engine.connect() as conn:
-            found = dict((await conn.execute(text("SELECT id, recording_state FROM calls"))).all())
+            found: dict[str, str] = dict(
+                (await conn.execute(text("SELECT id, recording_state FROM calls"))).all()
+            )
     finally:
         await engine.dispose()
     assert found == {call_id: expected for call_id, (*_, expected) in calls.items()}
