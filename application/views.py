@@ -51,6 +51,11 @@ def recording_view(call: Call, recording: Recording | None) -> RecordingView:
         if call.ended:
             return RecordingView("not_recorded", "no_audio", None, None, None)
         return RecordingView("processing", None, None, None, None)
+    return own_recording_view(recording)
+
+
+def own_recording_view(recording: Recording) -> RecordingView:
+    """``recording_view`` of a recorded call whose own recording this is (its call does not matter)."""
     if recording.is_archived and recording.audio is not None:
         audio = recording.audio
         return RecordingView("available", None, recording.duration_s, audio.size_bytes, audio.content_type)
@@ -104,7 +109,7 @@ async def list_calls(
             )
         )
         page, more = calls[:limit], len(calls) > limit
-        recordings = await uow.recordings.get_for_calls([c.id for c in page])
+        recordings = await uow.recordings.get_for_calls([c.id for c in page if c.recording_id is not None])
     views = [_view(svc, c, recordings.get(c.id)) for c in page]
     next_cursor = CallCursor(page[-1].started_at, page[-1].id) if more and page else None
     return views, next_cursor
@@ -127,9 +132,11 @@ async def _owned_call(
         call = await uow.calls.get(call_id)
         if call is None or call.org_id != org_id or call.kind not in kinds:
             raise NotFound("call not found")
-        recording = await uow.recordings.get_for_call(call.id)
-        others = await uow.recordings.for_call(call.id) if additional else []
-    return call, recording, [r for r in others if r.id != call.recording_id]
+        if not additional:
+            return call, await uow.recordings.get_for_call(call.id), []
+        every = await uow.recordings.for_call(call.id)  # its own among them: one query, not two
+    own = next((r for r in every if r.id == call.recording_id), None)
+    return call, own, [r for r in every if r.id != call.recording_id]
 
 
 async def get_call(

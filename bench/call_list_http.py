@@ -58,10 +58,11 @@ FILTERS = ("available", "not_recorded", "processing", "failed")
 FILL_CALLS = """
 INSERT INTO calls (id, org_id, kind, call_sid, account_sid, from_number, to_number, status,
                    started_at, answered_at, ended_at, duration_s, greeting, recorded, recording_id,
-                   version, settled_at)
+                   recording_state, version, settled_at)
 SELECT md5('call' || n)::uuid::text, $1, 'customer', 'CA' || lpad(to_hex(n), 32, '0'), 'AC1',
        '+15550001111', '+15550100001', 'completed', t, t, t + interval '30 s', 30, 'Hi.', h < 90,
-       CASE WHEN h < 72 THEN md5('recording' || n)::uuid::text END, 1, t + interval '2 min'
+       CASE WHEN h < 72 THEN md5('recording' || n)::uuid::text END,
+       CASE WHEN h < 72 THEN 'available' ELSE 'not_recorded' END, 1, t + interval '2 min'
 FROM (SELECT n, (hashint4(n)::bigint + 2147483648) % 100 AS h,
              $2::timestamptz + n * interval '1 s' AS t
       FROM generate_series(0, $3 - 1) AS n) AS s

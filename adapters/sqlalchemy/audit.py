@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select, text, tuple_
+from sqlalchemy import Integer, bindparam, insert, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.sqlalchemy import tables as t
@@ -34,16 +35,44 @@ AUDIT_CHAIN_LOCK = 0x63616C6C72656361
 # Every field of an entry to its column and back (``events`` go to the outbox, not to a column).
 ENTRIES = RowMapping(AuditEntry, t.audit_log, exclude=["events"])
 
+# Built once, with bind parameters.
+_a, _p = t.audit_log.c, t.processed_messages.c
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_HEAD = select(_a.seq, _a.hash).order_by(_a.seq.desc()).limit(1)
+_ORG_PAGE = (
+    select(t.audit_log)
+    .where(_a.org_id == bindparam("org_id"))
+    .order_by(_a.occurred_at.desc(), _a.id.desc())
+    .limit(bindparam("limit", type_=Integer()))
+)
+_ORG_PAGE_AFTER = _ORG_PAGE.where(
+    tuple_(_a.occurred_at, _a.id)
+    < tuple_(bindparam("after_at", type_=_a.occurred_at.type), bindparam("after_id", type_=_a.id.type))
+)
+_CHAIN_BATCH = (
+    select(t.audit_log)
+    .where(_a.seq > bindparam("after", type_=_a.seq.type))
+    .order_by(_a.seq)
+    .limit(bindparam("batch", type_=Integer()))
+)
+_PROCESSED = select(_p.event_id).where(
+    _p.consumer == bindparam("consumer"), _p.event_id == bindparam("event_id")
+)
+_PROCESSED_INSERT = insert(t.processed_messages)
+_o = t.outbox.c
+_PUBLISHED_HEAD = (
+    select(_o.payload).where(_o.type == ev.AuditEntryAppended.type_name()).order_by(_o.seq.desc()).limit(1)
+)
+
 
 async def lock_chain(conn: AsyncConnection) -> None:
     """Hold the chain until this transaction ends (see the module docstring)."""
     if conn.dialect.name == "postgresql":
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_CHAIN_LOCK})
+        await conn.execute(_LOCK, {"key": AUDIT_CHAIN_LOCK})
 
 
 async def chain_head(conn: AsyncConnection) -> ChainHead | None:
-    a = t.audit_log.c
-    row = (await conn.execute(select(a.seq, a.hash).order_by(a.seq.desc()).limit(1))).first()
+    row = (await conn.execute(_HEAD)).first()
     return ChainHead(row.seq, row.hash) if row else None
 
 
@@ -69,7 +98,7 @@ class SqlAlchemyAuditLog:
             entry.seal(seq=seq, prev_hash=prev_hash)
             assert entry.hash is not None
             prev_hash = entry.hash
-        await self.conn.execute(insert(t.audit_log), [ENTRIES.dump(e) for e in self.pending])
+        await self.conn.execute(ENTRIES.insert, [ENTRIES.dump(e) for e in self.pending])
         return [event for entry in self.pending for event in entry.events]
 
     def committed(self) -> None:
@@ -84,21 +113,18 @@ class SqlAlchemyAuditLog:
 
     async def page(self, *, org_id: str, limit: int, after: AuditCursor | None = None) -> list[AuditEntry]:
         """The org's entries, newest first by (occurred_at, id), strictly after ``after``."""
-        a = t.audit_log.c
-        where = [a.org_id == org_id]
+        params: dict[str, Any] = {"org_id": org_id, "limit": limit}
         if after is not None:
-            where.append(tuple_(a.occurred_at, a.id) < tuple_(after.occurred_at, after.id))
-        stmt = select(t.audit_log).where(*where).order_by(a.occurred_at.desc(), a.id.desc()).limit(limit)
-        return [ENTRIES.load(row._mapping) for row in await self.conn.execute(stmt)]
+            params["after_at"], params["after_id"] = after.occurred_at, after.id
+        stmt = _ORG_PAGE if after is None else _ORG_PAGE_AFTER
+        return [ENTRIES.load(row._mapping) for row in await self.conn.execute(stmt, params)]
 
 
 async def read_chain(conn: AsyncConnection, *, batch: int = 1000) -> AsyncIterator[AuditEntry]:
     """Every entry in ``seq`` order, a batch at a time."""
-    a = t.audit_log.c
     after = 0
     while True:
-        stmt = select(t.audit_log).where(a.seq > after).order_by(a.seq).limit(batch)
-        rows = (await conn.execute(stmt)).all()
+        rows = (await conn.execute(_CHAIN_BATCH, {"after": after, "batch": batch})).all()
         for row in rows:
             yield ENTRIES.load(row._mapping)
         if len(rows) < batch:
@@ -108,11 +134,7 @@ async def read_chain(conn: AsyncConnection, *, batch: int = 1000) -> AsyncIterat
 
 async def published_head(conn: AsyncConnection) -> ChainHead | None:
     """The newest chain head handed to the outbox for ``callrec.audit.v1`` (what subscribers saw)."""
-    o = t.outbox.c
-    stmt = (
-        select(o.payload).where(o.type == ev.AuditEntryAppended.type_name()).order_by(o.seq.desc()).limit(1)
-    )
-    payload = (await conn.execute(stmt)).scalar()
+    payload = (await conn.execute(_PUBLISHED_HEAD)).scalar()
     if payload is None:
         return None
     event = ev.decode_event(ev.AuditEntryAppended.type_name(), payload)
@@ -125,13 +147,10 @@ class SqlAlchemyProcessedMessages:
         self.conn = conn
 
     async def contains(self, consumer: str, event_id: str) -> bool:
-        p = t.processed_messages.c
-        result = await self.conn.execute(
-            select(p.event_id).where(p.consumer == consumer, p.event_id == event_id)
-        )
+        result = await self.conn.execute(_PROCESSED, {"consumer": consumer, "event_id": event_id})
         return result.first() is not None
 
     async def add(self, consumer: str, event_id: str, now: datetime) -> None:
         await self.conn.execute(
-            insert(t.processed_messages).values(consumer=consumer, event_id=event_id, processed_at=now)
+            _PROCESSED_INSERT, {"consumer": consumer, "event_id": event_id, "processed_at": now}
         )

@@ -8,7 +8,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, text
+from sqlalchemy import bindparam, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sqlalchemy import tables as t
@@ -29,36 +29,37 @@ class DatabaseGauges:
     stuck: dict[str, int] = field(default_factory=dict)  # status → count unchanged past the threshold
 
 
+_o, _r = t.outbox.c, t.recordings.c
+_PENDING = select(func.count(), func.min(_o.created_at)).where(
+    _o.published_at.is_(None), _o.dead_at.is_(None)
+)
+_DEAD = select(func.count()).where(_o.dead_at.is_not(None), _o.published_at.is_(None))
+_BY_STATUS = select(_r.status, func.count()).group_by(_r.status)
+_STUCK = (
+    select(_r.status, func.count())
+    .where(
+        _r.status.in_(bindparam("statuses", expanding=True)),
+        or_(_r.updated_at < bindparam("before", type_=_r.updated_at.type), _r.updated_at.is_(None)),
+    )
+    .group_by(_r.status)
+)
+
+
 async def database_gauges(
     engine: AsyncEngine, *, now: datetime, stuck_before: datetime, stuck_statuses: Collection[str]
 ) -> DatabaseGauges:
-    o, r = t.outbox.c, t.recordings.c
     gauges = DatabaseGauges()
     async with engine.connect() as conn:
-        pending = (
-            await conn.execute(
-                select(func.count(), func.min(o.created_at)).where(
-                    o.published_at.is_(None), o.dead_at.is_(None)
-                )
-            )
-        ).one()
+        pending = (await conn.execute(_PENDING)).one()
         gauges.outbox_backlog = int(pending[0])
         oldest: datetime | None = pending[1]
         if oldest is not None:
             gauges.outbox_oldest_age_s = max(0.0, (now - oldest).total_seconds())
-        gauges.outbox_dead = int(
-            (
-                await conn.execute(
-                    select(func.count()).where(o.dead_at.is_not(None), o.published_at.is_(None))
-                )
-            ).scalar_one()
-        )
-        for status, count in await conn.execute(select(r.status, func.count()).group_by(r.status)):
+        gauges.outbox_dead = int((await conn.execute(_DEAD)).scalar_one())
+        for status, count in await conn.execute(_BY_STATUS):
             gauges.recordings[str(status)] = int(count)
-        stuck = select(r.status, func.count()).where(
-            r.status.in_(list(stuck_statuses)),
-            or_(r.updated_at < stuck_before, r.updated_at.is_(None)),
-        )
-        for status, count in await conn.execute(stuck.group_by(r.status)):
-            gauges.stuck[str(status)] = int(count)
+        if stuck_statuses:
+            params = {"statuses": list(stuck_statuses), "before": stuck_before}
+            for status, count in await conn.execute(_STUCK, params):
+                gauges.stuck[str(status)] = int(count)
     return gauges

@@ -71,6 +71,10 @@ class _Column:
         self.attr, self._column = attr, column
         self.columns: tuple[str, ...] = (column,)
         self._enum = _enum(hint)
+        # value -> member by dict: several times cheaper than calling the enum class per row
+        self._members: dict[Any, Any] | None = (
+            dict(self._enum._value2member_map_) if self._enum is not None else None
+        )
         self.plain = self._enum is None and attr == column
 
     def dump(self, value: Any, row: dict[str, Any]) -> None:
@@ -78,7 +82,10 @@ class _Column:
 
     def load(self, row: Row) -> Any:
         value = row[self._column]
-        return self._enum(value) if self._enum is not None and value is not None else value
+        if self._members is None or value is None:
+            return value
+        member = self._members.get(value)
+        return member if member is not None else self._enum(value)  # type: ignore[misc]  # raises
 
 
 class _Codec:
@@ -298,11 +305,15 @@ class AggregateMapping(RowMapping[T]):
         *,
         fields: Mapping[str, Spec] | None = None,
         exclude: Iterable[str] = (),
+        derived: Iterable[str] = (),
     ) -> None:
+        """``derived``: columns of no field, written by the repository (``Repository.derived``)."""
         names, _ = _init_fields(cls)
         exclude = {*exclude, *({"events"} & set(names))}
-        super().__init__(cls, table, fields=fields, exclude=exclude, unmapped_columns=[STAMPED])
+        derived = tuple(derived)
+        super().__init__(cls, table, fields=fields, exclude=exclude, unmapped_columns=[STAMPED, *derived])
         self.stamped = STAMPED in table.c
+        self.derived = tuple(derived)
         c = table.c
         self.update = update(table).where(
             c.id == bindparam("loaded_id"), c.version == bindparam("loaded_version")

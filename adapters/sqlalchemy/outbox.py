@@ -14,6 +14,8 @@ from adapters.sqlalchemy import tables as t
 from application.ports import OutboxMessage
 from domain import events as ev
 
+_INSERT = insert(t.outbox)  # built once: every unit of work with events runs it
+
 
 class SqlAlchemyOutbox:
     def __init__(self, conn: AsyncConnection) -> None:
@@ -23,7 +25,7 @@ class SqlAlchemyOutbox:
         if not events:
             return
         await self.conn.execute(
-            insert(t.outbox),
+            _INSERT,
             [
                 {
                     "id": e.id,

@@ -9,6 +9,7 @@ table has it. The aggregates' events are returned for the outbox. Concrete repos
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -28,6 +29,8 @@ class Aggregate(Protocol):
 
 
 A = TypeVar("A", bound=Aggregate)
+
+_NO_COLUMNS: Mapping[str, Any] = {}
 
 
 @dataclass
@@ -53,6 +56,20 @@ class Repository(Generic[A]):
         self.conn = conn
         self.tracked: dict[str, _Tracked[A]] = {}
         self.wrote = False  # some row inserted or updated (the webhook scheduler wakes on deliveries')
+        self.written: list[tuple[A, State | None]] = []  # by the last flush, with its state as loaded
+
+    def derived(self, aggregate: A) -> Mapping[str, Any]:
+        """Columns of no field written with the aggregate's row (``AggregateMapping(derived=…)``)."""
+        return _NO_COLUMNS
+
+    def changing(self, aggregate_id: str) -> A | None:
+        """The aggregate if this unit of work tracks it and will insert or update it on commit."""
+        tracked = self.tracked.get(aggregate_id)
+        if tracked is None or not (
+            tracked.new or self.mapping.state(tracked.aggregate) != tracked.loaded(self.mapping)
+        ):
+            return None
+        return tracked.aggregate
 
     def add(self, aggregate: A) -> None:
         self.tracked[aggregate.id] = _Tracked(aggregate, new=True)
@@ -78,20 +95,23 @@ class Repository(Generic[A]):
         m, conn = self.mapping, self.conn
         stamp = {"updated_at": now} if m.stamped else {}
         new_events: list[ev.Event] = []
+        self.written.clear()
         for tracked in self.tracked.values():
             aggregate, state = tracked.aggregate, m.state(tracked.aggregate)
             if tracked.new:
-                await conn.execute(m.insert, {**state.row, **stamp})
+                await conn.execute(m.insert, {**state.row, **stamp, **self.derived(aggregate)})
+                self.written.append((aggregate, None))
                 for child in m.children:
                     await child.write(conn, aggregate.id, state.owned[child.attr], replace=False)
                 self.wrote = True
             elif state != (loaded := tracked.loaded(m)):
-                params = {**state.row, **stamp, "version": aggregate.version + 1}
+                params = {**state.row, **stamp, **self.derived(aggregate), "version": aggregate.version + 1}
                 result = await conn.execute(
                     m.update, {**params, "loaded_id": aggregate.id, "loaded_version": aggregate.version}
                 )
                 if result.rowcount != 1:
                     raise ConcurrencyConflict(f"{m.table.name} {aggregate.id} changed concurrently")
+                self.written.append((aggregate, loaded))
                 for child in m.children:
                     if state.owned[child.attr] != loaded.owned[child.attr]:
                         await child.write(conn, aggregate.id, state.owned[child.attr], replace=True)

@@ -105,8 +105,12 @@ calls = Table(
     Column("transfer_stage", String(16)),
     Column("version", Integer, nullable=False),
     Column("settled_at", UTCDateTime),  # ended and its recording settled: call.ended (migration 0010)
-    # Keyset pagination per org and kind, newest first.
+    # What the list shows of its recording (available | processing | not_recorded | failed), kept in
+    # step by the unit of work with the call and its own recording: no column of the Call (migration 0014).
+    Column("recording_state", String(16), nullable=False),
+    # Keyset pagination per org and kind, newest first; and the same per recording state (the filter).
     Index("ix_calls_org_kind_started", "org_id", "kind", "started_at", "id"),
+    Index("ix_calls_org_kind_recording_state", "org_id", "kind", "recording_state", "started_at", "id"),
     # Calls still to be settled (their scorability wait, or a lost event).
     Index("ix_calls_settling", "settled_at", "ended_at"),
 )

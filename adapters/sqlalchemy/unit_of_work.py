@@ -125,6 +125,7 @@ class SqlAlchemyUnitOfWork:
         self.organizations = SqlAlchemyOrganizationRepository(self._conn)
         self.calls = SqlAlchemyCallRepository(self._conn)
         self.recordings = SqlAlchemyRecordingRepository(self._conn)
+        self.calls.recordings, self.recordings.calls = self.recordings, self.calls  # recording_state
         self.outbox = SqlAlchemyOutbox(self._conn)
         self.processed = SqlAlchemyProcessedMessages(self._conn)
         self.audit = SqlAlchemyAuditLog(self._conn)

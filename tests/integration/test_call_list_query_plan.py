@@ -11,10 +11,10 @@ cursor, parameters and all), with and without a keyset cursor:
   ``ix_calls_org_kind_started`` backwards, has no Sort node, and reads about one page of index
   entries (``actual rows`` of the scan ≤ limit + 1), however deep the cursor is.
 
-The ``recording`` filter joins the call's own recording (``calls.recording_id``, the primary key of
-``recordings``). On SQLite its plan is the same walk plus one lookup per call. On PostgreSQL a dense
-filter (``available``) stays a bounded walk; a sparse one (``not_recorded`` deep in the data,
-``processing``, ``failed``) is not bounded by the page: see the xfail test at the end.
+The ``recording`` filter reads ``calls.recording_state`` (kept in step with the call's own recording
+by the unit of work), so every filter, dense or sparse, is a range of
+``ix_calls_org_kind_recording_state`` walked in the same keyset order: no join, no sort, one page
+read however few calls match.
 
 Each database is filled once per module (bulk inserts, then ``ANALYZE``); each test opens its own
 engine on it.
@@ -43,6 +43,8 @@ from domain.model import CallKind
 from tests.support.services import PostgresServer, create_database
 
 INDEX = "ix_calls_org_kind_started"
+STATE_INDEX = "ix_calls_org_kind_recording_state"
+FILTERS = ["available", "processing", "not_recorded", "failed"]
 PAGE = 50  # the API's default; the repository is asked for PAGE + 1 to know whether a next page exists
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 ORGS = ["org-a", "org-b", "org-c", "org-d"]
@@ -69,8 +71,9 @@ class Captured:
 
 
 def _calls(count: int, orgs: list[str]) -> Iterator[tuple[dict[str, Any], dict[str, Any] | None]]:
-    """Calls one second apart across orgs (one in ten a discovery call); nine in ten recorded, and
-    four in five of those archived."""
+    """Calls one second apart across orgs (one in ten a discovery call); nine in ten recorded, four
+    in five of those archived, and of the rest about one in twenty failed and one in twenty still
+    processing (the sparse filters)."""
     rng = random.Random(20261124)
     for n in range(count):
         call_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -78,6 +81,9 @@ def _calls(count: int, orgs: list[str]) -> Iterator[tuple[dict[str, Any], dict[s
         started_at = EPOCH + timedelta(seconds=n)
         recorded = rng.random() < 0.9
         archived = recorded and rng.random() < 0.8
+        fate = rng.random()
+        status = "failed" if fate < 0.05 else "in_progress" if fate < 0.1 else "archived"
+        has_recording = archived or (recorded and status != "archived")
         call = {
             "id": call_id,
             "org_id": org_id,
@@ -94,10 +100,13 @@ def _calls(count: int, orgs: list[str]) -> Iterator[tuple[dict[str, Any], dict[s
             "greeting": "Hi.",
             "recorded": recorded,
             "recording_id": None,
+            "recording_state": "not_recorded",  # recorded, ended with no recording: no audio
             "version": 1,
         }
         recording = None
-        if archived:
+        if has_recording:
+            status = "archived" if archived else status
+            call["recording_state"] = {"archived": "available", "failed": "failed"}.get(status, "processing")
             recording = {
                 "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
                 "call_id": call_id,
@@ -105,14 +114,14 @@ def _calls(count: int, orgs: list[str]) -> Iterator[tuple[dict[str, Any], dict[s
                 "kind": call["kind"],
                 "call_sid": call["call_sid"],
                 "recording_sid": f"RE{n:032x}",
-                "status": "archived",
+                "status": status,
                 "requested_at": started_at,
                 "call_started_at": started_at,
                 "duration_s": 28,
-                "storage_key": f"{org_id}/{call_id}.mp3",
+                "storage_key": f"{org_id}/{call_id}.mp3" if archived else None,
                 "size_bytes": 1000,
                 "content_type": "audio/mpeg",
-                "archived_at": started_at + timedelta(minutes=1),
+                "archived_at": started_at + timedelta(minutes=1) if archived else None,
                 "version": 1,
                 "updated_at": started_at + timedelta(minutes=1),
             }
@@ -242,21 +251,20 @@ async def _sqlite_plan(engine: AsyncEngine, query: CallQuery) -> tuple[list[str]
 
 
 @SQLITE
-@pytest.mark.parametrize("recording", [None, "available", "not_recorded"])
+@pytest.mark.parametrize("recording", [None, *FILTERS])
 async def test_sqlite_page_searches_the_index_and_sorts_nothing(
     db: AsyncEngine, recording: str | None
 ) -> None:
     engine = db
     deep = await _deep_cursor(engine, ORGS[0], 0.9)
+    index = INDEX if recording is None else STATE_INDEX
     for after in (None, deep):
         query = CallQuery(org_id=ORGS[0], limit=PAGE + 1, after=after, recording_status=recording)
         plan, returned = await _sqlite_plan(engine, query)
         text_plan = "\n".join(plan)
-        assert any(step.startswith("SEARCH calls USING INDEX " + INDEX) for step in plan), text_plan
-        assert "TEMP B-TREE" not in text_plan, text_plan
+        assert len(plan) == 1 and plan[0].startswith(f"SEARCH calls USING INDEX {index} "), text_plan
         if recording is not None:
-            # one lookup of the call's recording per call read, by its primary key
-            assert any("SEARCH recordings USING INDEX" in step for step in plan), text_plan
+            assert "recording_state=?" in text_plan, text_plan  # a range of the index, not a filter
         if after is not None:
             assert "(started_at,id)<(?,?)" in text_plan.replace(" ", ""), text_plan
         assert returned > 0
@@ -319,14 +327,14 @@ def _calls_scan(plan: dict[str, Any]) -> dict[str, Any]:
     return scans[0]
 
 
-def _assert_walks_the_index(plan: dict[str, Any], *, max_rows: float) -> dict[str, Any]:
+def _assert_walks_the_index(plan: dict[str, Any], *, max_rows: float, index: str = INDEX) -> dict[str, Any]:
     """No sort, and the calls are read from the keyset index backwards, at most ``max_rows`` of them."""
     dump = json.dumps(plan, indent=1)
     assert plan["Node Type"] == "Limit", dump
     assert not [n for n in _nodes(plan) if n["Node Type"] in ("Sort", "Incremental Sort")], dump
     scan = _calls_scan(plan)
     assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), dump
-    assert scan["Index Name"] == INDEX, dump
+    assert scan["Index Name"] == index, dump
     assert scan["Scan Direction"] == "Backward", dump
     assert scan["Actual Rows"] <= max_rows, dump
     return scan
@@ -364,18 +372,31 @@ async def test_postgres_date_range_page_walks_the_index(db: AsyncEngine) -> None
 
 
 @POSTGRES
+@pytest.mark.parametrize("recording", FILTERS)
 @pytest.mark.parametrize("depth", [0.0, 0.9])
-async def test_postgres_available_filter_page_stays_bounded(db: AsyncEngine, depth: float) -> None:
-    """The scan reads calls until a page matches: about a page divided by the filter's share.
+async def test_postgres_recording_filter_page_reads_one_page_however_sparse(
+    db: AsyncEngine, recording: str, depth: float
+) -> None:
+    """Each filter, dense (``available``: ~70% of the calls) or sparse (``processing``, ``failed``:
+    ~1% each), reads its range of ``ix_calls_org_kind_recording_state`` and at most one page of it.
 
-    About 72% of the calls here are ``available``; each call read costs one lookup of its recording
-    by primary key (``calls.recording_id``).
+    Walked backwards, in the keyset order; or, when what is left of the range past the cursor is
+    smaller than a page, possibly read whole and sorted (no more rows than a page either way).
     """
     after = await _deep_cursor(db, ORGS[2], depth) if depth else None
-    query = CallQuery(org_id=ORGS[2], limit=PAGE + 1, after=after, recording_status="available")
+    query = CallQuery(org_id=ORGS[2], limit=PAGE + 1, after=after, recording_status=recording)
     plan, returned = await _pg_plan(db, query)
-    assert returned == PAGE + 1
-    _assert_walks_the_index(plan, max_rows=2 * (PAGE + 1) / 0.72)
+    dump = json.dumps(plan, indent=1)
+    assert returned > 0
+    [scan] = [node for node in _nodes(plan) if "Index Name" in node]
+    assert scan["Index Name"] == STATE_INDEX, dump
+    assert "(recording_state)::text = " in scan["Index Cond"], dump
+    assert scan["Actual Rows"] <= PAGE + 1, dump
+    assert not [n for n in _nodes(plan) if n.get("Rows Removed by Filter", 0) or "Filter" in n], dump
+    if [n for n in _nodes(plan) if n["Node Type"] in ("Sort", "Incremental Sort")]:
+        assert returned < PAGE + 1, dump  # the rest of the range was less than a page
+    else:
+        assert scan["Scan Direction"] == "Backward", dump
 
 
 @POSTGRES
@@ -389,23 +410,3 @@ async def test_postgres_recordings_of_a_page_are_looked_up_by_their_calls_record
     indexes = {node.get("Index Name") for node in _nodes(plan)} - {None}
     assert indexes == {"pk_calls", "pk_recordings"}, dump
     assert scans[0]["Actual Rows"] * scans[0].get("Actual Loops", 1) <= PAGE, dump
-
-
-@POSTGRES
-@pytest.mark.xfail(
-    strict=False,
-    reason="known limitation (see docs/performance.md): a sparse recording filter is not bounded by the "
-    "page. The filter lives on recordings, so the walk reads calls until a page matches (the whole org "
-    "when few do), and PostgreSQL may instead hash-join a seq scan of all recordings and sort. Bounding "
-    "it needs the recording state on calls, in an index (org_id, kind, recording_state, started_at, id).",
-)
-@pytest.mark.parametrize(
-    ("recording", "depth"), [("not_recorded", 0.9), ("processing", 0.0), ("failed", 0.0)]
-)
-async def test_postgres_sparse_recording_filter_page_stays_bounded(
-    db: AsyncEngine, recording: str, depth: float
-) -> None:
-    after = await _deep_cursor(db, ORGS[2], depth) if depth else None
-    query = CallQuery(org_id=ORGS[2], limit=PAGE + 1, after=after, recording_status=recording)
-    plan, _ = await _pg_plan(db, query)
-    _assert_walks_the_index(plan, max_rows=20 * (PAGE + 1))

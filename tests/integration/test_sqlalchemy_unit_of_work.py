@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sqlalchemy import tables as t
+from adapters.sqlalchemy.repositories import RESTATE
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from application.errors import ConcurrencyConflict, IntegrityViolation
 from application.ports import CallCursor, CallQuery
+from application.views import recording_view
 from domain import events
 from domain.model import (
     Call,
@@ -25,6 +28,9 @@ from domain.model import (
 )
 
 T0 = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+BACKFILL: str = importlib.import_module(
+    "adapters.sqlalchemy.migrations.versions.0014_calls_recording_state"
+)._BACKFILL
 
 
 def new_org(org_id: str = "org-a", numbers: tuple[str, ...] = ("+15550000001",)) -> Organization:
@@ -367,3 +373,77 @@ async def test_a_consumer_marker_is_committed_with_the_effect_and_only_once(engi
     async with engine.connect() as conn:
         count = await conn.execute(select(func.count()).select_from(t.processed_messages))
         assert count.scalar_one() == 1
+
+
+async def _states(engine: AsyncEngine) -> dict[str, str]:
+    """Each call's ``recording_state`` column, and that it is what ``recording_view`` says."""
+    async with engine.connect() as conn:
+        stored = dict((await conn.execute(select(t.calls.c.id, t.calls.c.recording_state))).all())
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        for call_id, state in stored.items():
+            call = await uow.calls.get(call_id)
+            assert call is not None
+            assert state == recording_view(call, await uow.recordings.get_for_call(call_id)).status, call_id
+    return stored
+
+
+async def test_a_calls_recording_state_follows_its_own_recording_whoever_loads_what(
+    engine: AsyncEngine,
+) -> None:
+    """``calls.recording_state`` (the list's ``recording=`` filter) is kept in step in the same
+    transaction whether the call, its recording or both change, and is the database's own answer
+    too (migration 0014's backfill and the repository's restatement compute the same)."""
+    org, off = new_org(), new_org("org-b", numbers=("+15550000002",))
+    org.set_recording(enabled=True, by="alice", now=T0)
+    recorded, silent, failing = (new_call(org, f"CA{i}") for i in range(3))
+    unrecorded = new_call(off, "CB1")
+    await save(engine, org, off, recorded, unrecorded, silent, failing)
+    assert set((await _states(engine)).values()) == {"processing", "not_recorded"}
+
+    async with SqlAlchemyUnitOfWork(engine) as uow:  # answered: the call and its new recording
+        for call_id in (recorded.id, failing.id):
+            call = await uow.calls.get(call_id)
+            assert call is not None
+            own = call.answer(T0)
+            assert own is not None
+            uow.recordings.add(own)
+        silent_call = await uow.calls.get(silent.id)
+        assert silent_call is not None
+        silent_call.end(status=CallStatus.COMPLETED, duration_s=1, now=T0)  # before any audio
+        await uow.commit()
+    assert (await _states(engine))[silent.id] == "not_recorded"
+
+    async with SqlAlchemyUnitOfWork(engine) as uow:  # the recordings alone change
+        own = await uow.recordings.get_for_call(recorded.id)
+        doomed = await uow.recordings.get_for_call(failing.id)
+        assert own is not None and doomed is not None
+        own.provider_reported(status=ProviderRecordingStatus.COMPLETED, recording_sid="RE1", now=T0)
+        own.archived(storage_key="k1", size_bytes=10, sha256="ab" * 32, content_type="audio/mpeg", now=T0)
+        doomed.provider_reported(status=ProviderRecordingStatus.FAILED, recording_sid="RE2", now=T0)
+        await uow.commit()
+    async with SqlAlchemyUnitOfWork(engine) as uow:  # the call alone changes: its state stays
+        call = await uow.calls.get(recorded.id)
+        assert call is not None
+        call.end(status=CallStatus.COMPLETED, duration_s=9, now=T0 + timedelta(seconds=9))
+        await uow.commit()
+    states = await _states(engine)
+    assert [states[c.id] for c in (recorded, unrecorded, silent, failing)] == [
+        "available",
+        "not_recorded",
+        "not_recorded",
+        "failed",
+    ]
+    async with SqlAlchemyUnitOfWork(engine) as uow:
+        for state in ("available", "failed", "not_recorded", "processing"):
+            page = await uow.calls.page(CallQuery(org_id="org-a", recording_status=state))
+            assert {c.id for c in page} == {k for k, v in states.items() if v == state} - {unrecorded.id}
+
+    # The database's own answer: the migration's backfill and the repository's restatement.
+    async with engine.begin() as conn:
+        await conn.execute(update(t.calls).values(recording_state="?"))
+        await conn.execute(text(BACKFILL))
+    assert await _states(engine) == states
+    async with engine.begin() as conn:
+        await conn.execute(update(t.calls).values(recording_state="?"))
+        await conn.execute(RESTATE, {"b_ids": list(states)})
+    assert await _states(engine) == states
