@@ -58,6 +58,7 @@ def fill(path: Path, count: int) -> None:
             "duration_s": 30,
             "greeting": "Hi.",
             "recorded": False,
+            "recording_state": "not_recorded",
             "version": 1,
         }
         for n in range(count)
