@@ -22,8 +22,16 @@ def _serve(args: argparse.Namespace) -> int:
     if make_url(settings.database_url).get_backend_name() == "sqlite":
         migrate(settings.database_url)
     app = create_app(settings=settings)
+    # httptools halves the HTTP layer's CPU per request against h11; uvloop takes a little more off.
     uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, log_config=None
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
     )
     return 0
 
