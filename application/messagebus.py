@@ -77,7 +77,7 @@ class EventDispatcher:
             if wanted is not None and name not in wanted:
                 continue
             services = self.services.for_consumer(name, event.id)
-            async with services.uow() as uow:
+            async with services.reader() as uow:
                 if await uow.processed.contains(name, event.id):
                     continue
             try:

@@ -412,8 +412,9 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self, *, processed_by: tuple[str, str] | None = None) -> UnitOfWork:
-        """A fresh unit of work; ``processed_by=(consumer, event_id)`` is recorded on commit."""
+    def __call__(self, *, processed_by: tuple[str, str] | None = None, read_only: bool = False) -> UnitOfWork:
+        """A fresh unit of work; ``processed_by=(consumer, event_id)`` is recorded on commit.
+        ``read_only``: it only reads (no commit), and takes no lock or transaction it need not."""
         ...
 
 

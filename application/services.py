@@ -39,7 +39,7 @@ class ServiceSettings:
 
 @dataclass(frozen=True)
 class Services:
-    """The ports a handler may use. ``uow()`` opens a fresh unit of work."""
+    """The ports a handler may use. ``uow()`` opens a fresh unit of work, ``reader()`` a read-only one."""
 
     uow_factory: UnitOfWorkFactory
     telephony: Telephony
@@ -52,6 +52,10 @@ class Services:
 
     def uow(self) -> UnitOfWork:
         return self.uow_factory(processed_by=self.processed_by)
+
+    def reader(self) -> UnitOfWork:
+        """A unit of work that only reads: cheaper, and never blocks or waits for a writer."""
+        return self.uow_factory(read_only=True)
 
     def for_consumer(self, consumer: str, event_id: str) -> Services:
         return replace(self, processed_by=(consumer, event_id))

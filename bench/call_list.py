@@ -160,7 +160,9 @@ async def timed(fn: Callable[[], Awaitable[int]], repeat: int) -> tuple[float, f
 async def run(path: Path, count: int, limit: int, repeat: int) -> None:
     engine = create_engine(f"sqlite+aiosqlite:///{path}")
     services = Services(
-        uow_factory=lambda processed_by=None: SqlAlchemyUnitOfWork(engine),
+        uow_factory=lambda processed_by=None, read_only=False: SqlAlchemyUnitOfWork(
+            engine, read_only=read_only
+        ),
         telephony=None,  # type: ignore[arg-type]  # the list touches only the database
         store=None,  # type: ignore[arg-type]
         clock=SystemClock(),

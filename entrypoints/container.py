@@ -87,7 +87,8 @@ async def _telephony(settings: Settings) -> AsyncIterator[LazyTwilioTelephony]:
 
 
 class CommitSignal:
-    """Fan-out of "events were committed" to whoever wants to know (the relay, to wake up)."""
+    """Fan-out of "this kind of row was committed" to the loops that have work for it (the relay
+    for events, the webhook delivery scheduler for deliveries), to wake them up."""
 
     def __init__(self) -> None:
         self.listeners: list[Callable[[], None]] = []
@@ -98,12 +99,26 @@ class CommitSignal:
 
 
 class UnitOfWorkFactory:
-    def __init__(self, engine: AsyncEngine, signal: CommitSignal, clock: Clock) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        signal: CommitSignal,
+        clock: Clock,
+        deliveries_signal: CommitSignal | None = None,
+    ) -> None:
         self.engine, self.signal, self.clock = engine, signal, clock
+        self.deliveries_signal = deliveries_signal
 
-    def __call__(self, *, processed_by: tuple[str, str] | None = None) -> SqlAlchemyUnitOfWork:
+    def __call__(
+        self, *, processed_by: tuple[str, str] | None = None, read_only: bool = False
+    ) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(
-            self.engine, processed_by=processed_by, on_events_committed=self.signal, clock=self.clock.now
+            self.engine,
+            processed_by=processed_by,
+            on_events_committed=self.signal,
+            on_deliveries_committed=self.deliveries_signal,
+            clock=self.clock.now,
+            read_only=read_only,
         )
 
 
@@ -224,7 +239,8 @@ class Container(containers.DeclarativeContainer):
     clock = providers.Singleton(SystemClock)
     engine = providers.Resource(_engine, settings.provided.database_url)
     commit_signal = providers.Singleton(CommitSignal)
-    uow_factory = providers.Singleton(UnitOfWorkFactory, engine, commit_signal, clock)
+    deliveries_signal = providers.Singleton(CommitSignal)
+    uow_factory = providers.Singleton(UnitOfWorkFactory, engine, commit_signal, clock, deliveries_signal)
     telephony = providers.Resource(_telephony, settings)
     store = providers.Selector(
         settings.provided.storage,

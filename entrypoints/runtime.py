@@ -155,7 +155,9 @@ async def relay_loop(container: Any) -> BackgroundLoop:
 
 
 async def webhook_loops(container: Any) -> list[BackgroundLoop]:
-    """Webhook deliveries and the settling of the calls they announce; commits wake both up.
+    """Webhook deliveries and the settling of the calls they announce. A commit that wrote deliveries
+    wakes the scheduler; the settler polls (the consumers settle a call the moment its last piece
+    arrives, the settler only finds those whose scorability wait ran out, or that a lost event left).
 
     Deliveries are database rows, so the process that sends need not be the one that consumed the
     event: several schedulers over one database are safe, each claims the deliveries it sends.
@@ -163,7 +165,7 @@ async def webhook_loops(container: Any) -> list[BackgroundLoop]:
     announce_webhook_policy(container.settings())
     scheduler = await resolve(container.webhook_scheduler)
     settler = await resolve(container.call_settler)
-    container.commit_signal().listeners.extend([scheduler.wake, settler.wake])
+    container.deliveries_signal().listeners.append(scheduler.wake)
     return [
         BackgroundLoop("webhook-delivery", scheduler.run_forever),
         BackgroundLoop("call-settling", settler.run_forever),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -60,12 +61,42 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only unit of work takes no write lock: in WAL mode it reads a snapshot.
+            read_only = conn.get_execution_options().get("callrec_read_only", False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    ping_connections_idle_for(engine, IDLE_PING_AFTER_S)
+    return engine
+
+
+# A pooled connection idle longer than this is pinged before use. A busy service reuses connections
+# within milliseconds and pays no ping; ``pool_pre_ping`` would cost a BEGIN, a ``;`` and a ROLLBACK
+# (three round trips and a transaction) on every unit of work, measured at a sixth of the service's
+# database time. A connection that dies while in use (the server restarted mid-burst) fails that one
+# unit of work, and SQLAlchemy then recycles every older pooled connection.
+IDLE_PING_AFTER_S = 5.0
+
+
+def ping_connections_idle_for(engine: AsyncEngine, seconds: float) -> None:
+    """SQLAlchemy's "pessimistic disconnect handling" recipe, only for connections idle > ``seconds``:
+    a dead one is replaced before the unit of work sees it (the pool retries the checkout)."""
+
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine.pool, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("checked_in_at")
+        if idle_since is None or time.monotonic() - idle_since < seconds:
+            return
+        try:
+            engine.sync_engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError(f"pooled connection idle {seconds:.0f}+ s is gone") from error
 
 
 def alembic_config(url: str) -> Config:

@@ -52,6 +52,14 @@ def _is_duplicate_key(exc: IntegrityError) -> bool:
     return "UNIQUE constraint failed" in str(orig)  # a driver that says neither: SQLite's message
 
 
+# How a read-only unit of work's connection is set up: on SQLite ``engine.create_engine``'s begin hook
+# reads ``callrec_read_only`` (deferred BEGIN instead of BEGIN IMMEDIATE); PostgreSQL autocommits.
+_READ_ONLY: dict[bool, dict[str, Any]] = {
+    True: {"callrec_read_only": True},
+    False: {"isolation_level": "AUTOCOMMIT"},
+}
+
+
 class SqlAlchemyUnitOfWork:
     organizations: SqlAlchemyOrganizationRepository
     calls: SqlAlchemyCallRepository
@@ -68,19 +76,34 @@ class SqlAlchemyUnitOfWork:
         *,
         processed_by: tuple[str, str] | None = None,
         on_events_committed: Callable[[], None] | None = None,
+        on_deliveries_committed: Callable[[], None] | None = None,
         clock: Callable[[], datetime] = _utcnow,
+        read_only: bool = False,
     ) -> None:
+        """``on_events_committed`` is called after a commit that wrote events (the relay waits for
+        them), ``on_deliveries_committed`` after one that wrote or re-timed webhook deliveries.
+
+        ``read_only``: a unit of work that only reads and never commits. It takes no write lock on
+        SQLite (a plain deferred ``BEGIN``: WAL readers do not queue behind writers) and no
+        transaction on PostgreSQL (autocommit: each statement reads committed data, with no ``BEGIN``
+        and ``ROLLBACK`` round trips).
+        """
+        self.read_only = read_only
         self.engine = engine
         self.processed_by = processed_by
         self.on_events_committed = on_events_committed
+        self.on_deliveries_committed = on_deliveries_committed
         self.clock = clock
         self._conn: AsyncConnection | None = None
         self._committed = False
 
     async def __aenter__(self) -> Self:
         self._conn = await self.engine.connect()
+        if self.read_only:
+            await self._conn.execution_options(**_READ_ONLY[self.engine.dialect.name == "sqlite"])
         try:
-            await self._conn.begin()
+            if not (self.read_only and self.engine.dialect.name != "sqlite"):
+                await self._conn.begin()
         except OperationalError as exc:
             await self._conn.close()
             raise ConcurrencyConflict(f"database busy: {exc}") from exc
@@ -113,6 +136,7 @@ class SqlAlchemyUnitOfWork:
 
     async def commit(self) -> None:
         assert self._conn is not None, "commit() outside the unit of work's context"
+        assert not self.read_only, "commit() of a read-only unit of work"
         now = self.clock()
         try:
             new_events: list[ev.Event] = []
@@ -132,9 +156,11 @@ class SqlAlchemyUnitOfWork:
             raise
         for repo in self._repositories:
             repo.committed()
-        # New or re-timed webhook deliveries wake the delivery scheduler like new events wake the relay.
-        if (new_events or self.webhook_deliveries.wrote) and self.on_events_committed is not None:
+        # Each loop is woken only by the writes it has work for: a wake-up is a transaction.
+        if new_events and self.on_events_committed is not None:
             self.on_events_committed()
+        if self.webhook_deliveries.wrote and self.on_deliveries_committed is not None:
+            self.on_deliveries_committed()
 
     async def rollback(self) -> None:
         assert self._conn is not None

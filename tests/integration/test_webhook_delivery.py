@@ -30,8 +30,12 @@ class UowFactory:
     def __init__(self, engine: AsyncEngine, clock: FakeClock) -> None:
         self.engine, self.clock = engine, clock
 
-    def __call__(self, *, processed_by: tuple[str, str] | None = None) -> SqlAlchemyUnitOfWork:
-        return SqlAlchemyUnitOfWork(self.engine, processed_by=processed_by, clock=self.clock.now)
+    def __call__(
+        self, *, processed_by: tuple[str, str] | None = None, read_only: bool = False
+    ) -> SqlAlchemyUnitOfWork:
+        return SqlAlchemyUnitOfWork(
+            self.engine, processed_by=processed_by, clock=self.clock.now, read_only=read_only
+        )
 
 
 @dataclass

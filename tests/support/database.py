@@ -136,10 +136,14 @@ class Database:
         on_events_committed: Callable[[], None] | None = None,
         clock: Callable[[], datetime] = _now,
         racing: bool = False,
+        read_only: bool = False,
     ) -> SqlAlchemyUnitOfWork:
         """A unit of work on this database. ``racing``: one that can read, lose a race, then write
-        (see the module's docstring); the next one opened after ``before_next_commit`` is one too."""
+        (see the module's docstring); the next writing one opened after ``before_next_commit`` is one
+        too (a ``read_only`` one never commits, so it never races)."""
         kwargs: dict[str, Any] = {"processed_by": processed_by, "on_events_committed": on_events_committed}
+        if read_only:
+            return SqlAlchemyUnitOfWork(self.engine, clock=clock, read_only=True, **kwargs)
         if not (racing or self._before_commit):
             return SqlAlchemyUnitOfWork(self.engine, clock=clock, **kwargs)
         if self._racing is None:
@@ -315,7 +319,12 @@ class UnitOfWorkFactory:
     ) -> None:
         self.db, self.clock, self.on_events_committed = db, clock, on_events_committed
 
-    def __call__(self, *, processed_by: tuple[str, str] | None = None) -> SqlAlchemyUnitOfWork:
+    def __call__(
+        self, *, processed_by: tuple[str, str] | None = None, read_only: bool = False
+    ) -> SqlAlchemyUnitOfWork:
         return self.db.unit_of_work(
-            processed_by=processed_by, on_events_committed=self.on_events_committed, clock=self.clock
+            processed_by=processed_by,
+            on_events_committed=self.on_events_committed,
+            clock=self.clock,
+            read_only=read_only,
         )

@@ -49,6 +49,7 @@ def fake_container(log: list[str], *, bus: str = "inprocess", reconcile_interval
     # The sweep ignores stop (a long archive): only cancelling stops it.
     loops["reconciler"].ignores_stop = True
     signal = SimpleNamespace(listeners=[])
+    deliveries = SimpleNamespace(listeners=[])
 
     async def provide(name: str) -> FakeLoop:  # resources make some providers async
         return loops[name]
@@ -56,6 +57,7 @@ def fake_container(log: list[str], *, bus: str = "inprocess", reconcile_interval
     return SimpleNamespace(
         settings=lambda: settings,
         commit_signal=lambda: signal,
+        deliveries_signal=lambda: deliveries,
         **{name: (lambda name=name: provide(name)) for name in loops},
     )
 
@@ -84,7 +86,9 @@ async def test_serve_runs_the_relay_webhooks_settling_and_the_embedded_sweep(
     await asyncio.sleep(0.01)
     running = {t.get_name() for t in asyncio.all_tasks() if not t.done()}
     assert set(expected) <= running
-    assert len(container.commit_signal().listeners) == 3  # commits wake the relay, webhooks, settling
+    # Events wake the relay and deliveries the scheduler; nothing wakes the settler (it polls).
+    assert [f.__self__.name for f in container.commit_signal().listeners] == ["relay"]
+    assert [f.__self__.name for f in container.deliveries_signal().listeners] == ["webhook_scheduler"]
 
     await runtime.stop()
 
