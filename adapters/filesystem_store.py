@@ -395,6 +395,11 @@ class FilesystemRecordingStore:
         except OSError as exc:
             raise StorageError(f"cannot verify {key!r}: {exc}") from exc
 
+    async def confirm(self, written: StoredObject) -> bool:
+        """Whether ``written.key`` holds what ``put`` wrote: a measuring read (``verify``)."""
+        measured = await self.verify(written.key)
+        return measured is not None and (measured.size, measured.sha256) == (written.size, written.sha256)
+
     def _measure(self, key: str, segments: tuple[str, ...]) -> StoredObject | None:
         path = self._object_path(segments)
         digest = hashlib.sha256()

@@ -14,23 +14,27 @@ Writing (``put``)
     part (and a single PUT) is sent with ``x-amz-checksum-sha256``: S3 recomputes it on receipt and
     refuses a part whose bytes changed in transit (``BadDigest``); such a part is sent again, up to
     three times. After ``CompleteMultipartUpload`` the composite checksum S3 reports (SHA-256 of the
-    parts' SHA-256s, ``…-N``) is compared with the one computed here.
+    parts' SHA-256s, ``…-N``, computed by the server from what it received; asked with
+    ``HeadObject`` when the completion leaves it out, as moto does) must equal the one computed
+    here, which is returned as ``StoredObject.checksum`` (None when S3 reported none).
 
-    Object metadata: what the caller passes (org, call and recording ids) plus ``sha256`` (hex, of
-    the whole object) and ``size``. For a multipart upload the full SHA-256 is only known at the end,
-    so the completed object is copied onto itself on the server side (``CopyObject`` with
-    ``MetadataDirective=REPLACE``, conditional on the ETag just completed); that copy asks S3 for a
-    full-object SHA-256 and compares it with ours when S3 reports one.
+    Object metadata: what the caller passes (org, call and recording ids), plus ``sha256`` (hex, of
+    the whole object) and ``size`` on a single PUT, or ``part-size`` on a multipart upload (the whole
+    SHA-256 is only known at the end; the database keeps it, and with ``part-size`` anyone can check
+    the object against S3's composite checksum). Nothing is copied or rewritten after the upload.
 
     Every request that creates an object asks for server-side encryption: ``AES256`` (SSE-S3) by
     default, ``aws:kms`` with ``kms_key_id`` when configured; the answer must confirm it.
 
-Verifying (``verify``)
-    A verifying read: the object is streamed back with ``GetObject`` and its size and SHA-256 are
-    measured by this process. The application compares them with what it downloaded before it lets
-    the Twilio copy be deleted. This proof does not rely on the server validating anything: it holds
-    against a local S3 server (moto) that accepts corrupted or truncated bodies without complaint.
-    The checksums S3 validates on the way in are defence in depth on AWS, not the proof.
+Confirming and verifying (``confirm``, ``verify``)
+    ``confirm(written)``, what the archive asks before Twilio's copy may be deleted: for a multipart
+    object, ``HeadObject`` with ``ChecksumMode=ENABLED`` must show the written length and the very
+    composite SHA-256 that S3 computed on receipt and ``put`` already compared with ours (the bytes
+    are not read again). For a single PUT (at most ``multipart_threshold`` bytes: S3 may only echo
+    the checksum it was sent, as moto does) and for an object S3 reported no checksum for, it is a
+    verifying read. ``verify(key)`` is that verifying read: the object is streamed back with
+    ``GetObject`` and its size and SHA-256 are measured by this process, relying on nothing the
+    server says.
 
 URLs (``signed_url``)
     Presigned ``GetObject`` URLs (SigV4, so at most 7 days), capped at ``max_url_lifetime``; a
@@ -100,6 +104,13 @@ def _b64(digest: bytes) -> str:
 def composite_sha256(part_digests: list[bytes]) -> str:
     """S3's checksum of a multipart object: base64 SHA-256 of the parts' SHA-256s, then ``-N``."""
     return f"{_b64(hashlib.sha256(b''.join(part_digests)).digest())}-{len(part_digests)}"
+
+
+def _same_checksum(reported: str, ours: str) -> bool:
+    """S3's composite ``…-N`` against ours; some servers (moto) leave out the ``-N``."""
+    value, _, parts = reported.partition("-")
+    our_value, _, our_parts = ours.partition("-")
+    return value == our_value and parts in ("", our_parts)
 
 
 def content_disposition(download_filename: str) -> str:
@@ -213,7 +224,7 @@ class S3RecordingStore:
             s3={"addressing_style": style},
             retries={"mode": "standard", "total_max_attempts": max_attempts},
             connect_timeout=10,
-            read_timeout=120,  # CopyObject of a large object answers only when done
+            read_timeout=120,  # CompleteMultipartUpload of a large object answers only when done
             max_pool_connections=max(10, 2 * upload_concurrency),
             # Checksums are chosen and sent explicitly (SHA-256), never added behind our back.
             request_checksum_calculation="when_required",
@@ -396,17 +407,26 @@ class S3RecordingStore:
         metadata: Mapping[str, str],
     ) -> StoredObject:
         what = f"multipart upload to s3://{bucket}/{object_key}"
-        created = await self._call(
-            what,
-            s3.create_multipart_upload(
-                Bucket=bucket,
-                Key=object_key,
-                ContentType=content_type,
-                Metadata=self._metadata(metadata),
-                ChecksumAlgorithm="SHA256",
-                **self._encryption(),
-            ),
+        creating = asyncio.ensure_future(
+            self._call(
+                what,
+                s3.create_multipart_upload(
+                    Bucket=bucket,
+                    Key=object_key,
+                    ContentType=content_type,
+                    Metadata=self._metadata(metadata, **{"part-size": str(self.part_size)}),
+                    ChecksumAlgorithm="SHA256",
+                    **self._encryption(),
+                ),
+            )
         )
+        try:
+            created = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            # Cancelled while S3 may be beginning the upload: abort it once its id is known.
+            with contextlib.suppress(Exception):
+                await self._abort(s3, bucket, object_key, (await creating)["UploadId"])
+            raise
         self._check_encryption(created, what)
         upload_id: str = created["UploadId"]
         digest = hashlib.sha256()
@@ -457,15 +477,21 @@ class S3RecordingStore:
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.shield(self._abort(s3, bucket, object_key, upload_id))
             raise
+        self._check_encryption(completed, what)
         expected = composite_sha256(part_digests)
         reported = completed.get("ChecksumSHA256")
-        if reported is not None and reported != expected:
+        if reported is None:  # not every S3 says it on completion (moto does not): ask for it
+            head = await self._head(bucket, object_key)
+            reported = None if head is None else head.get("ChecksumSHA256")
+        if reported is not None and not _same_checksum(reported, expected):
             raise StorageError(f"{what}: S3 computed the composite SHA-256 {reported}, ours is {expected}")
-        sha256 = digest.hexdigest()
-        await self._replace_metadata(
-            s3, bucket, object_key, completed["ETag"], content_type, metadata, sha256, size
+        return StoredObject(
+            key=key,
+            size=size,
+            sha256=digest.hexdigest(),
+            content_type=content_type,
+            checksum=None if reported is None else expected,
         )
-        return StoredObject(key=key, size=size, sha256=sha256, content_type=content_type)
 
     async def _upload_part(
         self,
@@ -513,38 +539,6 @@ class S3RecordingStore:
             # The bucket's lifecycle rule (AbortIncompleteMultipartUpload) removes what is left.
             log.warning("could not abort multipart upload %s of %s: %r", upload_id, object_key, error)
 
-    async def _replace_metadata(
-        self,
-        s3: Any,
-        bucket: str,
-        object_key: str,
-        etag: str,
-        content_type: str,
-        metadata: Mapping[str, str],
-        sha256: str,
-        size: int,
-    ) -> None:
-        what = f"metadata of s3://{bucket}/{object_key}"
-        copied = await self._call(
-            what,
-            s3.copy_object(
-                Bucket=bucket,
-                Key=object_key,
-                CopySource={"Bucket": bucket, "Key": object_key},
-                CopySourceIfMatch=etag,
-                MetadataDirective="REPLACE",
-                ContentType=content_type,
-                Metadata=self._metadata(metadata, sha256=sha256, size=str(size)),
-                ChecksumAlgorithm="SHA256",
-                **self._encryption(),
-            ),
-        )
-        self._check_encryption(copied, what)
-        reported = copied.get("CopyObjectResult", {}).get("ChecksumSHA256")
-        ours = _b64(bytes.fromhex(sha256))
-        if reported is not None and "-" not in reported and reported != ours:
-            raise StorageError(f"{what}: S3 computed the SHA-256 {reported} for the object, ours is {ours}")
-
     # --- reading ----------------------------------------------------------------------------------
 
     async def verify(self, key: str) -> StoredObject | None:
@@ -576,6 +570,30 @@ class S3RecordingStore:
             raise StorageError(f"{what}: read {size} bytes, S3 announced {announced}")
         content_type = response.get("ContentType") or "application/octet-stream"
         return StoredObject(key=key, size=size, sha256=digest.hexdigest(), content_type=content_type)
+
+    async def confirm(self, written: StoredObject) -> bool:
+        """Whether ``written.key`` still holds what ``put`` wrote (see the module docstring)."""
+        if written.checksum is None:
+            measured = await self.verify(written.key)
+            return measured is not None and (measured.size, measured.sha256) == (written.size, written.sha256)
+        head = await self._head(*self.locate(written.key))
+        if head is None or head.get("ContentLength") != written.size:
+            return False
+        reported = head.get("ChecksumSHA256")
+        return reported is not None and _same_checksum(reported, written.checksum)
+
+    async def _head(self, bucket: str, object_key: str) -> dict[str, Any] | None:
+        """``HeadObject`` with the checksum S3 keeps for the object; None when there is no object."""
+        s3 = await self._s3()
+        try:
+            head: dict[str, Any] = await s3.head_object(Bucket=bucket, Key=object_key, ChecksumMode="ENABLED")
+        except ClientError as error:
+            if _error_code(error) in _NOT_FOUND:
+                return None
+            raise StorageError(f"head s3://{bucket}/{object_key}: {error}") from error
+        except (BotoCoreError, OSError, TimeoutError) as error:
+            raise StorageError(f"head s3://{bucket}/{object_key}: {error!r}") from error
+        return head
 
     async def stored_metadata(self, key: str) -> dict[str, Any] | None:
         """``HeadObject`` of the key (metadata, encryption, length) or None; for operators and tests."""

@@ -21,7 +21,7 @@ from application.errors import (
     PhoneNumberTaken,
     UnknownNumber,
 )
-from application.ports import ProviderRecording, UnitOfWork
+from application.ports import ProviderRecording, StoredObject, UnitOfWork
 from application.retry import retry_conflicts
 from application.services import Services
 from domain import events
@@ -389,12 +389,26 @@ async def _measure_source(svc: Services, recording: Recording) -> tuple[int, str
     return size, digest.hexdigest()
 
 
+async def _all_or_nothing(*awaitables: Awaitable[Any]) -> list[Any]:
+    """Run side by side; the first failure cancels the others (and is raised as it is)."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Services) -> None:
     """Stream Twilio's audio into the store, verify size and SHA-256, then mark it archived.
 
-    Nothing is held in memory whole. Verified means: the download is as long as Twilio announced;
-    the store, measuring what it now holds (``store.verify``: a verifying read), has exactly the
-    downloaded size and SHA-256; and, with ``recheck_source_audio``, a second read of Twilio's copy
+    Nothing is held in memory whole. Verified means (docs/decisions/0014-archive-verification.md):
+    the download is as long as Twilio announced; the store wrote exactly the downloaded size and
+    SHA-256 and, asked afterwards (``store.confirm``), vouches that the key holds it (a verifying
+    read, or the checksum the storage service computed on receipt); and, with
+    ``recheck_source_audio``, a second read of Twilio's copy, taken side by side with the upload,
     has them too (a download that arrived whole but corrupted is caught only that way). Otherwise
     this raises and the recording stays ``completed`` (Twilio copy untouched) until a retry
     succeeds; a retry writes the same key again.
@@ -418,7 +432,7 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
                 yield chunk
 
         content_type = media.content_type or "audio/mpeg"
-        written = await svc.store.put(
+        upload = svc.store.put(
             key,
             measured(),
             content_type=content_type,
@@ -431,6 +445,10 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
                 "recording-sid": recording.recording_sid,
             },
         )
+        rereading = _measure_source(svc, recording) if svc.settings.recheck_source_audio else asyncio.sleep(0)
+        results = await _all_or_nothing(upload, rereading)
+        written: StoredObject = results[0]
+        source: tuple[int, str] | None = results[1]
         expected_length = media.content_length
     sha256 = digest.hexdigest()
     if expected_length is not None and downloaded != expected_length:
@@ -438,23 +456,14 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
             f"download of {recording.recording_sid} was {downloaded} bytes, "
             f"Twilio announced {expected_length}"
         )
-    reading_back = asyncio.ensure_future(svc.store.verify(key))
-    rereading = asyncio.ensure_future(
-        _measure_source(svc, recording) if svc.settings.recheck_source_audio else asyncio.sleep(0)
-    )
-    try:
-        stored, source = await asyncio.gather(reading_back, rereading)
-    except BaseException:
-        reading_back.cancel()
-        rereading.cancel()
-        await asyncio.gather(reading_back, rereading, return_exceptions=True)
-        raise
-    for measured_by, obj in (("write", written), ("read-back", stored)):
-        if obj is None or obj.size != downloaded or obj.sha256 != sha256:
-            raise ArchiveVerificationFailed(
-                f"{measured_by} of {key} does not match the download "
-                f"({downloaded} bytes, sha256 {sha256}): {obj}"
-            )
+    if written.size != downloaded or written.sha256 != sha256:
+        raise ArchiveVerificationFailed(
+            f"write of {key} does not match the download ({downloaded} bytes, sha256 {sha256}): {written}"
+        )
+    if not await svc.store.confirm(written):
+        raise ArchiveVerificationFailed(
+            f"the store does not confirm that {key} holds the download ({downloaded} bytes, sha256 {sha256})"
+        )
     if source is not None and source != (downloaded, sha256):
         raise ArchiveVerificationFailed(
             f"Twilio's copy of {recording.recording_sid} reads as {source[0]} bytes, sha256 {source[1]}; "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Protocol, Self
@@ -115,6 +115,9 @@ class StoredObject:
     size: int
     sha256: str  # lowercase hex
     content_type: str
+    # The checksum the storage service itself computed from the bytes it received and keeps with the
+    # object (S3's composite SHA-256 of a multipart upload), when there is one; not compared.
+    checksum: str | None = field(default=None, compare=False)
 
 
 class RecordingStore(Protocol):
@@ -138,6 +141,13 @@ class RecordingStore(Protocol):
 
     async def verify(self, key: str) -> StoredObject | None:
         """Measure what is stored under ``key`` right now (size and SHA-256), or None if absent."""
+        ...
+
+    async def confirm(self, written: StoredObject) -> bool:
+        """Whether ``written.key`` holds what ``put`` returned as ``written``, by the cheapest proof
+        that does not take the writer's word for it: a measuring read (``verify``), or, where the
+        storage service computed ``written.checksum`` from the bytes it received, that checksum and
+        the length as the service reports them now."""
         ...
 
     async def signed_url(

@@ -1,6 +1,13 @@
 """Archive a large recording from the local Twilio stand-in into a local S3 server, and compare.
 
-    uv run python bench/archive.py [--size-mb 500] [--write docs/performance.md]
+    uv run python -m bench.archive --out bench/out/archive.json [--quick] [--size-mb 500]
+
+``--quick`` archives 50 MiB instead of 500 MiB. The result (see ``bench/__main__.py``'s interface):
+the service's archive throughput beside a raw streamed aioboto3 multipart upload of the same bytes
+in the same run (goal: at least 0.9x), and the archive's peak RSS growth (goal: under 100 MB); the
+other ways of moving the bytes are notes, and every run's raw figures go to
+``bench/out/archive/results.json``. Without ``--quick`` one more archive run is sampled by py-spy
+(``bench/out/archive/archive-profile.speedscope.json``; ``--no-profile`` skips it).
 
 Starts a moto server (its own process) and the Twilio stand-in (a thread of this process, which
 does nothing else meanwhile), puts one recording of ``--size-mb`` at the stand-in, then runs each
@@ -8,8 +15,7 @@ way of moving it into S3 in a fresh child process (so each one's peak RSS is its
 wall time, throughput and peak RSS:
 
 * ``archive``: the service's own path, ``archive_recording`` with ``TwilioTelephony`` and
-  ``S3RecordingStore`` (streamed multipart upload with per-part SHA-256, the metadata copy, then the
-  verifying read of the object and the second read of Twilio's copy, run side by side);
+  ``S3RecordingStore``, verification included (docs/decisions/0014-archive-verification.md);
 * ``raw-multipart-stream``: a bare aioboto3 multipart upload of the same download, same part size,
   one part at a time, no checksums, no verification;
 * ``raw-multipart-memory``: a bare aioboto3 multipart upload of the same bytes already in memory
@@ -29,6 +35,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,8 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.common import OUT as BENCH_OUT
+from bench.common import ROOT, figure, relative, write_result
+
+OUT = BENCH_OUT / "archive"
 
 MODES = ("archive", "raw-multipart-stream", "raw-multipart-memory", "naive")
 MIB = 1024 * 1024
@@ -59,6 +68,17 @@ def _rss_mb(field: str) -> float:
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of another process so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the child: one way of moving the recording ---------------------------------------------------
@@ -82,6 +102,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
     baseline = _rss_mb("VmRSS")
     phases: dict[str, float] = {}
     started = time.perf_counter()
+    cpu = (_cpu_self(), _cpu_of(args.moto_pid))
 
     async with TwilioTelephony(args.account_sid, args.auth_token, api_base=args.standin) as telephony:
         if args.mode == "archive":
@@ -122,6 +143,7 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
             data = bench_audio(args.sid, args.size)
             baseline = _rss_mb("VmRSS")  # the bytes are the input here, not part of the upload's cost
             started = time.perf_counter()
+            cpu = (_cpu_self(), _cpu_of(args.moto_pid))
             async with session.client("s3", endpoint_url=args.s3, config=config) as s3:
                 upload = await s3.create_multipart_upload(Bucket=BUCKET, Key=key)
                 parts = []
@@ -148,6 +170,8 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"unknown mode {args.mode}")
 
     seconds = time.perf_counter() - started
+    cpu_s = _cpu_self() - phases.pop("cpu_self_at_start", cpu[0])
+    moto_cpu_s = _cpu_of(args.moto_pid) - phases.pop("cpu_moto_at_start", cpu[1])
     async with S3RecordingStore(BUCKET, endpoint_url=args.s3, session=session) as store:
         stored = await store.verify(key)  # outside the timing: only to check the bytes arrived whole
     assert stored is not None and stored.size == args.size, stored
@@ -158,6 +182,8 @@ async def _child(args: argparse.Namespace) -> dict[str, Any]:
         "baseline_rss_mb": baseline,
         "peak_rss_mb": _rss_mb("VmHWM"),
         "sha256": stored.sha256,
+        "cpu_s": cpu_s,
+        "moto_cpu_s": moto_cpu_s,
         "phases": phases,
         "key": key,
     }
@@ -212,13 +238,6 @@ async def _archive(args: argparse.Namespace, telephony: Any) -> tuple[dict[str, 
             finally:
                 phases["stream_to_s3"] = time.perf_counter() - t0
 
-        async def _replace_metadata(self, *a: Any, **kw: Any) -> None:
-            t0 = time.perf_counter()
-            try:
-                await super()._replace_metadata(*a, **kw)
-            finally:
-                phases["of_which_metadata_copy"] = time.perf_counter() - t0
-
     store = TimedStore(
         BUCKET,
         endpoint_url=args.s3,
@@ -237,10 +256,11 @@ async def _archive(args: argparse.Namespace, telephony: Any) -> tuple[dict[str, 
             recording_sid=args.sid,
             duration_s=None,
         )
+        phases["cpu_self_at_start"], phases["cpu_moto_at_start"] = _cpu_self(), _cpu_of(args.moto_pid)
         t0 = time.perf_counter()
         await archive_recording(event, services)
         phases["total"] = time.perf_counter() - t0
-        phases["verify"] = phases["total"] - phases["stream_to_s3"]
+        phases["after_the_upload"] = phases["total"] - phases["stream_to_s3"]
     archived = await db.recording(recording.id)
     await db.dispose()
     scratch.cleanup()
@@ -248,12 +268,19 @@ async def _archive(args: argparse.Namespace, telephony: Any) -> tuple[dict[str, 
     return phases, storage_key(archived)
 
 
-# --- the parent: servers, runs, report ------------------------------------------------------------
+# --- the parent: servers, runs, result ------------------------------------------------------------
 
 
-def _run_child(mode: str, common: list[str]) -> dict[str, Any]:
+PY_SPY = Path(sys.executable).with_name("py-spy")
+PROFILE = OUT / "archive-profile.speedscope.json"
+
+
+def _run_child(mode: str, common: list[str], *, profile: bool = False) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.archive", "--child", mode, *common]
+    if profile:  # sampled by py-spy, an extra run whose timing is not used
+        command = [str(PY_SPY), "record", "--format", "speedscope", "-o", str(PROFILE), "--", *command]
     out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, *common],
+        command,
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -262,96 +289,147 @@ def _run_child(mode: str, common: list[str]) -> dict[str, Any]:
     )
     if out.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{out.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    *_, last = (line for line in out.stdout.splitlines() if line.startswith("{"))  # py-spy talks too
+    result: dict[str, Any] = json.loads(last)
     return result
 
 
-def _report(results: list[dict[str, Any]], args: argparse.Namespace, expected_sha: str) -> str:
-    by_mode = {r["mode"]: r for r in results}
+def _figure(
+    name: str,
+    value: float,
+    unit: str,
+    goal: str | None,
+    met: bool | None,
+    baseline: tuple[str, float, str] | None = None,
+) -> dict[str, Any]:
+    rounded = None if baseline is None else (baseline[0], round(baseline[1], 1), baseline[2])
+    return figure(name, round(value, 1), unit, goal=goal, met=met, baseline=rounded)
+
+
+def _total_cpu(run: dict[str, Any]) -> float:
+    return float(run["cpu_s"] + run["moto_cpu_s"] + run["standin_cpu_s"])
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return sorted(runs, key=lambda r: float(r["mib_per_s"]))[len(runs) // 2]
+
+
+def _result(results: list[dict[str, Any]], args: argparse.Namespace, expected_sha: str) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        runs.setdefault(r["mode"], []).append(r)
+    by_mode = {mode: _median_run(rs) for mode, rs in runs.items()}
     ours, raw = by_mode["archive"], by_mode["raw-multipart-stream"]
-    lines = [
-        "# Performance: archiving a recording into S3",
-        "",
-        f"Measured by `bench/archive.py` on {datetime.now(UTC).strftime('%Y-%m-%d')}: one "
-        f"{args.size_mb} MiB recording, served by the local Twilio stand-in (a thread of the otherwise "
-        "idle parent) and "
-        "stored in a local moto S3 server (its own process), both on loopback. Each way of moving it "
-        "ran in a fresh child process, so each peak RSS is that process's own. "
-        f"Machine: {os.cpu_count()} CPUs (1-minute load average {os.getloadavg()[0]:.1f} when the report "
-        f"was written: other work shares them), Python {platform.python_version()}, {platform.machine()}. "
-        f"Parts of {args.part_size // MIB} MiB; the service uploaded {args.concurrency} parts at a time.",
-        "",
-        "| way | wall time | throughput | peak RSS | RSS before it started | bytes arrived intact |",
-        "|---|---:|---:|---:|---:|---|",
+    ratio = ours["mib_per_s"] / raw["mib_per_s"]
+    growth = max(r["peak_rss_mb"] - r["baseline_rss_mb"] for r in runs["archive"])
+    pairs = [
+        a["mib_per_s"] / b["mib_per_s"]
+        for a, b in zip(runs["archive"], runs["raw-multipart-stream"], strict=True)
+    ]
+    figures = [
+        _figure(
+            f"archive of one {args.size_mb} MiB recording into S3 (moto), verification included",
+            ours["mib_per_s"],
+            "MiB/s",
+            ">= 0.9x the raw streamed multipart upload",
+            ratio >= 0.9,
+            ("raw aioboto3 multipart upload streamed from the stand-in", raw["mib_per_s"], "MiB/s"),
+        ),
+        _figure(
+            "CPU of every process involved (archiver, moto, stand-in), median",
+            statistics.median(_total_cpu(r) for r in runs["archive"]),
+            "s",
+            None,
+            None,
+            (
+                "the same for the raw streamed upload",
+                statistics.median(_total_cpu(r) for r in runs["raw-multipart-stream"]),
+                "s",
+            ),
+        ),
+        _figure(
+            "peak RSS growth of the archiving process",
+            growth,
+            "MiB",
+            "< 100 MB",
+            growth * MIB < 100e6,
+        ),
     ]
     names = {
-        "archive": "service: `archive_recording` (stream + checksums + verification)",
-        "raw-multipart-stream": "raw aioboto3 multipart, streamed from the stand-in",
-        "raw-multipart-memory": "raw aioboto3 multipart, bytes already in memory",
+        "archive": "service archive_recording",
+        "raw-multipart-stream": "raw aioboto3 multipart streamed from the stand-in (one part at a time)",
+        "raw-multipart-memory": "raw aioboto3 multipart of bytes already in memory",
         "naive": "naive: download whole, then one PutObject",
     }
+    notes = [
+        f"One {args.size_mb} MiB recording served by the Twilio stand-in (a thread of the otherwise idle "
+        "parent) and stored in a moto S3 server (its own process), both on loopback; each way of moving "
+        "it ran in a fresh child process, so each peak RSS is that process's own. "
+        f"Parts of {args.part_size // MIB} MiB, {args.concurrency} in flight for the service. "
+        f"{os.cpu_count()} CPUs (1-minute load {os.getloadavg()[0]:.1f}), Python "
+        f"{platform.python_version()}.",
+        f"The archive and the raw streamed upload ran {args.repeat} times each, alternately (the machine "
+        "is shared: a burst of other work slows whichever runs then); figures are medians, and the "
+        "ratios of each archive to the raw upload right after it were "
+        + ", ".join(f"{x:.2f}" for x in pairs)
+        + ". Peak RSS growth is the largest of the archive runs.",
+    ]
     for mode in MODES:
         r = by_mode[mode]
-        intact = "yes" if r["sha256"] == expected_sha else "NO"
-        lines.append(
-            f"| {names[mode]} | {r['seconds']:.1f} s | {r['mib_per_s']:.0f} MiB/s "
-            f"| {r['peak_rss_mb']:.0f} MiB | {r['baseline_rss_mb']:.0f} MiB | {intact} |"
+        intact = "intact" if all(x["sha256"] == expected_sha for x in runs[mode]) else "NOT INTACT"
+        phases = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(r["phases"].items()))
+        notes.append(
+            f"{names[mode]}: {r['seconds']:.2f} s, {r['mib_per_s']:.0f} MiB/s, CPU {r['cpu_s']:.2f} s "
+            f"(moto {r['moto_cpu_s']:.2f} s, stand-in {r['standin_cpu_s']:.2f} s), peak RSS "
+            f"{r['peak_rss_mb']:.0f} MiB (from {r['baseline_rss_mb']:.0f} MiB), bytes {intact}"
+            + (f"; phases: {phases}" if phases else "")
         )
-    stream, verify = ours["phases"]["stream_to_s3"], ours["phases"]["verify"]
-    copy = ours["phases"].get("of_which_metadata_copy", 0.0)
-    lines += [
-        "",
-        "The service's archive in its phases:",
-        "",
-        f"- streaming Twilio → S3 (download, SHA-256 of every part and of the whole, {args.concurrency} "
-        f"parts in flight, complete, then the metadata copy): {stream:.1f} s, "
-        f"{args.size_mb / stream:.0f} MiB/s ({args.size_mb / stream / raw['mib_per_s']:.2f}x the raw "
-        "streamed multipart upload's "
-        f"{raw['mib_per_s']:.0f} MiB/s);",
-        f"- of which the server-side `CopyObject` that writes the full SHA-256 into the object's metadata "
-        f"(moto copies the object in memory and hashes it): {copy:.1f} s; the upload itself ran at "
-        f"{args.size_mb / max(stream - copy, 1e-9):.0f} MiB/s. Only recordings above the multipart "
-        "threshold (8 MiB) pay for it; a single PUT carries its metadata from the start;",
-        f"- verification (the object read back from S3 and Twilio's copy read again, side by side, both "
-        f"hashed): {verify:.1f} s.",
-        "",
-        f"Peak RSS: the service's archive {ours['peak_rss_mb']:.0f} MiB and the raw streamed upload "
-        f"{raw['peak_rss_mb']:.0f} MiB stay flat (bounded by the parts in flight, not by the recording's "
-        f"length), against {by_mode['naive']['peak_rss_mb']:.0f} MiB for the naive download-then-upload, "
-        "which grows with the recording.",
-        "",
-        "The naive way is the quickest here because moto handles one big request faster than many part "
-        "requests; on a real network it gets no parallelism, any failure starts it over from zero, and its "
-        "memory grows with the recording.",
-        "",
-        "Caveats: moto is a single Python process that keeps every object in memory and verifies no "
-        "checksum; on AWS the upload is network-bound and the part concurrency matters more. The "
-        "verification reads double the bytes moved; for the platform's typical recordings (a few MB) "
-        "it is a few milliseconds.",
-        "",
-        "Raw figures (JSON):",
-        "",
-        "```json",
-        json.dumps(results, indent=2, sort_keys=True),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    notes.append(
+        "moto is one Python process that keeps every object in memory; on AWS the upload is network-bound "
+        "and part concurrency matters more. The naive way is quick here because moto handles one big "
+        "request faster than many parts; its memory grows with the recording."
+    )
+    OUT.mkdir(parents=True, exist_ok=True)
+    raw_path = OUT / "results.json"
+    raw_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return {
+        "figures": figures,
+        "notes": notes,
+        "artefacts": [relative(path) for path in (raw_path, PROFILE) if path.exists()],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--size-mb", type=int, default=500)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
+    parser.add_argument("--out", type=Path, help="where to write the JSON result")
+    parser.add_argument("--quick", action="store_true", help="50 MiB instead of 500 MiB")
+    parser.add_argument("--size-mb", type=int, default=None)
     parser.add_argument("--part-size-mb", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--write", type=Path, help="write the report here (e.g. docs/performance.md)")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="archive and raw upload runs each (3; 1 with --quick)"
+    )
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one more archive run under py-spy (default: on, off with --quick)",
+    )
+    parser.add_argument("--modes", default=",".join(MODES), help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--standin", help=argparse.SUPPRESS)
     parser.add_argument("--s3", help=argparse.SUPPRESS)
     parser.add_argument("--sid", help=argparse.SUPPRESS)
     parser.add_argument("--account-sid", help=argparse.SUPPRESS)
     parser.add_argument("--auth-token", help=argparse.SUPPRESS)
+    parser.add_argument("--moto-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.size_mb is None:
+        args.size_mb = 50 if args.quick else 500
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if args.profile is None:
+        args.profile = not args.quick
     args.size = args.size_mb * MIB
     args.part_size = args.part_size_mb * MIB
 
@@ -359,10 +437,14 @@ def main() -> None:
         args.mode = args.child
         print(json.dumps(asyncio.run(_child(args))))
         return
+    if args.out is None:
+        parser.error("--out is required")
 
     from tests.support.s3 import moto_server_process, sync_client
     from tests.twilio_standin import TwilioStandin, new_sid
 
+    modes = [m for m in args.modes.split(",") if m]
+    PROFILE.unlink(missing_ok=True)
     with (
         tempfile.TemporaryDirectory(prefix="callrec-bench-") as tmp,
         moto_server_process(Path(tmp) / "moto.log") as moto,
@@ -387,27 +469,36 @@ def main() -> None:
                 f"--sid={sid}",
                 f"--account-sid={standin.account_sid}",
                 f"--auth-token={standin.auth_token}",
+                f"--moto-pid={moto.pid}",
             ]
             results = []
-            for mode in MODES:
+            order = [m for m in modes if m in ("archive", "raw-multipart-stream")] * args.repeat + [
+                m for m in modes if m not in ("archive", "raw-multipart-stream")
+            ]
+            for mode in order:
                 print(f"running {mode} ...", file=sys.stderr, flush=True)
+                parent_cpu = _cpu_self()
                 result = _run_child(mode, common)
+                result["standin_cpu_s"] = _cpu_self() - parent_cpu
                 print(
-                    f"  {result['seconds']:.1f} s, {result['mib_per_s']:.0f} MiB/s, "
+                    f"  {result['seconds']:.2f} s, {result['mib_per_s']:.0f} MiB/s, "
                     f"peak RSS {result['peak_rss_mb']:.0f} MiB",
                     file=sys.stderr,
                     flush=True,
                 )
                 s3.delete_object(Bucket=BUCKET, Key=result["key"])
                 results.append(result)
+            if args.profile and "archive" in modes and PY_SPY.exists():
+                print("profiling archive ...", file=sys.stderr, flush=True)
+                OUT.mkdir(parents=True, exist_ok=True)
+                s3.delete_object(Bucket=BUCKET, Key=_run_child("archive", common, profile=True)["key"])
         finally:
             standin.stop()
-    report = _report(results, args, expected_sha)
-    if args.write:
-        args.write.write_text(report)
-        print(f"wrote {args.write}", file=sys.stderr)
-    else:
-        print(report)
+    if set(modes) != set(MODES) or not results:
+        print(json.dumps(results, indent=2))
+        return
+    write_result(args.out, "archive", **_result(results, args, expected_sha))
+    print(f"wrote {args.out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,10 @@ class InMemoryRecordingStore:
             content_type=blob.content_type,
         )
 
+    async def confirm(self, written: StoredObject) -> bool:
+        measured = await self.verify(written.key)
+        return measured is not None and (measured.size, measured.sha256) == (written.size, written.sha256)
+
     async def signed_url(
         self, key: str, *, expires_in: timedelta, download_filename: str | None = None
     ) -> str:

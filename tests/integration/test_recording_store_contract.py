@@ -8,6 +8,7 @@ large objects stream, and its signed URLs are served by the media route with HTT
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import tracemalloc
 from collections.abc import AsyncIterator, Iterable
@@ -162,6 +163,15 @@ async def test_writing_a_key_again_replaces_its_content(store: RecordingStore) -
 
     assert measured is not None
     assert (measured.size, measured.sha256, measured.content_type) == (10, sha(b"new audio!"), "audio/wav")
+
+
+async def test_confirm_vouches_for_what_put_wrote_and_for_nothing_else(store: RecordingStore) -> None:
+    written = await store.put(KEY, chunks_of(AUDIO), content_type="audio/mpeg", metadata={})
+    assert await store.confirm(written)
+
+    await store.put(KEY, chunks_of(AUDIO[::-1]), content_type="audio/mpeg", metadata={})  # same length
+    assert not await store.confirm(written)
+    assert not await store.confirm(dataclasses.replace(written, key="org-1/never-written.mp3"))
 
 
 async def test_verify_of_a_missing_key_is_none(store: RecordingStore) -> None:

@@ -78,6 +78,7 @@ def postgres_bin() -> Path | None:
 class PostgresServer:
     url: str  # an asyncpg SQLAlchemy URL of the default database
     port: int
+    pid: int = 0  # leader of the server's process group
 
 
 @contextmanager
@@ -131,7 +132,9 @@ def throwaway_postgres() -> Iterator[PostgresServer]:
                     raise RuntimeError("PostgreSQL did not start") from None
                 time.sleep(0.05)
         time.sleep(0.2)
-        yield PostgresServer(url=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres", port=port)
+        yield PostgresServer(
+            url=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres", port=port, pid=proc.pid
+        )
     finally:
         stop_pid(proc.pid)
         shutil.rmtree(root, ignore_errors=True)

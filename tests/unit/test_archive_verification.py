@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from application.commands import (
     RecordRecordingStatus,
@@ -15,6 +18,7 @@ from application.commands import (
 )
 from application.handlers import CallDecision
 from application.messagebus import MessageBus
+from application.ports import MediaStream
 from application.services import Services
 from domain import events
 from domain.model import ProviderRecordingStatus, Recording, RecordingStatus, StreamEvent
@@ -88,3 +92,47 @@ async def test_with_the_recheck_turned_off_the_download_is_trusted(db: Database)
     assert recording.status == RecordingStatus.TWILIO_DELETED
     assert recording.audio is not None and store.data(recording.audio.storage_key) != AUDIO
     assert [op for op, _ in telephony.calls].count("open_media") == 1
+
+
+class WatchedDownloads:
+    """Records, whenever a download is opened, how far the downloads already open have got."""
+
+    def __init__(self, inner: FakeTelephony) -> None:
+        self.inner = inner
+        self.progress: list[int] = []  # bytes yielded so far by the open downloads
+        self.read_when_opened: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    @asynccontextmanager
+    async def open_media(
+        self, recording_sid: str, media_url: str | None = None
+    ) -> AsyncIterator[MediaStream]:
+        self.read_when_opened.append(sum(self.progress))
+        index = len(self.progress)
+        self.progress.append(0)
+        async with self.inner.open_media(recording_sid, media_url) as media:
+
+            async def watched() -> AsyncIterator[bytes]:
+                async for chunk in media.chunks:
+                    await asyncio.sleep(0)  # as a network read would, let other tasks run
+                    self.progress[index] += len(chunk)
+                    yield chunk
+
+            yield MediaStream(media.content_type, media.content_length, watched())
+
+
+async def test_twilios_copy_is_read_again_side_by_side_with_the_upload_not_after_it(db: Database) -> None:
+    telephony, clock = FakeTelephony(), FakeClock()
+    watched = WatchedDownloads(telephony)
+    store = InMemoryRecordingStore(clock=clock.now)
+    svc = make_services(db=db, telephony=watched, store=store, clock=clock)  # type: ignore[arg-type]
+    call_id, _ = await completed_recording(svc, telephony)
+
+    await drain(svc)
+
+    assert (await recording_of(db, call_id)).status == RecordingStatus.TWILIO_DELETED
+    first, second = watched.read_when_opened
+    assert first == 0 and 0 <= second < len(AUDIO)  # the second read began before the first ended
+    assert watched.progress == [len(AUDIO), len(AUDIO)]
