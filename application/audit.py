@@ -45,7 +45,7 @@ async def org_audit_log(
     svc: Services, *, org_id: str, limit: int, after: AuditCursor | None = None
 ) -> tuple[list[AuditEntry], AuditCursor | None]:
     """One page of the org's audit log, newest first, and the cursor of the next page (None: last)."""
-    async with svc.uow() as uow:
+    async with svc.reader() as uow:
         found = await uow.audit.page(org_id=org_id, limit=limit + 1, after=after)
     page = found[:limit]
     more = len(found) > limit and page

@@ -55,7 +55,7 @@ async def recording_url(
     """A short-lived URL of any call's audio, once the access and its reason are in the audit log."""
     if not reason.strip():
         raise InvalidInput("reason: a reason is required")
-    async with svc.uow() as uow:
+    async with svc.reader() as uow:
         call = await uow.calls.get(call_id)
         recording = await uow.recordings.get_for_call(call_id) if call else None
     if call is None:

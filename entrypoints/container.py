@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import os
 import socket
 import uuid
@@ -19,7 +21,6 @@ from adapters.inprocess_bus import InProcessEventPublisher
 from adapters.retry import RetryPolicy
 from adapters.sqlalchemy.engine import create_engine
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
-from adapters.twilio_telephony import TwilioTelephony
 from adapters.webhook_sender import StandardWebhookSender
 from application.messagebus import EventDispatcher, MessageBus
 from application.outbox import OutboxRelay
@@ -34,6 +35,7 @@ from entrypoints.observability import InstrumentedSender, InstrumentedStore
 if TYPE_CHECKING:  # imported where used: the embedded default starts without aioboto3 or aiokafka
     from adapters.kafka import KafkaEventPublisher, KafkaOptions
     from adapters.s3_store import S3RecordingStore
+    from adapters.twilio_telephony import TwilioTelephony
 
 
 async def _engine(url: str) -> AsyncIterator[AsyncEngine]:
@@ -42,18 +44,45 @@ async def _engine(url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
-async def _telephony(settings: Settings) -> AsyncIterator[TwilioTelephony]:
-    telephony = TwilioTelephony(
-        settings.twilio_account_sid,
-        settings.twilio_auth_token,
-        api_base=settings.twilio_api_base,
-        retry=RetryPolicy(
-            max_attempts=settings.twilio_max_attempts,
-            base_s=settings.twilio_retry_base_s,
-            max_retry_after_s=settings.twilio_max_retry_after_s,
-        ),
-    )
+class LazyTwilioTelephony:
+    """The ``Telephony`` port on Twilio, imported and built at its first use (a process is ready
+    without the Twilio SDK and aiohttp; ``warm_up`` imports them in a thread meanwhile)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._telephony: TwilioTelephony | None = None
+
+    @staticmethod
+    async def warm_up() -> None:
+        await asyncio.to_thread(importlib.import_module, "adapters.twilio_telephony")
+
+    def __getattr__(self, name: str) -> Any:
+        if self._telephony is None:
+            from adapters.twilio_telephony import TwilioTelephony
+
+            settings = self.settings
+            self._telephony = TwilioTelephony(
+                settings.twilio_account_sid,
+                settings.twilio_auth_token,
+                api_base=settings.twilio_api_base,
+                retry=RetryPolicy(
+                    max_attempts=settings.twilio_max_attempts,
+                    base_s=settings.twilio_retry_base_s,
+                    max_retry_after_s=settings.twilio_max_retry_after_s,
+                ),
+            )
+        return getattr(self._telephony, name)
+
+    async def aclose(self) -> None:
+        if self._telephony is not None:
+            await self._telephony.aclose()
+
+
+async def _telephony(settings: Settings) -> AsyncIterator[LazyTwilioTelephony]:
+    telephony = LazyTwilioTelephony(settings)
+    warming = asyncio.create_task(telephony.warm_up())
     yield telephony
+    await warming
     await telephony.aclose()
 
 

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from adapters.private_paths import create_private_file
 
+if TYPE_CHECKING:  # Alembic is imported only when a migration has to run
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+HEAD_REVISION: Final = "0014"
+"""The newest migration's revision: tests/integration/test_migrations.py keeps it equal to Alembic's head."""
+# Alembic's own version table, as it creates it on SQLite.
+_VERSION_TABLE_DDL: Final = (
+    "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+    "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+)
 
 # A connection that finds SQLite's write lock taken polls for it (the busy timeout), so one that
 # commits and begins again at once, like a background pass, keeps winning and a request waits for the
@@ -116,6 +125,8 @@ def ping_connections_idle_for(engine: AsyncEngine, seconds: float) -> None:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -124,8 +135,56 @@ def alembic_config(url: str) -> Config:
 
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the schema up to ``revision``. Synchronous: call it before the event loop starts,
-    or from a worker thread."""
+    or from a worker thread.
+
+    A SQLite file already at head is left without loading Alembic, and a new (empty) one gets the
+    declared tables and Alembic's stamp of head in one transaction, which builds the same schema as
+    running every migration (tests/integration/test_migrations.py compares the two); anything else
+    goes through Alembic (``upgrade``).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         _private_sqlite_file(parsed.database)
+        database = parsed.database
+        if revision == "head" and database and database != ":memory:" and not database.startswith("file:"):
+            if _sqlite_at_head(database):
+                return
+    upgrade(url, revision)
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Run the Alembic migrations up to ``revision``."""
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
+
+
+def _sqlite_at_head(database: str) -> bool:
+    """Whether the SQLite file is at head: already, or now, when it was empty (built and stamped)."""
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
+    from adapters.sqlalchemy.tables import metadata
+
+    conn = sqlite3.connect(database, timeout=30, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # two processes starting on one new file: the second waits
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "alembic_version" in tables:
+            found = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+            conn.execute("ROLLBACK")
+            return found == [(HEAD_REVISION,)]
+        if tables:
+            conn.execute("ROLLBACK")
+            return False
+        dialect = sqlite_dialect.dialect()
+        for table in metadata.sorted_tables:
+            conn.execute(str(CreateTable(table).compile(dialect=dialect)))
+            for index in sorted(table.indexes, key=lambda index: str(index.name)):
+                conn.execute(str(CreateIndex(index).compile(dialect=dialect)))
+        conn.execute(_VERSION_TABLE_DDL)
+        conn.execute("INSERT INTO alembic_version (version_num) VALUES (?)", (HEAD_REVISION,))
+        conn.execute("COMMIT")
+        return True
+    finally:
+        conn.close()

@@ -149,7 +149,7 @@ class DashboardApi(Controller):
         self, request: Request[Any, Any, State], services: ServicesDep
     ) -> RecordingSetting:
         """The org's recording toggle and the disclosure callers hear when it is on."""
-        async with services.uow() as uow:
+        async with services.reader() as uow:
             org = await uow.organizations.get(principal_of(request).org_id)
         if org is None:
             raise NotFound("organization not found")

@@ -288,7 +288,7 @@ class DashboardPages(Controller):
         principal = await session_principal(request)
         if principal is None:
             return _sign_in()
-        async with services.uow() as uow:
+        async with services.reader() as uow:
             org = await uow.organizations.get(principal.org_id)
         if org is None:
             return page(

@@ -17,7 +17,6 @@ from structlog.contextvars import bind_contextvars
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
-from adapters.twilio_telephony import recording_status
 from application import commands
 from application.errors import UnknownNumber
 from application.handlers import CallDecision
@@ -160,6 +159,8 @@ class TwilioCallbacks(Controller):
     @post("/recording-status", status_code=204)
     async def recording_status(self, request: Request[Any, Any, State], bus: Bus) -> None:
         """Recording lifecycle callbacks; duplicates and out-of-order ones are harmless."""
+        from adapters.twilio_telephony import recording_status  # imported after start (container.py)
+
         params = await signed_form(request)
         error_code = params.get("ErrorCode") or None
         word = _required(params, "RecordingStatus")
