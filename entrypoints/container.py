@@ -201,7 +201,7 @@ def _relay(uow_factory: UnitOfWorkFactory, publisher: Any, clock: Clock, setting
         return OutboxRelay(
             uow_factory, publisher, clock, retry_base=retry_base, max_attempts=settings.outbox_max_attempts
         )
-    # Several API processes may each run a relay: they lease what they publish. While Kafka is down
+    # The API and every worker each run a relay: they lease what they publish. While Kafka is down
     # events are retried at most every 30 s, so they go out soon after it is back.
     return OutboxRelay(
         uow_factory,

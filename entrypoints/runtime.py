@@ -19,8 +19,9 @@ loop                       does                                             on s
 =========================  ===============================================  ============================
 
 The entrypoints only choose: ``callrec serve`` runs ``serve_loops`` (relay, webhooks, settling, and
-the sweep on the in-process bus), ``callrec worker`` runs ``worker_loops`` (consumers, webhooks,
-settling, sweep), ``callrec reconcile`` runs one sweep and drains the relay (``entrypoints/reconcile.py``).
+the sweep on the in-process bus), ``callrec worker`` runs ``worker_loops`` (consumers, relay,
+webhooks, settling, sweep), ``callrec reconcile`` runs one sweep and drains the relay
+(``entrypoints/reconcile.py``).
 ``BackgroundRuntime`` starts them, restarts one that crashes (logged, after a pause), and stops them
 in order: it cancels the sweep first, then sets ``stop`` and waits for the others in the order given.
 Several processes may run the same loops over one database: each claims, leases or idempotently
@@ -193,9 +194,13 @@ async def serve_loops(container: Any) -> list[BackgroundLoop]:
 
 
 async def worker_loops(container: Any, worker: Any) -> list[BackgroundLoop]:
-    """``callrec worker``: the consumers (the main work), webhooks, and the sweep."""
+    """``callrec worker``: the consumers (the main work), a relay for the events they commit (woken
+    by those commits: without it they would wait for the API's relay to poll, once per hop), webhooks,
+    and the sweep. An event committed after this relay stopped is published by another process's
+    relay (relays lease what they publish, so several share the outbox)."""
     return [
         BackgroundLoop("kafka-consumers", worker.run, restart=False),
+        await relay_loop(container),
         *await webhook_loops(container),
         *await sweep_loop(container),
     ]

@@ -168,6 +168,14 @@ outbox = Table(
     Column("claimed_by", String(64)),
     Column("claimed_until", UTCDateTime),
     Index("ix_outbox_pending", "published_at", "next_attempt_at", "seq"),
+    # The relay's "no earlier event of this aggregate still pending" check (migration 0015).
+    Index(
+        "ix_outbox_pending_by_aggregate",
+        "aggregate_id",
+        "seq",
+        postgresql_where=text("published_at IS NULL AND dead_at IS NULL"),
+        sqlite_where=text("published_at IS NULL AND dead_at IS NULL"),
+    ),
 )
 
 processed_messages = Table(

@@ -104,11 +104,14 @@ async def test_serve_runs_the_relay_webhooks_settling_and_the_embedded_sweep(
 @pytest.mark.parametrize(
     ("interval", "expected"),
     [
-        (300, ["kafka-consumers", "webhook-delivery", "call-settling", "reconciliation-sweep"]),
-        (0, ["kafka-consumers", "webhook-delivery", "call-settling"]),
+        (
+            300,
+            ["kafka-consumers", "outbox-relay", "webhook-delivery", "call-settling", "reconciliation-sweep"],
+        ),
+        (0, ["kafka-consumers", "outbox-relay", "webhook-delivery", "call-settling"]),
     ],
 )
-async def test_a_worker_runs_the_consumers_webhooks_settling_and_the_sweep(
+async def test_a_worker_runs_the_consumers_a_relay_webhooks_settling_and_the_sweep(
     interval: float, expected: list[str]
 ) -> None:
     log: list[str] = []
@@ -117,13 +120,15 @@ async def test_a_worker_runs_the_consumers_webhooks_settling_and_the_sweep(
     assert runtime.names == expected
     running = asyncio.create_task(runtime.run())
     await asyncio.sleep(0.01)
-    assert "consumers started" in log and "relay started" not in log
+    assert "consumers started" in log and "relay started" in log
 
     runtime.stopping.set()  # what SIGTERM does
     await asyncio.wait_for(running, timeout=1)
 
     assert no_task_left(runtime)
-    assert {"consumers stopped", "webhook_scheduler stopped", "call_settler stopped"} <= set(log)
+    assert {"consumers stopped", "relay stopped", "webhook_scheduler stopped", "call_settler stopped"} <= set(
+        log
+    )
     assert ("reconciler cancelled" in log) == bool(interval)
 
 
