@@ -24,7 +24,16 @@ from pathlib import Path
 from bench.common import OUT, ROOT, relative
 from bench.render import Machine, ModuleResult, render
 
-MODULES = ("baselines", "startup", "call_list_http", "calls", "archive")
+MODULES = (
+    "baselines",
+    "startup",
+    "call_list_http",
+    "calls",
+    "archive",
+    "relay",
+    "kafka_failover",
+    "background_scan",
+)
 CHANGES = ROOT / "bench" / "changes.md"
 
 
