@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.sqlalchemy import tables as t
@@ -49,18 +49,19 @@ class SqlAlchemyOutbox:
         stmt = select(t.outbox).where(o.published_at.is_(None), o.dead_at.is_(None), o.next_attempt_at <= now)
         if exclude_aggregates:
             stmt = stmt.where(o.aggregate_id.not_in(exclude_aggregates))
-        # An aggregate's later event waits while an earlier one is still unpublished (kept in order).
+        # An aggregate's later event waits while an earlier one is still unpublished (kept in order):
+        # only its first pending event is due, one probe of ix_outbox_pending_by_aggregate.
         earlier = t.outbox.alias("earlier")
-        return stmt.where(
-            ~select(earlier.c.seq)
+        first_pending = (
+            select(func.min(earlier.c.seq))
             .where(
                 earlier.c.aggregate_id == o.aggregate_id,
                 earlier.c.published_at.is_(None),
                 earlier.c.dead_at.is_(None),
-                earlier.c.seq < o.seq,
             )
-            .exists()
+            .scalar_subquery()
         )
+        return stmt.where(o.seq == first_pending)
 
     async def due(self, *, now: datetime, limit: int, exclude_aggregates: set[str]) -> list[OutboxMessage]:
         stmt = self._due_query(now, exclude_aggregates).order_by(t.outbox.c.seq).limit(limit)

@@ -32,6 +32,11 @@ def parse_stat(text: str) -> tuple[int, float]:
     return pgrp, ticks / CLOCK_TICKS
 
 
+def parse_ppid(text: str) -> int:
+    """The parent's PID (field 4) from one ``/proc/PID/stat`` line."""
+    return int(text[text.rindex(")") + 2 :].split()[4 - 3])
+
+
 def parse_hwm_kib(status_text: str) -> int:
     """``VmHWM`` (peak resident set) in KiB from a ``/proc/PID/status`` text; 0 if absent."""
     for line in status_text.splitlines():
@@ -60,15 +65,30 @@ class ProcReader:
         and of each of these single processes (keyed by PID)."""
         wanted, alone = set(groups), set(singles)
         totals = dict.fromkeys(wanted | alone, 0.0)
+        read: dict[int, tuple[int, int, float]] = {}  # pid: (parent, group, CPU seconds)
         for pid in self.pids():
             text = self._read(pid, "stat")
-            if text is None:
-                continue
-            pgrp, seconds = parse_stat(text)
+            if text is not None:
+                pgrp, seconds = parse_stat(text)
+                read[pid] = (parse_ppid(text), pgrp, seconds)
+
+        def group_of(pid: int) -> int | None:
+            # A process that made its own session (PostgreSQL's backends do) still counts for the
+            # group of the process that started it: walk up its parents.
+            for _ in range(8):
+                if pid not in read:
+                    return None
+                parent, pgrp, _seconds = read[pid]
+                if pgrp in wanted:
+                    return pgrp
+                pid = parent
+            return None
+
+        for pid, (_parent, _pgrp, seconds) in read.items():
             if pid in alone:
                 totals[pid] += seconds
-            elif pgrp in wanted:
-                totals[pgrp] += seconds
+            elif (group := group_of(pid)) is not None:
+                totals[group] += seconds
         return totals
 
     def hwm_mb(self, leader: int, group: bool = True) -> float:

@@ -13,17 +13,27 @@ from bench.rig.profiles import library_of, summarise
 
 
 def stat_line(
-    pid: int, comm: str, pgrp: int, utime: int, stime: int, cutime: int = 0, cstime: int = 0
+    pid: int,
+    comm: str,
+    pgrp: int,
+    utime: int,
+    stime: int,
+    cutime: int = 0,
+    cstime: int = 0,
+    ppid: int = 1,
 ) -> str:
     # Fields 1-17 of /proc/PID/stat, then the rest (ignored).
     times = f"{utime} {stime} {cutime} {cstime}"
-    return f"{pid} ({comm}) S 1 {pgrp} {pgrp} 0 -1 4194560 10 0 0 0 {times} 20 0 1 0\n"
+    return f"{pid} ({comm}) S {ppid} {pgrp} {pgrp} 0 -1 4194560 10 0 0 0 {times} 20 0 1 0\n"
 
 
-def fake_proc(root: Path, processes: dict[int, tuple[str, int, int, int, int]]) -> ProcReader:
+def fake_proc(
+    root: Path, processes: dict[int, tuple[str, int, int, int, int]], parents: dict[int, int] | None = None
+) -> ProcReader:
     for pid, (comm, pgrp, utime, stime, hwm_kib) in processes.items():
         (root / str(pid)).mkdir(parents=True)
-        (root / str(pid) / "stat").write_text(stat_line(pid, comm, pgrp, utime, stime))
+        ppid = (parents or {}).get(pid, 1)
+        (root / str(pid) / "stat").write_text(stat_line(pid, comm, pgrp, utime, stime, ppid=ppid))
         (root / str(pid) / "status").write_text(f"Name:\t{comm}\nVmHWM:\t  {hwm_kib} kB\nVmRSS:\t 1 kB\n")
     (root / "self").mkdir()
     return ProcReader(root)
@@ -51,15 +61,18 @@ def test_cpu_summed_per_process_group_and_per_single_process(tmp_path: Path) -> 
         {
             100: ("callrec", 100, 300, 100, 150_000),
             101: ("callrec child", 100, 50, 50, 90_000),
-            200: ("postgres", 200, 1000, 0, 20_000),
+            200: ("runuser", 200, 1, 0, 1_000),
+            201: ("postgres", 200, 1000, 0, 20_000),
+            202: ("postgres backend", 202, 400, 0, 20_000),  # its own session, a child of 201
             300: ("standin", 1, 10, 10, 50_000),
             301: ("somebody else", 1, 999, 999, 1),
         },
+        parents={201: 200, 202: 201},
     )
     read = proc.cpu(groups=[100, 200], singles=[300])
     assert read == {
         100: pytest.approx(500 / CLOCK_TICKS),
-        200: pytest.approx(1000 / CLOCK_TICKS),
+        200: pytest.approx(1401 / CLOCK_TICKS),
         300: pytest.approx(20 / CLOCK_TICKS),
     }
     assert proc.hwm_mb(100) == pytest.approx(150_000 / 1024)
