@@ -34,6 +34,7 @@ from adapters.sqlalchemy.engine import create_engine, migrate
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from application.services import Services, ServiceSettings
 from application.settling import CallSettler
+from bench.common import command_line, emit
 
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -171,18 +172,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--quick", action="store_true")
+    parser = command_line(__doc__, out_required=False)
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
-    report = asyncio.run(main_async(args))
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(args.out, asyncio.run(main_async(args)))
 
 
 if __name__ == "__main__":

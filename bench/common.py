@@ -30,11 +30,25 @@ CALLREC = str(Path(PYTHON).with_name("callrec"))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def arguments(description: str | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON result")
+def command_line(description: str | None, *, out_required: bool = True) -> argparse.ArgumentParser:
+    """A benchmark's command line: ``--out`` and ``--quick``; a module adds its own options."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--out", type=Path, required=out_required, help="where to write the JSON result")
     parser.add_argument("--quick", action="store_true", help="a short version (well under a minute)")
-    return parser.parse_args()
+    return parser
+
+
+def arguments(description: str | None) -> argparse.Namespace:
+    return command_line(description).parse_args()
+
+
+def emit(out: Path | None, result: Mapping[str, Any]) -> None:
+    """Write a benchmark's JSON result to ``out`` (if given) and print it."""
+    text = json.dumps(result, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    print(text)
 
 
 def figure(

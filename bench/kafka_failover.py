@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from adapters.kafka.consumer import consumer_config
 from adapters.kafka.options import KafkaOptions
 from adapters.kafka.topics import ensure_topics
+from bench.common import command_line, emit
 from tests.support.kafka import running_tansu
 
 DEFAULT = KafkaOptions()
@@ -241,20 +242,13 @@ def main() -> None:
         bootstrap, topic, group, session_ms = sys.argv[2:6]
         asyncio.run(consume(bootstrap, topic, group, int(session_ms)))
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--quick", action="store_true")
+    parser = command_line(__doc__, out_required=False)
     parser.add_argument("--session-ms", type=int, nargs="+", default=[DEFAULT.session_timeout_ms])
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     args.after_s = 15.0 if args.quick else 25.0
-    report = asyncio.run(main_async(args))
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(args.out, asyncio.run(main_async(args)))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from adapters.sqlalchemy.outbox import SqlAlchemyOutbox
 from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from application.outbox import OutboxRelay
 from application.ports import OutboxMessage
+from bench.common import command_line, emit
 from domain import events as ev
 from tests.support.kafka import running_tansu
 from tests.support.services import create_database, throwaway_postgres
@@ -254,19 +255,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--quick", action="store_true")
+    parser = command_line(__doc__, out_required=False)
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--aggregates", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=50)
     args = parser.parse_args()
-    report = asyncio.run(main_async(args))
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    emit(args.out, asyncio.run(main_async(args)))
 
 
 if __name__ == "__main__":

@@ -19,11 +19,12 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, insert, select, text, tuple_
+from sqlalchemy import Integer, bindparam, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.sqlalchemy import tables as t
 from adapters.sqlalchemy.mapping import RowMapping
+from adapters.sqlalchemy.repository import newest_first
 from application.ports import AuditCursor
 from domain import events as ev
 from domain.audit import GENESIS_HASH, AuditEntry, ChainHead
@@ -39,15 +40,8 @@ ENTRIES = RowMapping(AuditEntry, t.audit_log, exclude=["events"])
 _a, _p = t.audit_log.c, t.processed_messages.c
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _HEAD = select(_a.seq, _a.hash).order_by(_a.seq.desc()).limit(1)
-_ORG_PAGE = (
-    select(t.audit_log)
-    .where(_a.org_id == bindparam("org_id"))
-    .order_by(_a.occurred_at.desc(), _a.id.desc())
-    .limit(bindparam("limit", type_=Integer()))
-)
-_ORG_PAGE_AFTER = _ORG_PAGE.where(
-    tuple_(_a.occurred_at, _a.id)
-    < tuple_(bindparam("after_at", type_=_a.occurred_at.type), bindparam("after_id", type_=_a.id.type))
+_ORG_PAGE, _ORG_PAGE_AFTER = newest_first(
+    select(t.audit_log).where(_a.org_id == bindparam("org_id")), _a.occurred_at, _a.id
 )
 _CHAIN_BATCH = (
     select(t.audit_log)

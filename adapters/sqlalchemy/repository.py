@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from sqlalchemy import Executable
+from sqlalchemy import ColumnElement, Executable, Integer, Select, bindparam, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.sqlalchemy.mapping import AggregateMapping, Row, State
@@ -131,3 +131,15 @@ class Repository(Generic[A]):
             for appended in m.appended:
                 getattr(aggregate, appended.attr).clear()
             tracked.new, tracked.snapshot = False, m.state(aggregate)
+
+
+def newest_first(
+    stmt: Select[Any], at: ColumnElement[Any], id_: ColumnElement[Any]
+) -> tuple[Select[Any], Select[Any]]:
+    """Keyset pages of ``stmt``, newest first, built once: the first page (bound ``limit``) and the
+    page after a cursor (bound ``after_at`` and ``after_id``)."""
+    first = stmt.order_by(at.desc(), id_.desc()).limit(bindparam("limit", type_=Integer()))
+    after = first.where(
+        tuple_(at, id_) < tuple_(bindparam("after_at", type_=at.type), bindparam("after_id", type_=id_.type))
+    )
+    return first, after

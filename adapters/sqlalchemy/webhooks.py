@@ -9,11 +9,11 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, select, tuple_
+from sqlalchemy import Integer, bindparam, select
 
 from adapters.sqlalchemy import tables as t
 from adapters.sqlalchemy.mapping import AggregateMapping, Appended, Json
-from adapters.sqlalchemy.repository import Repository
+from adapters.sqlalchemy.repository import Repository, newest_first
 from application.ports import DeliveryCursor
 from domain.webhooks import DeliveryAttempt, DeliveryStatus, EndpointStatus, WebhookDelivery, WebhookEndpoint
 
@@ -52,15 +52,8 @@ class SqlAlchemyWebhookDeliveryRepository(Repository[WebhookDelivery]):
     )
     # Two schedulers claiming at once take different rows (SQLite serializes writers anyway).
     _due_locked = _due.with_for_update(skip_locked=True)
-    _for_endpoint = (
-        select(t.webhook_deliveries)
-        .where(_d.endpoint_id == bindparam("endpoint_id"))
-        .order_by(_d.created_at.desc(), _d.id.desc())
-        .limit(bindparam("limit", type_=Integer()))
-    )
-    _for_endpoint_after = _for_endpoint.where(
-        tuple_(_d.created_at, _d.id)
-        < tuple_(bindparam("after_at", type_=_d.created_at.type), bindparam("after_id", type_=_d.id.type))
+    _for_endpoint, _for_endpoint_after = newest_first(
+        select(t.webhook_deliveries).where(_d.endpoint_id == bindparam("endpoint_id")), _d.created_at, _d.id
     )
     _pending_for_call = select(t.webhook_deliveries).where(
         _d.call_id == bindparam("call_id"), _d.status == DeliveryStatus.PENDING.value
