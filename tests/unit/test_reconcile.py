@@ -551,17 +551,20 @@ async def test_settled_recordings_are_never_examined(
 async def test_run_forever_sweeps_until_stopped(svc: Services) -> None:
     reconciler = RecordingReconciler(svc, poll_interval=0.01)
     passes = 0
+    three_passes = asyncio.Event()
     original = reconciler.sweep
 
     async def counting() -> SweepReport:
         nonlocal passes
         passes += 1
+        if passes == 3:
+            three_passes.set()
         return await original()
 
     reconciler.sweep = counting  # type: ignore[method-assign]
     stop = asyncio.Event()
     task = asyncio.create_task(reconciler.run_forever(stop))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(three_passes.wait(), timeout=30)  # a hang detector, however loaded the machine
     stop.set()
-    await asyncio.wait_for(task, timeout=1)
-    assert passes >= 3
+    await asyncio.wait_for(task, timeout=30)
+    assert task.done() and passes >= 3
