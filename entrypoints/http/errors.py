@@ -74,7 +74,7 @@ def _for_caller(request: Request[Any, Any, Any], response: Response[Any]) -> Res
     """``response`` itself, or under /dashboard the same error as an HTML page."""
     if not _is_page(request) or not isinstance(response.content, dict):
         return response
-    status, message = response.status_code, str(response.content["error"]["message"])
+    status, message = response.status_code or 500, str(response.content["error"]["message"])
     return Template(
         template_name="message.html",
         context={
