@@ -2,7 +2,8 @@
 the recording toggle, and (for admins) the Access log.
 
 Pages take the same JWT as the API, from the HttpOnly, SameSite=Strict cookie ``callrec_session`` that
-``POST /dashboard/session`` sets. Without a valid session a page redirects to the sign-in notice.
+``POST /dashboard/session`` sets. Without a valid session a page redirects to the sign-in notice, which
+returns there after sign-in (``?next=``: only a relative path under /dashboard, never another site).
 Every form (sign-in, sign-out, settings) also checks, before its body is read, that the request comes
 from this service: its Origin, or, as browsers send ``Origin: null`` under ``Referrer-Policy:
 no-referrer``, ``Sec-Fetch-Site: same-origin``. The cookie is SameSite=Strict already; the origin check
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
@@ -103,8 +104,31 @@ async def session_principal(request: Request[Any, Any, State]) -> Principal | No
     return await principal_from_token(request, token) if token else None
 
 
-def _sign_in() -> Response[Any]:
-    return Redirect("/dashboard/sign-in", status_code=303)
+def return_path(value: str | None) -> str | None:
+    """``value`` when it is a relative path under /dashboard (a safe place to return to), else None.
+
+    Refuses absolute and scheme-relative URLs (``https://…``, ``//host``), backslashes and control
+    characters (which browsers read as ``/`` or drop) and dot segments, so a sign-in link can never
+    send the browser to another site or outside the dashboard.
+    """
+    if not value or len(value) > 2048 or not value.startswith("/dashboard/"):
+        return None
+    if "\\" in value or any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or "\\" in unquote(parts.path):
+        return None
+    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
+        return None
+    return value
+
+
+def _sign_in(request: Request[Any, Any, State]) -> Response[Any]:
+    """To the sign-in notice, which brings the browser back to this page afterwards."""
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = return_path(here)
+    suffix = f"?next={quote(target, safe='')}" if target and target != "/dashboard/calls" else ""
+    return Redirect(f"/dashboard/sign-in{suffix}", status_code=303)
 
 
 def _same_origin(request: Request[Any, Any, State]) -> bool:
@@ -133,7 +157,12 @@ class DashboardPages(Controller):
     async def sign_in(self, request: Request[Any, Any, State]) -> Template:
         """The sign-in notice: a dashboard session starts from a token the platform issued."""
         return page(
-            request, "sign_in.html", 401, title="Sign in", message="Your session has ended or never started."
+            request,
+            "sign_in.html",
+            401,
+            title="Sign in",
+            message="Your session has ended or never started.",
+            next=return_path(request.query_params.get("next")),
         )
 
     @post("/session", status_code=303)
@@ -142,13 +171,16 @@ class DashboardPages(Controller):
         if not _same_origin(request):
             return page(request, "message.html", 403, title="Forbidden", message="Not allowed.")
         settings: Settings = request.app.state.settings
-        token = (await read_form(request)).get("token", "").strip()
+        form = await read_form(request)
+        token, target = form.get("token", "").strip(), return_path(form.get("next"))
         principal = await principal_from_token(request, token) if token else None
         if principal is None:
-            return page(request, "sign_in.html", 401, title="Sign in", message="That token is not valid.")
+            return page(
+                request, "sign_in.html", 401, title="Sign in", message="That token is not valid.", next=target
+            )
         expires = decode_token(token, settings.jwt_secret).exp
         lifetime = max(0, int((expires - datetime.now(UTC)).total_seconds()))
-        response: Response[Any] = Redirect("/dashboard/calls", status_code=303)
+        response: Response[Any] = Redirect(target or "/dashboard/calls", status_code=303)
         response.set_cookie(
             COOKIE,
             token,
@@ -179,7 +211,7 @@ class DashboardPages(Controller):
         """The Calls page: newest first, a page at a time."""
         principal = await session_principal(request)
         if principal is None:
-            return _sign_in()
+            return _sign_in(request)
         rows, next_cursor = await views.list_calls(
             services,
             org_id=principal.org_id,
@@ -191,6 +223,7 @@ class DashboardPages(Controller):
             request,
             "calls.html",
             title="Calls",
+            current="calls",
             principal=principal,
             calls=rows,
             labels=LABELS,
@@ -205,12 +238,17 @@ class DashboardPages(Controller):
         """The call detail panel: a player and a download link when the recording is available."""
         principal = await session_principal(request)
         if principal is None:
-            return _sign_in()
+            return _sign_in(request)
         try:
             view = await views.get_call(services, org_id=principal.org_id, call_id=call_id, kinds=CUSTOMER)
         except NotFound:
             return page(
-                request, "message.html", 404, title="Not found", principal=principal, message="No such call."
+                request,
+                "message.html",
+                404,
+                title="Call not found",
+                principal=principal,
+                message="No such call: it does not exist or belongs to another organization.",
             )
         status = view.recording.status
         explanation = REASONS.get(view.recording.reason or "", "")
@@ -221,7 +259,7 @@ class DashboardPages(Controller):
         return page(
             request,
             "call.html",
-            title="Call",
+            title=f"Call from {view.call.from_number} at {view.call.started_at:%Y-%m-%d %H:%M:%S} UTC",
             principal=principal,
             call=view.call,
             recording=view.recording,
@@ -260,7 +298,7 @@ class DashboardPages(Controller):
         """The Access log (admins): who accessed the org's recordings or changed its settings, and why."""
         principal = await session_principal(request)
         if principal is None:
-            return _sign_in()
+            return _sign_in(request)
         if principal.role != "admin":
             return page(
                 request, "message.html", 403, title="Forbidden", principal=principal, message="Admins only."
@@ -275,6 +313,7 @@ class DashboardPages(Controller):
             request,
             "audit_log.html",
             title="Access log",
+            current="audit-log",
             principal=principal,
             entries=entries,
             actions=ACTION_LABELS,
@@ -287,7 +326,7 @@ class DashboardPages(Controller):
         """The recording toggle (admins can change it) and the disclosure callers hear."""
         principal = await session_principal(request)
         if principal is None:
-            return _sign_in()
+            return _sign_in(request)
         async with services.reader() as uow:
             org = await uow.organizations.get(principal.org_id)
         if org is None:
@@ -303,6 +342,7 @@ class DashboardPages(Controller):
             request,
             "settings.html",
             title="Settings",
+            current="settings",
             principal=principal,
             enabled=org.recording_enabled,
             disclosure=DISCLOSURE_TEXT,
@@ -313,7 +353,7 @@ class DashboardPages(Controller):
         """Flip the toggle from the settings page (admins, same origin only)."""
         principal = await session_principal(request)
         if principal is None:
-            return _sign_in()
+            return _sign_in(request)
         if principal.role != "admin" or not _same_origin(request):
             return page(
                 request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."

@@ -1,4 +1,8 @@
-"""One error shape for every 4xx and 5xx: ``{"error": {"code": ..., "message": ...}}``."""
+"""One error shape for every 4xx and 5xx: ``{"error": {"code": ..., "message": ...}}``.
+
+Under /dashboard (but for the player's audio) the same errors are HTML pages with a heading and a
+way back to the calls, as a browser shows them; everything else keeps the JSON shape.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.response import Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from application.audit import AuditUnavailable
@@ -50,6 +55,37 @@ def error_response(
     )
 
 
+_PAGE_TITLES = {
+    400: "This link is not valid",
+    401: "Not signed in",
+    403: "Not allowed",
+    404: "Page not found",
+    405: "Not allowed",
+}
+_PAGE_MESSAGES = {404: "There is no page at this address.", 500: "Something went wrong on our side."}
+
+
+def _is_page(request: Request[Any, Any, Any]) -> bool:
+    path = request.url.path
+    return (path == "/dashboard" or path.startswith("/dashboard/")) and not path.endswith("/audio")
+
+
+def _for_caller(request: Request[Any, Any, Any], response: Response[Any]) -> Response[Any]:
+    """``response`` itself, or under /dashboard the same error as an HTML page."""
+    if not _is_page(request) or not isinstance(response.content, dict):
+        return response
+    status, message = response.status_code or 500, str(response.content["error"]["message"])
+    return Template(
+        template_name="message.html",
+        context={
+            "title": _PAGE_TITLES.get(status, "Something went wrong"),
+            "message": _PAGE_MESSAGES.get(status, message),
+        },
+        status_code=status,
+        headers={**dict(response.headers), **request.app.state.page_headers},
+    )
+
+
 def _validation_message(exc: ValidationException) -> str:
     extra = exc.extra
     if isinstance(extra, list) and extra:
@@ -64,7 +100,11 @@ def _validation_message(exc: ValidationException) -> str:
     return str(exc.detail)
 
 
-def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    return _for_caller(request, _http_error(exc))
+
+
+def _http_error(exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     if isinstance(exc, ValidationException):
         return error_response(400, "invalid_request", _validation_message(exc))
@@ -72,7 +112,11 @@ def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Res
     return error_response(status, _CODES.get(status, "error"), str(exc.detail), headers or None)
 
 
-def application_error_handler(_: Request[Any, Any, Any], exc: ApplicationError) -> Response[Any]:
+def application_error_handler(request: Request[Any, Any, Any], exc: ApplicationError) -> Response[Any]:
+    return _for_caller(request, _application_error(exc))
+
+
+def _application_error(exc: ApplicationError) -> Response[Any]:
     if isinstance(exc, NotFound):
         return error_response(404, exc.code, str(exc) or "not found")
     if isinstance(exc, PhoneNumberTaken):
@@ -93,10 +137,10 @@ def application_error_handler(_: Request[Any, Any, Any], exc: ApplicationError) 
     return error_response(400, exc.code, str(exc))
 
 
-def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     if isinstance(exc, InvalidValue):
-        return error_response(400, "invalid_request", str(exc))
-    return error_response(409, "invalid_state", str(exc))
+        return _for_caller(request, error_response(400, "invalid_request", str(exc)))
+    return _for_caller(request, error_response(409, "invalid_state", str(exc)))
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -105,7 +149,8 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
         # RecursionError, which Litestar does not turn into a 400 as it does other decode errors.
         return error_response(400, "invalid_request", "the JSON body is nested too deeply")
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
+    response = error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "internal server error")
+    return _for_caller(request, response)
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {

@@ -144,6 +144,12 @@ async def test_an_admin_turns_recording_off_from_the_settings_page_and_signs_out
     assert not [c for c in await context.cookies() if c["name"] == "callrec_session"]
     response = await page.goto(f"{service.base_url}/dashboard/settings")
     assert response.status == 401 and "/dashboard/sign-in" in page.url
+    # signing in again returns to the page asked for
+    token = service.dashboard("globex", "admin").headers["Authorization"].split(" ", 1)[1]
+    await page.fill("input[name=token]", token)
+    await page.click("button[type=submit]")
+    await page.wait_for_url(f"{service.base_url}/dashboard/settings")
+    assert await page.get_attribute('a[aria-current="page"]', "href") == "/dashboard/settings"
     await context.close()
 
 

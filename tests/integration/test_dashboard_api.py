@@ -522,3 +522,104 @@ def test_a_cursor_round_trips_its_position_to_the_microsecond(at: datetime, item
     cursor = encode_keyset(at, item_id)
     assert re.fullmatch(CURSOR_PATTERN, cursor)
     assert decode_keyset(cursor) == (at, item_id)
+
+
+# --- the page shell -----------------------------------------------------------------------------
+
+ORIGIN = "http://testserver.local"
+
+
+async def sign_in(h: ApiHarness, role: str = "admin", **form: str) -> Any:
+    data = {"token": h.token(ACME, role), **form}
+    return await h.client.post("/dashboard/session", data=data, headers={"Origin": ORIGIN})
+
+
+async def test_every_signed_in_page_is_laid_out_for_phones_titled_apart_and_marks_the_current_one(
+    sqlite_harness: ApiHarness,
+) -> None:
+    h = sqlite_harness
+    call_id = await h.archived_call(ACME_NUMBER)
+    await sign_in(h)
+    titles = set()
+    for path, current in [
+        ("/dashboard/calls", "/dashboard/calls"),
+        ("/dashboard/settings", "/dashboard/settings"),
+        ("/dashboard/audit-log", "/dashboard/audit-log"),
+        (f"/dashboard/calls/{call_id}", None),
+    ]:
+        r = await h.client.get(path)
+        assert r.status_code == 200, path
+        assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in r.text, path
+        assert '<form method="post" action="/dashboard/sign-out"' in r.text, path
+        marked = re.findall(r'<a href="([^"]+)" aria-current="page">', r.text)
+        assert marked == ([current] if current else []), path
+        titles.add(re.findall(r"<title>(.*?)</title>", r.text)[0])
+    assert len(titles) == 4, titles
+    assert '<meta name="viewport"' in (await h.client.get("/dashboard/sign-in")).text
+
+
+@pytest.mark.parametrize(
+    "path", ["/dashboard/nope", "/dashboard/calls?cursor=not-a-cursor", "/dashboard/audit-log?cursor=x"]
+)
+async def test_a_dashboard_error_is_a_page_with_a_heading_and_a_way_back(
+    sqlite_harness: ApiHarness, path: str
+) -> None:
+    h = sqlite_harness
+    await sign_in(h)
+    r = await h.client.get(path)
+    assert r.status_code in (400, 404), r.text
+    assert r.headers["content-type"].startswith("text/html")
+    assert re.search(r"<h1>[^<]+</h1>", r.text) and 'href="/dashboard/calls"' in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+
+
+async def test_a_missing_call_page_has_a_heading_and_a_way_back(sqlite_harness: ApiHarness) -> None:
+    h = sqlite_harness
+    await sign_in(h, "member")
+    r = await h.client.get("/dashboard/calls/" + "0" * 32)
+    assert r.status_code == 404 and "<h1>Call not found</h1>" in r.text
+    assert '<a id="back" href="/dashboard/calls">' in r.text
+
+
+async def test_the_api_keeps_its_json_errors(sqlite_harness: ApiHarness) -> None:
+    h = sqlite_harness
+    for path, status in [("/api/v1/nope", 404), ("/api/v1/calls?cursor=x", 400), ("/nope", 404)]:
+        r = await h.client.get(path, headers=h.auth(ACME))
+        assert r.status_code == status and r.headers["content-type"] == "application/json", path
+        assert error_code(r) in ("not_found", "invalid_request"), path
+
+
+async def test_sign_in_returns_to_the_page_asked_for(sqlite_harness: ApiHarness) -> None:
+    h = sqlite_harness
+    call_id = await h.archived_call(ACME_NUMBER)
+    asked = await h.client.get(f"/dashboard/calls/{call_id}")
+    assert asked.status_code == 303
+    notice = await h.client.get(asked.headers["location"])
+    target = f"/dashboard/calls/{call_id}"
+    assert f'<input type="hidden" name="next" value="{target}">' in notice.text
+    started = await sign_in(h, next=target)
+    assert started.status_code == 303 and started.headers["location"] == target
+    assert (await h.client.get(target)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/dashboard/calls",
+        "//evil.example/dashboard/calls",
+        "/\\evil.example",
+        "/dashboard/\\\\evil.example",
+        "/dashboard/../api/v1/calls",
+        "/dashboard/%2e%2e/api/v1/calls",
+        "/api/v1/calls",
+        "javascript:alert(1)",
+        "/dashboard/calls\n",
+        "",
+    ],
+)
+async def test_sign_in_never_returns_outside_the_dashboard(sqlite_harness: ApiHarness, target: str) -> None:
+    h = sqlite_harness
+    started = await sign_in(h, next=target)
+    assert started.status_code == 303 and started.headers["location"] == "/dashboard/calls"
+    notice = await h.client.get("/dashboard/sign-in", params={"next": target})
+    assert 'name="next"' not in notice.text
