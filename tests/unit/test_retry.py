@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -166,9 +167,14 @@ def test_retry_after_is_capped_as_asked() -> None:
 
 
 def test_an_integrity_violation_is_a_409_that_says_not_to_retry() -> None:
+    from litestar import Request
+
     from application.errors import IntegrityViolation
     from entrypoints.http.errors import application_error_handler
 
-    response = application_error_handler(None, IntegrityViolation("FOREIGN KEY constraint failed"))  # type: ignore[arg-type]
+    request: Request[Any, Any, Any] = Request(
+        {"type": "http", "method": "PUT", "path": "/api/v1/settings/call-recording", "headers": []}  # type: ignore[arg-type]
+    )
+    response = application_error_handler(request, IntegrityViolation("FOREIGN KEY constraint failed"))
     assert response.status_code == 409
     assert response.content["error"]["code"] == "integrity_violation"
