@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from application import commands, webhooks
+from application import commands, deletion, webhooks
 from application.errors import (
     ArchiveVerificationFailed,
     NotFound,
@@ -472,6 +472,7 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
     async with svc.uow() as uow:
         recording = await uow.recordings.get(event.recording_id)
         assert recording is not None
+        purged = recording.status == RecordingStatus.PURGED
         recording.archived(
             storage_key=key,
             size_bytes=downloaded,
@@ -480,6 +481,8 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
             now=svc.clock.now(),
         )
         await uow.commit()
+    if purged:  # purged while this upload ran: what it wrote must not outlive the purge
+        await svc.store.delete(key)
 
 
 async def delete_twilio_copy(event: events.RecordingArchived, svc: Services) -> None:
@@ -531,6 +534,10 @@ EVENT_HANDLERS: dict[type[events.Event], list[tuple[str, EventHandler]]] = {
     events.CallEnded: [("calls.settle", webhooks.settle_call)],
     events.RecordingAbsent: [("calls.settle", webhooks.settle_call)],
     events.RecordingFailed: [("calls.settle", webhooks.settle_call)],
+    events.RecordingPurged: [
+        ("store.delete-purged", deletion.delete_purged_audio),
+        ("calls.settle", webhooks.settle_call),
+    ],
     events.CallScorabilityRecorded: [("calls.settle", webhooks.settle_or_withdraw)],
     events.CallSettled: [("webhooks.enqueue", webhooks.enqueue_call_ended)],
 }

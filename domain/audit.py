@@ -29,6 +29,10 @@ CHANGE_ACTIONS = (
     "create_webhook_endpoint",
     "rotate_webhook_secret",
     "delete_webhook_endpoint",
+    "set_retention",
+    "purge_recording",
+    "place_legal_hold",
+    "release_legal_hold",
 )
 ACTIONS = ACCESS_ACTIONS + CHANGE_ACTIONS
 OPERATIONS_ROLE = "ops_admin"  # the platform's operations team: every access needs a reason
