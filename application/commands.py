@@ -100,3 +100,25 @@ class RetryWebhookDelivery(Command):
     org_id: str
     endpoint_id: str
     delivery_id: str
+
+
+@dataclass(frozen=True)
+class SetRetention(Command):
+    """Keep the org's recordings ``days`` days (1 to 3650), or indefinitely (None)."""
+
+    org_id: str
+    days: int | None
+    changed_by: str
+    actor: AuditActor | None = None
+
+
+@dataclass(frozen=True)
+class SetLegalHold(Command):
+    """Place (``held``, with a reason) or release the legal hold of one of the org's calls."""
+
+    org_id: str
+    call_id: str
+    held: bool
+    reason: str
+    by: str
+    actor: AuditActor | None = None

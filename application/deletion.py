@@ -36,13 +36,16 @@ def purge_recording(uow: UnitOfWork, recording: Recording, *, reason: str, now: 
 
 async def purge_call_audio(uow: UnitOfWork, call: Call, *, reason: str, now: datetime) -> list[Recording]:
     """Purge every recording of ``call`` that holds audio (its own and any additional one), unless
-    the call is under legal hold. Returns the recordings purged now."""
+    the call is under legal hold. Returns the recordings purged now. The call is written too
+    (``Call.audio_purged``), so a hold placed concurrently makes one of the two retry."""
     if call.held:
         return []
     purged = []
     for recording in await uow.recordings.for_call(call.id):
         if recording.status in PURGEABLE_STATUSES and purge_recording(uow, recording, reason=reason, now=now):
             purged.append(recording)
+    if purged:
+        call.audio_purged(now)
     return purged
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from application import commands, deletion, webhooks
+from application import commands, deletion, retention, webhooks
 from application.errors import (
     ArchiveVerificationFailed,
     NotFound,
@@ -518,6 +518,8 @@ COMMAND_HANDLERS: dict[type[commands.Command], CommandHandler] = {
     commands.DeleteWebhookEndpoint: webhooks.delete_webhook_endpoint,
     commands.RotateWebhookSecret: webhooks.rotate_webhook_secret,
     commands.RetryWebhookDelivery: webhooks.retry_webhook_delivery,
+    commands.SetRetention: retention.set_retention,
+    commands.SetLegalHold: retention.set_legal_hold,
 }
 
 # Each event handler is a named consumer: the name is what ``(consumer, event id)`` dedupe records.

@@ -237,6 +237,9 @@ class OrganizationRepository(Protocol):
     def add(self, org: Organization) -> None: ...
     async def get(self, org_id: str) -> Organization | None: ...
     async def get_by_phone_number(self, number: str) -> Organization | None: ...
+    async def with_retention(self) -> list[Organization]:
+        """The organizations whose recordings are kept a limited time (``retention_days`` set)."""
+        ...
 
 
 class CallRepository(Protocol):
@@ -274,6 +277,13 @@ class RecordingRepository(Protocol):
     ) -> list[Recording]:
         """Recordings in one of ``statuses`` whose last write is older than ``updated_before``
         (least recently written first): the reconciliation sweep's work list."""
+        ...
+
+    async def past_retention(
+        self, *, org_id: str, started_before: datetime, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Recording]:
+        """The org's recordings holding audio (archived, or completed at Twilio) of calls started
+        before ``started_before`` and not under legal hold, by (call start, id) after ``after``."""
         ...
 
 

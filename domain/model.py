@@ -266,6 +266,7 @@ class Call:
         settled_at: datetime | None = None,
         version: int = 0,
         legal_hold: LegalHold | None = None,
+        audio_purged_at: datetime | None = None,
     ) -> None:
         self.id = id
         self.org_id = org_id
@@ -288,6 +289,7 @@ class Call:
         self.settled_at = settled_at  # when the call ended and its recording settled: call.ended
         self.version = version
         self.legal_hold = legal_hold
+        self.audio_purged_at = audio_purged_at  # when its audio was last purged (retention, erasure)
         self.events: list[events.Event] = []
 
     @property
@@ -309,6 +311,13 @@ class Call:
             )
         )
         return True
+
+    def audio_purged(self, now: datetime) -> None:
+        """Its recordings' audio was purged in this transaction. Writing the call as well makes a
+        purge and a legal hold placed at the same moment collide (one retries and sees the other)."""
+        if self.held:
+            raise InvalidTransition("a call under legal hold keeps its audio")
+        self.audio_purged_at = now
 
     def release_legal_hold(self, *, by: str, now: datetime) -> bool:
         """Lift the hold: the call's audio is subject to retention and erasure again."""

@@ -110,6 +110,7 @@ calls = Table(
     Column("legal_hold_held_by", String(200)),
     Column("legal_hold_reason", Text),
     Column("legal_hold_held_at", UTCDateTime),
+    Column("audio_purged_at", UTCDateTime),
     # What the list shows of its recording (available | processing | not_recorded | failed), kept in
     # step by the unit of work with the call and its own recording: no column of the Call (migration 0014).
     Column("recording_state", String(16), nullable=False),
@@ -153,6 +154,7 @@ recordings = Table(
     Column("purge_reason", String(16)),
     Column("audio_deleted_at", UTCDateTime),
     Index("ix_recordings_status_updated", "status", "updated_at"),
+    Index("ix_recordings_org_call_started", "org_id", "call_started_at", "id"),  # the purge pass
 )
 
 outbox = Table(

@@ -35,9 +35,11 @@ from entrypoints.http.schemas import (
     ConsentResponse,
     IdPath,
     LegalHoldResponse,
+    LegalHoldUpdate,
     RecordingResponse,
     RecordingSetting,
     RecordingSettingUpdate,
+    RetentionSetting,
 )
 
 CUSTOMER = (CallKind.CUSTOMER,)
@@ -265,6 +267,58 @@ class DashboardApi(Controller):
             download=download,
         )
         return Redirect(url, status_code=307, headers={"Cache-Control": "no-store"})
+
+    @get("/settings/retention", responses={**AUTH_ERRORS, **NOT_FOUND})
+    async def get_retention(
+        self, request: Request[Any, Any, State], services: ServicesDep
+    ) -> RetentionSetting:
+        """How long the org keeps its recordings, in days; null: indefinitely (the default)."""
+        async with services.reader() as uow:
+            org = await uow.organizations.get(principal_of(request).org_id)
+        if org is None:
+            raise NotFound("organization not found")
+        return RetentionSetting(days=org.retention_days)
+
+    @put("/settings/retention", guards=[admin_guard], responses={**AUTH_ERRORS, **BODY_ERRORS, **NOT_FOUND})
+    async def put_retention(
+        self, request: Request[Any, Any, State], data: JSONBody[RetentionSetting], bus: Bus
+    ) -> RetentionSetting:
+        """Keep the org's recordings `days` days (1 to 3650), or indefinitely (null); admins only.
+
+        The daily purge then deletes the audio of calls that started longer ago than that (calls under
+        legal hold excepted) and keeps their details. Audited."""
+        principal = principal_of(request)
+        org = await bus.handle(
+            commands.SetRetention(
+                org_id=principal.org_id, days=data.days, changed_by=principal.sub, actor=audit_actor(request)
+            )
+        )
+        return RetentionSetting(days=org.retention_days)
+
+    @put(
+        "/calls/{call_id:str}/legal-hold",
+        guards=[admin_guard],
+        responses={**AUTH_ERRORS, **BODY_ERRORS, **NOT_FOUND},
+    )
+    async def put_legal_hold(
+        self, request: Request[Any, Any, State], call_id: CallId, data: JSONBody[LegalHoldUpdate], bus: Bus
+    ) -> LegalHoldResponse:
+        """Place (`held: true`, a non-empty `reason` required) or release a call's legal hold (admins).
+
+        A held call's recording is neither purged by retention nor erased until the hold is released.
+        Audited."""
+        principal = principal_of(request)
+        call = await bus.handle(
+            commands.SetLegalHold(
+                org_id=principal.org_id,
+                call_id=call_id,
+                held=data.held,
+                reason=data.reason,
+                by=principal.sub,
+                actor=audit_actor(request),
+            )
+        )
+        return legal_hold_body(call)
 
     @get("/audit-log", guards=[admin_guard], responses={**AUTH_ERRORS, **BAD_REQUEST})
     async def audit_log(

@@ -28,6 +28,7 @@ from litestar.template.config import TemplateConfig
 
 from application import audit, commands, views
 from application.errors import NotFound, RecordingGone
+from domain.errors import InvalidValue
 from domain.model import DISCLOSURE_TEXT, CallKind
 from entrypoints.config import Settings
 from entrypoints.http.api import decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor
@@ -378,6 +379,7 @@ class DashboardPages(Controller):
             principal=principal,
             enabled=org.recording_enabled,
             disclosure=DISCLOSURE_TEXT,
+            retention_days=org.retention_days,
         )
 
     @post("/settings", status_code=303)
@@ -397,3 +399,26 @@ class DashboardPages(Controller):
             )
         )
         return Redirect("/dashboard/settings", status_code=303)
+
+    @post("/settings/retention", status_code=303)
+    async def change_retention(self, request: Request[Any, Any, State], bus: Bus) -> Response[Any]:
+        """Set the retention policy from the settings page (admins, same origin only); empty: indefinitely."""
+        principal = await session_principal(request)
+        if principal is None:
+            return _sign_in(request)
+        if principal.role != "admin" or not _same_origin(request):
+            return page(
+                request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
+            )
+        value = (await read_form(request)).get("days", "").strip()
+        if value and not value.isdigit():
+            raise InvalidValue("retention days must be a whole number of days, or empty (indefinitely)")
+        await bus.handle(
+            commands.SetRetention(
+                principal.org_id,
+                int(value) if value else None,
+                principal.sub,
+                audit_actor(request, principal),
+            )
+        )
+        return Redirect("/dashboard/settings#retention", status_code=303)

@@ -40,11 +40,16 @@ class FakeLoop:
 
 
 def fake_container(log: list[str], *, bus: str = "inprocess", reconcile_interval_s: float = 300) -> Any:
+    """The periodic sweep and purge both run every ``reconcile_interval_s`` (0: neither runs)."""
     settings = SimpleNamespace(
-        bus=bus, reconcile_interval_s=reconcile_interval_s, webhook_allow_private_networks=False
+        bus=bus,
+        reconcile_interval_s=reconcile_interval_s,
+        purge_interval_s=reconcile_interval_s,
+        webhook_allow_private_networks=False,
     )
     loops = {
-        name: FakeLoop(log, name) for name in ("relay", "webhook_scheduler", "call_settler", "reconciler")
+        name: FakeLoop(log, name)
+        for name in ("relay", "webhook_scheduler", "call_settler", "reconciler", "purger")
     }
     # The sweep ignores stop (a long archive): only cancelling stops it.
     loops["reconciler"].ignores_stop = True
@@ -70,7 +75,11 @@ def no_task_left(runtime: BackgroundRuntime) -> bool:
 @pytest.mark.parametrize(
     ("bus", "interval", "expected"),
     [
-        ("inprocess", 300, ["outbox-relay", "webhook-delivery", "call-settling", "reconciliation-sweep"]),
+        (
+            "inprocess",
+            300,
+            ["outbox-relay", "webhook-delivery", "call-settling", "reconciliation-sweep", "retention-purge"],
+        ),
         ("inprocess", 0, ["outbox-relay", "webhook-delivery", "call-settling"]),
         ("kafka", 300, ["outbox-relay", "webhook-delivery", "call-settling"]),  # the workers sweep
     ],
@@ -95,6 +104,7 @@ async def test_serve_runs_the_relay_webhooks_settling_and_the_embedded_sweep(
     assert no_task_left(runtime)
     if "reconciliation-sweep" in expected:
         assert log.index("reconciler cancelled") < log.index("relay stopped")  # the sweep goes first
+        assert log.index("purger cancelled") < log.index("relay stopped")  # and the purge
     assert log.index("relay stopped") < log.index("webhook_scheduler stopped")
     assert ("publisher stopped" in log) == (bus == "kafka")
     if bus == "kafka":
@@ -106,7 +116,14 @@ async def test_serve_runs_the_relay_webhooks_settling_and_the_embedded_sweep(
     [
         (
             300,
-            ["kafka-consumers", "outbox-relay", "webhook-delivery", "call-settling", "reconciliation-sweep"],
+            [
+                "kafka-consumers",
+                "outbox-relay",
+                "webhook-delivery",
+                "call-settling",
+                "reconciliation-sweep",
+                "retention-purge",
+            ],
         ),
         (0, ["kafka-consumers", "outbox-relay", "webhook-delivery", "call-settling"]),
     ],

@@ -25,18 +25,24 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("legal_hold_held_by", sa.String(length=200), nullable=True))
         batch_op.add_column(sa.Column("legal_hold_reason", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("legal_hold_held_at", UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("audio_purged_at", UTCDateTime(timezone=True), nullable=True))
     with op.batch_alter_table("recordings", schema=None) as batch_op:
         batch_op.add_column(sa.Column("purged_at", UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("purge_reason", sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column("audio_deleted_at", UTCDateTime(timezone=True), nullable=True))
+        batch_op.create_index(
+            "ix_recordings_org_call_started", ["org_id", "call_started_at", "id"], unique=False
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("recordings", schema=None) as batch_op:
+        batch_op.drop_index("ix_recordings_org_call_started")
         batch_op.drop_column("audio_deleted_at")
         batch_op.drop_column("purge_reason")
         batch_op.drop_column("purged_at")
     with op.batch_alter_table("calls", schema=None) as batch_op:
+        batch_op.drop_column("audio_purged_at")
         batch_op.drop_column("legal_hold_held_at")
         batch_op.drop_column("legal_hold_reason")
         batch_op.drop_column("legal_hold_held_by")
