@@ -40,6 +40,7 @@ from entrypoints.http.schemas import (
     RecordingSetting,
     RecordingSettingUpdate,
     RetentionSetting,
+    RetentionSettingUpdate,
 )
 
 CUSTOMER = (CallKind.CUSTOMER,)
@@ -281,7 +282,7 @@ class DashboardApi(Controller):
 
     @put("/settings/retention", guards=[admin_guard], responses={**AUTH_ERRORS, **BODY_ERRORS, **NOT_FOUND})
     async def put_retention(
-        self, request: Request[Any, Any, State], data: JSONBody[RetentionSetting], bus: Bus
+        self, request: Request[Any, Any, State], data: JSONBody[RetentionSettingUpdate], bus: Bus
     ) -> RetentionSetting:
         """Keep the org's recordings `days` days (1 to 3650), or indefinitely (null); admins only.
 
@@ -290,7 +291,10 @@ class DashboardApi(Controller):
         principal = principal_of(request)
         org = await bus.handle(
             commands.SetRetention(
-                org_id=principal.org_id, days=data.days, changed_by=principal.sub, actor=audit_actor(request)
+                org_id=principal.org_id,
+                days=None if data.days is None else int(data.days),
+                changed_by=principal.sub,
+                actor=audit_actor(request),
             )
         )
         return RetentionSetting(days=org.retention_days)

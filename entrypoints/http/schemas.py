@@ -124,10 +124,16 @@ class CallDetailResponse(CallResponse):
     additional_recordings: list[AdditionalRecordingResponse] = msgspec.field(default_factory=list)
 
 
-class RetentionSetting(Strict):
+class RetentionSetting(msgspec.Struct):
     """How long the org's recordings are kept, in days (1 to 3650); null: indefinitely (the default)."""
 
-    days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None
+    days: int | None
+
+
+class RetentionSettingUpdate(Strict):
+    """`days`: a whole number of days from 1 to 3650 (`90` or `90.0`), or null: indefinitely."""
+
+    days: Annotated[float, msgspec.Meta(ge=1, le=3650, multiple_of=1)] | None
 
 
 class LegalHoldUpdate(Strict):
