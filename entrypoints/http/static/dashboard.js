@@ -5,6 +5,7 @@
 //   title. Without this script the server's UTC text stays.
 // - <input type="hidden" data-timezone>: gets the browser's IANA time zone (a filter form sends it as
 //   `tz`); [data-timezone-name] shows that zone.
+// - <form method="get" data-compact>: empty fields are left out of the URL it goes to.
 // Pages that add <time> elements later call window.callrecDashboard.formatTimes(element).
 (() => {
   "use strict";
@@ -28,6 +29,14 @@
   function fillTimeZone(root) {
     for (const input of root.querySelectorAll("input[data-timezone]")) input.value = zone;
     for (const el of root.querySelectorAll("[data-timezone-name]")) el.textContent = zone.replaceAll("_", " ");
+  }
+
+  for (const form of document.querySelectorAll("form[data-compact]")) {
+    form.addEventListener("submit", () => {
+      for (const field of form.elements) if (field.name && !field.value) field.disabled = true;
+      // re-enabled after the page is left, for the back button's cached copy
+      setTimeout(() => { for (const field of form.elements) field.disabled = false; }, 0);
+    });
   }
 
   window.callrecDashboard = { formatTimes, timeZone: zone };
