@@ -193,7 +193,9 @@ class DashboardApi(Controller):
         caller: Annotated[
             str | None,
             QueryParameter(
-                max_length=40, description="Only callers whose number starts with this (E.164 digits)"
+                max_length=40,
+                pattern=call_list.CALLER_PATTERN,
+                description="Only callers whose number starts with this (E.164 digits)",
             ),
         ] = None,
         hide_non_engagement: Annotated[
@@ -201,7 +203,10 @@ class DashboardApi(Controller):
         ] = False,
         tz: Annotated[
             str | None,
-            QueryParameter(max_length=64, description="IANA time zone of `from` and `to` (default UTC)"),
+            QueryParameter(
+                description="IANA time zone of `from` and `to` (default UTC)",
+                schema_extra={"enum": call_list.time_zone_names()} if call_list.time_zone_names() else None,
+            ),
         ] = None,
     ) -> CallPage:
         """The org's calls, newest first, one keyset page at a time."""

@@ -9,11 +9,12 @@ silent recordings) and calls the scorability filter marked.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from application.views import RECORDING_STATUSES
 
@@ -32,8 +33,11 @@ CALL_STATUS_LABELS = {
     "in-progress": "In progress",
     "ringing": "Ringing",
 }
-_PUNCTUATION = re.compile(r"[\s().-]")
+_PUNCTUATION = re.compile(r"[ ().-]")
 _CALLER = re.compile(r"\+?[0-9]{1,15}")
+# What ``normalize_caller`` takes, for the OpenAPI document: digits, an optional leading "+", and
+# spaces, brackets, dots and dashes anywhere.
+CALLER_PATTERN = r"^[ ().-]*\+?([ ().-]*[0-9]){1,15}[ ().-]*$"
 _ZONE = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
 TRUE = ("true", "1", "on")
 
@@ -54,6 +58,12 @@ def normalize_caller(value: str) -> str:
     return compact if compact.startswith("+") else f"+{compact}"
 
 
+@functools.cache
+def time_zone_names() -> list[str]:
+    """The IANA zones this machine knows (its time zone database), sorted."""
+    return sorted(available_timezones())
+
+
 def time_zone(value: str) -> ZoneInfo:
     """The IANA time zone named (``Europe/Paris``, ``UTC``)."""
     if len(value) > 64 or not _ZONE.fullmatch(value):
@@ -71,16 +81,18 @@ def day_bounds(
     zone = zone or ZoneInfo("UTC")
     if first is not None and last is not None and last < first:
         raise FilterError("to", "the last day comes before the first")
-    try:
-        start = datetime.combine(first, time.min, zone).astimezone(UTC) if first else None
-        end = (
-            None
-            if last is None or last == date.max
-            else datetime.combine(last + timedelta(days=1), time.min, zone).astimezone(UTC)
-        )
-    except OverflowError:
-        raise FilterError("from", "that date is out of range") from None
+    start = _utc_midnight(first, zone) if first else None
+    end = None if last is None or last == date.max else _utc_midnight(last + timedelta(days=1), zone)
     return start, end
+
+
+def _utc_midnight(day: date, zone: ZoneInfo) -> datetime | None:
+    """The start of ``day`` in ``zone``, in UTC; None when that is before the first representable moment
+    (day 1 of year 1 east of Greenwich), which bounds nothing."""
+    try:
+        return datetime.combine(day, time.min, zone).astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def _day(params: Mapping[str, str], field: str) -> date | None:
@@ -129,13 +141,16 @@ class CallFilters:
 
 
 def parse_filters(params: Mapping[str, str]) -> tuple[CallFilters, list[FilterError]]:
-    """The filters of a Calls page query string, and what is wrong with it (nothing applies then)."""
+    """The filters of a Calls page query string, and what is wrong with it (nothing applies then).
+
+    A time zone this machine does not know is no error here (a browser may know newer zones): the
+    days are UTC days then, and ``zone_notice`` says so.
+    """
     errors: list[FilterError] = []
     values: dict[str, object] = {}
     for field, parse in (
         ("first_day", lambda: _day(params, "from")),
         ("last_day", lambda: _day(params, "to")),
-        ("tz", lambda: time_zone(params.get("tz", "").strip() or "UTC").key),
         ("recording", lambda: _recording(params.get("recording", "").strip())),
         ("caller", lambda: _caller(params.get("caller", ""))),
     ):
@@ -144,6 +159,7 @@ def parse_filters(params: Mapping[str, str]) -> tuple[CallFilters, list[FilterEr
         except FilterError as error:
             errors.append(error)
     values["hide_non_engagement"] = params.get("hide_non_engagement", "").lower() in TRUE
+    values["tz"] = zone_or_utc(params.get("tz", ""))[0]
     filters = CallFilters(**values)  # type: ignore[arg-type]
     if not errors:
         try:
@@ -151,6 +167,15 @@ def parse_filters(params: Mapping[str, str]) -> tuple[CallFilters, list[FilterEr
         except FilterError as error:
             errors.append(error)
     return filters, errors
+
+
+def zone_or_utc(value: str) -> tuple[str, str | None]:
+    """The zone named, or UTC and why, when none or no known one is named."""
+    try:
+        return time_zone(value.strip()).key, None
+    except FilterError:
+        shown = value.strip()[:64]
+        return "UTC", f"Your time zone {shown!r} is not known here; days are in UTC." if shown else None
 
 
 def _recording(value: str) -> str | None:

@@ -249,6 +249,7 @@ class DashboardPages(Controller):
             "filters": filters,
             "raw": params,
             "errors": errors,
+            "zone_notice": call_list.zone_or_utc(params.get("tz", ""))[1],
             "statuses": RECORDING_STATUSES,
             "recording_labels": call_list.RECORDING_LABELS,
             "call_labels": call_list.CALL_STATUS_LABELS,

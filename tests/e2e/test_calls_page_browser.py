@@ -101,6 +101,10 @@ async def test_filters_narrow_the_calls_survive_a_reload_and_say_what_is_wrong(
     assert "Caller:" in alert and "To:" in alert and await shown(page) == []
     assert await page.get_attribute("#f-caller", "aria-invalid") == "true"
     await check_page(page, "calls-bad-filter")
+
+    response = await page.goto(f"{service.base_url}/dashboard/calls?tz=Mars%2FOlympus")
+    assert response.status == 200 and len(await shown(page)) == 3
+    assert "not known here; days are in UTC" in await page.locator("[role=status]").inner_text()
     await context.close()
 
 
