@@ -61,7 +61,6 @@ PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; media-src 'self'{media}; "
     "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-LABELS = {"available": "Recording", "processing": "Processing", "failed": "Failed", "not_recorded": "None"}
 ACTION_LABELS = {
     "list_calls": "Listed the calls",
     "play_recording": "Played a recording",
@@ -240,6 +239,8 @@ class DashboardPages(Controller):
                     raise ValidationException(f"limit: a page holds 1 to {MAX_PAGE_SIZE} calls")
             after = decode_cursor(params["cursor"]) if params.get("cursor") else None
             before = decode_cursor(params["before"]) if params.get("before") else None
+            if after and before:
+                raise ValidationException("page: a page is either older (cursor) or newer (before)")
         except ValidationException as error:
             errors.append(call_list.FilterError("page", str(error.detail).split(": ", 1)[-1]))
         context: dict[str, Any] = {

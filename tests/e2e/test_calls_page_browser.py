@@ -9,9 +9,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tests.e2e.conftest import RunningService
-from tests.e2e.pages import check_page
+from tests.e2e.pages import PHONE, check_page
 from tests.e2e.test_dashboard_browser import browser, recorded_call, sign_in, sine_wav
-from tests.e2e.test_recording_lifecycle import stream_params
+from tests.e2e.test_recording_lifecycle import make_org, stream_params
 from tests.twilio_standin import call_status_payload, voice_payload
 
 __all__ = ["browser"]  # the fixture
@@ -160,3 +160,28 @@ async def test_times_show_in_the_browsers_time_zone(service: RunningService, bro
             assert await shown(page) == expected, (zone, first)
         await context.close()
     assert len(seen) == 2
+
+
+async def test_the_shell_of_every_page_fits_a_phone_and_passes_axe(
+    service: RunningService, browser: Any
+) -> None:
+    """The header wraps and every page's targets are big enough: sign-in, settings, access log, errors."""
+    make_org(service, ORG, NUMBER, recording=False)
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(f"{service.base_url}/dashboard/sign-in")
+    await check_page(page, "sign-in")
+    page = await sign_in(context, service, ORG, "admin")
+    for path, name in [
+        ("settings", "settings"),
+        ("audit-log", "access-log"),
+        ("calls/" + "0" * 32, "not-found"),
+    ]:
+        await page.goto(f"{service.base_url}/dashboard/{path}")
+        await check_page(page, name)
+    await page.set_viewport_size(PHONE)
+    nav = await page.locator("header nav").bounding_box()
+    sign_out = await page.locator("#sign-out").bounding_box()
+    assert nav is not None and sign_out is not None and nav["x"] + nav["width"] <= PHONE["width"]
+    assert sign_out["x"] + sign_out["width"] <= PHONE["width"]  # wrapped, not pushed off the screen
+    await context.close()
