@@ -465,3 +465,22 @@ async def test_postgres_newer_page_walks_the_index_forwards_and_reads_one_page(d
     assert scan["Actual Rows"] <= PAGE + 1 and "ROW(started_at, (id)::text) > ROW(" in scan["Index Cond"], (
         dump
     )
+
+
+@SQLITE
+async def test_sqlite_page_hiding_non_engagement_still_walks_the_keyset_index(db: AsyncEngine) -> None:
+    plan, returned = await _sqlite_plan(
+        db, CallQuery(org_id=ORGS[0], limit=PAGE + 1, hide_non_engagement=True)
+    )
+    assert len(plan) == 1 and plan[0].startswith(f"SEARCH calls USING INDEX {INDEX} "), plan
+    assert returned == PAGE + 1
+
+
+@POSTGRES
+async def test_postgres_page_hiding_non_engagement_walks_the_index_backwards(db: AsyncEngine) -> None:
+    """The verdict columns are a filter on the keyset walk: it reads the hidden calls it passes, here none."""
+    after = await _deep_cursor(db, ORGS[2], 0.5)
+    query = CallQuery(org_id=ORGS[2], limit=PAGE + 1, after=after, hide_non_engagement=True)
+    plan, returned = await _pg_plan(db, query)
+    assert returned == PAGE + 1
+    _assert_walks_the_index(plan, max_rows=PAGE + 1)
