@@ -266,6 +266,7 @@ class DashboardPages(Controller):
             call=view.call,
             recording=view.recording,
             explanation=explanation,
+            pauses=view.pauses,
         )
 
     @get("/calls/{call_id:str}/audio")
