@@ -180,7 +180,8 @@ class Settings(BaseModel):
         300.0,
         "a paused recording nobody resumes is resumed automatically after this many seconds",
         section="service",
-        notes="checked every second by the pause loop (`callrec serve`, `callrec worker`); logged",
+        notes="Checked every second by the `pause-limit` loop (`callrec serve` and `callrec worker`); "
+        "each automatic resume is logged and audited",
     )
     pause_behavior: Literal["silence", "skip"] = _env(
         "CALLREC_PAUSE_BEHAVIOR",
