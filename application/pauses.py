@@ -21,6 +21,7 @@ from datetime import datetime
 
 from application import commands
 from application.errors import ConcurrencyConflict, NotFound
+from application.polling import PollingLoop
 from application.ports import UnitOfWork
 from application.retry import retry_conflicts
 from application.services import Services
@@ -169,7 +170,7 @@ async def set_capture_at_twilio(
 # --- the automatic resume -----------------------------------------------------------------------
 
 
-class PauseLimiter:
+class PauseLimiter(PollingLoop):
     """Resumes recordings paused longer than ``max_pause`` (``ResumeReason.MAX_PAUSE``, logged), and
     closes at the call's end any pause a race left open on an ended call. Safe to run in several
     processes: each resume is one unit of work, and a pause closes once."""
@@ -178,9 +179,11 @@ class PauseLimiter:
         self.services = services
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._in_flight: dict[str, asyncio.Task[None]] = {}  # each pass closes within itself
 
     async def run_once(self) -> int:
-        """One pass; returns how many pauses it closed."""
+        """One pass over at most ``batch_size`` due pauses; returns how many it closed."""
         svc = self.services
         async with svc.reader() as uow:
             due = await uow.recordings.paused_too_long(
@@ -219,15 +222,3 @@ class PauseLimiter:
                 return False
             await uow.commit()
             return closed
-
-    async def run_forever(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                while await self.run_once() >= self.batch_size:
-                    pass
-            except Exception:
-                log.exception("PauseLimiter pass failed")
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self.poll_interval)
-            except TimeoutError:
-                pass
