@@ -219,8 +219,9 @@ async def _apply_recording_status(
 async def end_call(cmd: commands.EndCall, svc: Services) -> None:
     async with svc.uow() as uow:
         call = await _call_by_sid(uow, cmd.call_sid)
-        call.end(status=cmd.status, duration_s=cmd.duration_s, now=svc.clock.now())
-        await pauses.close_pauses_of_ended_call(uow, call)  # a pause never outlives the call
+        now = svc.clock.now()
+        call.end(status=cmd.status, duration_s=cmd.duration_s, now=now)
+        await pauses.close_pauses_of_ended_call(uow, call, now)  # a pause never outlives the call
         await uow.commit()
 
 

@@ -108,17 +108,20 @@ async def resume_recording(cmd: commands.ResumeRecording, svc: Services) -> Paus
         return PauseState(call, recording)
 
 
-async def close_pauses_of_ended_call(uow: UnitOfWork, call: Call) -> None:
+async def close_pauses_of_ended_call(uow: UnitOfWork, call: Call, now: datetime) -> None:
     """In the unit of work that ends ``call``: its open pause closes at the call's end."""
     if call.ended_at is None or not call.recorded or call.recording_id is None:
         return
     recording = await uow.recordings.get_for_call(call.id)
     if recording is not None and recording.open_pause is not None:
-        _close(uow, call, recording, now=call.ended_at, reason=ResumeReason.CALL_ENDED)
+        _close(uow, call, recording, at=call.ended_at, now=now, reason=ResumeReason.CALL_ENDED)
 
 
-def _close(uow: UnitOfWork, call: Call, recording: Recording, *, now: datetime, reason: ResumeReason) -> bool:
-    if not recording.resume(by=SYSTEM_ACTOR.sub, now=now, reason=reason):
+def _close(
+    uow: UnitOfWork, call: Call, recording: Recording, *, at: datetime, now: datetime, reason: ResumeReason
+) -> bool:
+    """Close the open pause ``at`` (the call's end, or now), audited ``now`` as the service's doing."""
+    if not recording.resume(by=SYSTEM_ACTOR.sub, now=at, reason=reason):
         return False
     why = "the call ended while paused" if reason == ResumeReason.CALL_ENDED else "the maximum pause ran out"
     uow.audit.add(_audit(recording, call, actor=SYSTEM_ACTOR, paused=False, now=now, reason=why))
@@ -208,9 +211,11 @@ class PauseLimiter(PollingLoop):
                 return False
             now = svc.clock.now()
             if call.ended and call.ended_at is not None:
-                closed = _close(uow, call, recording, now=call.ended_at, reason=ResumeReason.CALL_ENDED)
+                closed = _close(
+                    uow, call, recording, at=call.ended_at, now=now, reason=ResumeReason.CALL_ENDED
+                )
             elif now - recording.open_pause.paused_at >= svc.settings.max_pause:
-                closed = _close(uow, call, recording, now=now, reason=ResumeReason.MAX_PAUSE)
+                closed = _close(uow, call, recording, at=now, now=now, reason=ResumeReason.MAX_PAUSE)
                 log.warning(
                     "recording %s of call %s paused for over %.0f s: resumed automatically",
                     recording.id,
