@@ -177,7 +177,12 @@ class FakeTelephony:
         pause_behavior: str | None = None,
     ) -> bool:
         recording = self.recordings.get(recording_sid)
-        if recording is None or recording.deleted or recording.call_sid != call_sid:
+        if (
+            recording is None
+            or recording.deleted
+            or recording.call_sid != call_sid
+            or call_sid in self.unknown_calls
+        ):
             return False
         if recording.status in ("in-progress", "paused"):
             recording.status = status

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -13,7 +15,9 @@ import pytest
 
 from application import commands
 from application.handlers import CallDecision
+from application.pauses import PauseLimiter
 from domain.model import StreamEvent
+from tests.fakes import FakeClock
 from tests.support.app import ApiHarness, api_harness, error_code
 
 ACME, ACME_NUMBER = "acme", "+15550000001"
@@ -132,3 +136,19 @@ async def test_pause_of_an_unknown_call_is_404_and_needs_the_service_token(harne
     assert (await h.client.post(path, headers=h.service_auth)).status_code == 404
     assert (await h.client.post(path)).status_code == 401
     assert (await h.client.post(path, headers=h.auth(ACME, "admin"))).status_code == 401
+
+
+async def test_a_forgotten_pause_is_resumed_by_the_pause_limit_loop(harness: ApiHarness) -> None:
+    h = harness
+    call_id, call_sid = await live_call(h)
+    await h.client.post(f"/internal/v1/calls/{call_id}/recording/pause", headers=h.service_auth)
+    await h.relay.drain()
+    later = FakeClock(datetime.now(UTC) + h.services.settings.max_pause + timedelta(seconds=1))
+
+    assert await PauseLimiter(replace(h.services, clock=later)).run_once() == 1
+    await h.relay.drain()
+
+    assert twilio_status(h, call_sid) == "in-progress"
+    detail = (await h.client.get(f"/api/v1/calls/{call_id}", headers=h.auth(ACME, "member"))).json()
+    [pause] = detail["pauses"]
+    assert (pause["resume_reason"], pause["resumed_by"]) == ("max_pause", "system")

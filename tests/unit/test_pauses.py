@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from domain import events
 from domain.audit import AuditEntry
 from domain.errors import InvalidTransition
 from domain.model import CallKind, CallStatus, ResumeReason
+from entrypoints.config import Settings
 from tests.fakes import FakeClock, FakeTelephony, InMemoryRecordingStore, drain, make_services
 from tests.support.database import Database
 from tests.unit.test_handlers import (
@@ -364,3 +366,29 @@ async def test_the_call_detail_lists_its_pauses(bus: MessageBus, svc: Services, 
     view = await views.get_call(svc, org_id=ACME, call_id=call_id, kinds=(CallKind.CUSTOMER,))
 
     assert [p.resumed_at is None for p in view.pauses] == [False, True]
+
+
+# --- settings -------------------------------------------------------------------------------------
+
+
+def test_the_maximum_pause_and_the_pause_behavior_come_from_the_environment(tmp_path: Path) -> None:
+    default = Settings.from_env({"CALLREC_VAR_DIR": str(tmp_path)}).service_settings
+    assert (default.max_pause, default.pause_behavior) == (timedelta(minutes=5), "silence")
+    chosen = Settings.from_env(
+        {"CALLREC_VAR_DIR": str(tmp_path), "CALLREC_MAX_PAUSE_S": "90", "CALLREC_PAUSE_BEHAVIOR": "skip"}
+    ).service_settings
+    assert (chosen.max_pause, chosen.pause_behavior) == (timedelta(seconds=90), "skip")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CALLREC_PAUSE_BEHAVIOR": "mute"}, "CALLREC_PAUSE_BEHAVIOR"),
+        ({"CALLREC_MAX_PAUSE_S": "0"}, "CALLREC_MAX_PAUSE_S must be between 1 and 86400 seconds"),
+    ],
+)
+def test_a_bad_pause_setting_stops_the_service_naming_the_variable(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env({"CALLREC_VAR_DIR": str(tmp_path), **env})
