@@ -71,6 +71,8 @@ ACTION_LABELS = {
     "create_webhook_endpoint": "Added a webhook endpoint",
     "rotate_webhook_secret": "Rotated a webhook secret",
     "delete_webhook_endpoint": "Deleted a webhook endpoint",
+    "pause_recording": "Paused a call's recording",
+    "resume_recording": "Resumed a call's recording",
 }
 ROLE_LABELS = {"member": "member", "admin": "admin", "ops_admin": "operations team", "system": "service"}
 REASONS = {
@@ -318,6 +320,7 @@ class DashboardPages(Controller):
             call=view.call,
             recording=view.recording,
             explanation=explanation,
+            pauses=view.pauses,
         )
 
     @get("/calls/{call_id:str}/audio")

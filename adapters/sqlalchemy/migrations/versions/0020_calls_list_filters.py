@@ -1,7 +1,7 @@
 """calls: the non-engagement verdict at settling, and the caller filter as a range of an index
 
 Revision ID: 0020
-Revises: 0015
+Revises: 0018
 Create Date: 2026-11-29 06:00:00.000000
 
 ``non_engagement_reason`` is what ``CallSettled`` said (``instant_hangup``, ``silent_recording``, the
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0020"
-down_revision: str | None = "0015"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
