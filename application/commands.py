@@ -103,6 +103,20 @@ class RetryWebhookDelivery(Command):
 
 
 @dataclass(frozen=True)
+class PauseRecording(Command):
+    """Pause the call's recording for a sensitive moment (card data); ``ResumeRecording`` ends it."""
+
+    call_id: str
+    actor: AuditActor | None = None  # for the audit log; None: the platform service
+
+
+@dataclass(frozen=True)
+class ResumeRecording(Command):
+    call_id: str
+    actor: AuditActor | None = None  # for the audit log; None: the platform service
+
+
+@dataclass(frozen=True)
 class SetRetention(Command):
     """Keep the org's recordings ``days`` days (1 to 3650), or indefinitely (None)."""
 

@@ -49,7 +49,7 @@ def fake_container(log: list[str], *, bus: str = "inprocess", reconcile_interval
     )
     loops = {
         name: FakeLoop(log, name)
-        for name in ("relay", "webhook_scheduler", "call_settler", "reconciler", "purger")
+        for name in ("relay", "webhook_scheduler", "call_settler", "pause_limiter", "reconciler", "purger")
     }
     # The sweep ignores stop (a long archive): only cancelling stops it.
     loops["reconciler"].ignores_stop = True
@@ -78,10 +78,21 @@ def no_task_left(runtime: BackgroundRuntime) -> bool:
         (
             "inprocess",
             300,
-            ["outbox-relay", "webhook-delivery", "call-settling", "reconciliation-sweep", "retention-purge"],
+            [
+                "outbox-relay",
+                "webhook-delivery",
+                "call-settling",
+                "pause-limit",
+                "reconciliation-sweep",
+                "retention-purge",
+            ],
         ),
-        ("inprocess", 0, ["outbox-relay", "webhook-delivery", "call-settling"]),
-        ("kafka", 300, ["outbox-relay", "webhook-delivery", "call-settling"]),  # the workers sweep
+        ("inprocess", 0, ["outbox-relay", "webhook-delivery", "call-settling", "pause-limit"]),
+        (
+            "kafka",
+            300,
+            ["outbox-relay", "webhook-delivery", "call-settling", "pause-limit"],
+        ),  # the workers sweep
     ],
 )
 async def test_serve_runs_the_relay_webhooks_settling_and_the_embedded_sweep(
@@ -121,11 +132,12 @@ async def test_serve_runs_the_relay_webhooks_settling_and_the_embedded_sweep(
                 "outbox-relay",
                 "webhook-delivery",
                 "call-settling",
+                "pause-limit",
                 "reconciliation-sweep",
                 "retention-purge",
             ],
         ),
-        (0, ["kafka-consumers", "outbox-relay", "webhook-delivery", "call-settling"]),
+        (0, ["kafka-consumers", "outbox-relay", "webhook-delivery", "call-settling", "pause-limit"]),
     ],
 )
 async def test_a_worker_runs_the_consumers_a_relay_webhooks_settling_and_the_sweep(
