@@ -65,6 +65,9 @@ ACTION_LABELS = {
     "create_webhook_endpoint": "Added a webhook endpoint",
     "rotate_webhook_secret": "Rotated a webhook secret",
     "delete_webhook_endpoint": "Deleted a webhook endpoint",
+    "set_number_recording_on": "Turned recording on for a number",
+    "set_number_recording_off": "Turned recording off for a number",
+    "set_number_recording_inherit": "Set a number to follow the organization's recording setting",
 }
 ROLE_LABELS = {"member": "member", "admin": "admin", "ops_admin": "operations team", "system": "service"}
 REASONS = {
