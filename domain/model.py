@@ -52,6 +52,10 @@ def identifier(value: str, what: str = "id") -> str:
     return value
 
 
+def is_phone_number(value: str) -> bool:
+    return _E164.fullmatch(value) is not None
+
+
 def phone_number(value: str) -> str:
     """``value`` if it is an E.164 number; ``InvalidValue`` otherwise (nothing is stripped or guessed)."""
     if _E164.fullmatch(value) is None:

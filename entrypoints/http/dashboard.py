@@ -28,7 +28,7 @@ from litestar.template.config import TemplateConfig
 
 from application import audit, commands, views
 from application.errors import NotFound
-from domain.model import DISCLOSURE_TEXT, CallKind
+from domain.model import DISCLOSURE_TEXT, CallKind, NumberRecordingMode, is_phone_number
 from entrypoints.config import Settings
 from entrypoints.http.api import decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor
 from entrypoints.http.auth import (
@@ -70,6 +70,11 @@ ACTION_LABELS = {
     "set_number_recording_inherit": "Set a number to follow the organization's recording setting",
 }
 ROLE_LABELS = {"member": "member", "admin": "admin", "ops_admin": "operations team", "system": "service"}
+MODE_LABELS = {
+    "inherit": "Follow the organization's setting",
+    "on": "Always record",
+    "off": "Never record",
+}
 REASONS = {
     "recording_off": "Recording was off when this call happened.",
     "no_audio": "The call ended before any audio could be captured.",
@@ -326,7 +331,8 @@ class DashboardPages(Controller):
 
     @get("/settings")
     async def settings_page(self, request: Request[Any, Any, State], services: ServicesDep) -> Response[Any]:
-        """The recording toggle (admins can change it) and the disclosure callers hear."""
+        """The recording toggle and each number's own setting (admins change them; members read), who
+        changed each and when, and the disclosure callers hear."""
         principal = await session_principal(request)
         if principal is None:
             return _sign_in(request)
@@ -348,6 +354,10 @@ class DashboardPages(Controller):
             current="settings",
             principal=principal,
             enabled=org.recording_enabled,
+            changed_by=org.recording_changed_by,
+            changed_at=org.recording_changed_at,
+            numbers=views.number_recording_views(org),
+            modes=MODE_LABELS,
             disclosure=DISCLOSURE_TEXT,
         )
 
@@ -368,3 +378,45 @@ class DashboardPages(Controller):
             )
         )
         return Redirect("/dashboard/settings", status_code=303)
+
+    @post("/settings/numbers", status_code=303)
+    async def change_number_setting(self, request: Request[Any, Any, State], bus: Bus) -> Response[Any]:
+        """Set one number to on, off or inherit from the settings page (admins, same origin only)."""
+        principal = await session_principal(request)
+        if principal is None:
+            return _sign_in(request)
+        if principal.role != "admin" or not _same_origin(request):
+            return page(
+                request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
+            )
+        form = await read_form(request)
+        number, mode = form.get("number", ""), form.get("mode", "")
+        if mode not in MODE_LABELS or not is_phone_number(number):
+            return page(
+                request,
+                "message.html",
+                400,
+                title="Settings not changed",
+                principal=principal,
+                message="Choose one of the settings for one of your numbers.",
+            )
+        try:
+            await bus.handle(
+                commands.SetNumberRecording(
+                    principal.org_id,
+                    number,
+                    NumberRecordingMode(mode),
+                    principal.sub,
+                    audit_actor(request, principal),
+                )
+            )
+        except NotFound:
+            return page(
+                request,
+                "message.html",
+                404,
+                title="Number not found",
+                principal=principal,
+                message="That number is not one of your organization's.",
+            )
+        return Redirect(f"/dashboard/settings#number-{number[1:]}", status_code=303)

@@ -19,6 +19,7 @@ from tests.support.app import ApiHarness, api_harness, error_code, sqlite_api_ha
 ACME, GLOBEX = "acme", "globex"
 ACME_NUMBER, GLOBEX_NUMBER = "+15550000001", "+15550000002"
 SETTINGS = "/api/v1/settings/call-recording"
+ORIGIN = "http://testserver.local"
 
 
 def number_path(number: str) -> str:
@@ -170,3 +171,69 @@ async def test_a_number_setting_survives_the_database_and_leaves_with_its_number
             (ACME_NUMBER, "inherit", True),
             (GLOBEX_NUMBER, "inherit", True),
         ]
+
+
+async def sign_in(h: ApiHarness, role: str) -> None:
+    r = await h.client.post(
+        "/dashboard/session", data={"token": h.token(ACME, role)}, headers={"Origin": ORIGIN}
+    )
+    assert r.status_code == 303, r.text
+
+
+async def test_the_settings_page_lets_admins_set_a_number_and_shows_who_did_it(harness: ApiHarness) -> None:
+    h = harness
+    await sign_in(h, "admin")
+    page = (await h.client.get("/dashboard/settings")).text
+    assert "A change applies from the next call" in page
+    assert f"<legend>{ACME_NUMBER}</legend>" in page and "Never changed." in page
+
+    r = await h.client.post(
+        "/dashboard/settings/numbers", data={"number": ACME_NUMBER, "mode": "off"}, headers={"Origin": ORIGIN}
+    )
+
+    assert r.status_code == 303 and r.headers["location"] == f"/dashboard/settings#number-{ACME_NUMBER[1:]}"
+    page = (await h.client.get("/dashboard/settings")).text
+    assert f'id="mode-{ACME_NUMBER[1:]}-off" checked' in page
+    assert "Last changed by admin@acme on <time" in page
+    assert (await settings_of(h, ACME))["numbers"][0]["mode"] == "off"
+    assert ("set_number_recording_off", ACME_NUMBER) in await audit_actions(h, ACME)
+
+
+@pytest.mark.parametrize(
+    ("role", "form", "origin", "status"),
+    [
+        ("member", {"number": ACME_NUMBER, "mode": "off"}, ORIGIN, 403),
+        ("admin", {"number": ACME_NUMBER, "mode": "off"}, "https://evil.example", 403),
+        ("admin", {"number": ACME_NUMBER, "mode": "off"}, None, 403),
+        ("admin", {"number": GLOBEX_NUMBER, "mode": "off"}, ORIGIN, 404),
+        ("admin", {"number": ACME_NUMBER, "mode": "sometimes"}, ORIGIN, 400),
+        ("admin", {"number": "555-0001", "mode": "off"}, ORIGIN, 400),
+        ("admin", {"mode": "off"}, ORIGIN, 400),
+    ],
+)
+async def test_the_settings_page_refuses_what_it_must_and_changes_nothing(
+    harness: ApiHarness, role: str, form: dict[str, str], origin: str | None, status: int
+) -> None:
+    h = harness
+    await sign_in(h, role)
+    before = [await settings_of(h, org) for org in (ACME, GLOBEX)]
+
+    r = await h.client.post(
+        "/dashboard/settings/numbers", data=form, headers={"Origin": origin} if origin else {}
+    )
+
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("text/html") and "<h1>" in r.text
+    assert [await settings_of(h, org) for org in (ACME, GLOBEX)] == before
+
+
+async def test_members_see_each_number_read_only(harness: ApiHarness) -> None:
+    h = harness
+    await h.client.put(number_path(ACME_NUMBER), json={"mode": "off"}, headers=h.auth(ACME, "admin"))
+    await sign_in(h, "member")
+
+    page = (await h.client.get("/dashboard/settings")).text
+
+    assert "Only admins can change these settings." in page
+    assert "<form" not in page.replace('<form method="post" action="/dashboard/sign-out"', "")
+    assert "Never record" in page and '<strong class="effective">not recorded</strong>' in page
