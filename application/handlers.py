@@ -130,7 +130,8 @@ async def set_number_recording(cmd: commands.SetNumberRecording, svc: Services) 
 
 
 async def start_call(cmd: commands.StartCall, svc: Services) -> CallDecision:
-    """A call arrives: snapshot the toggle, build the greeting (with disclosure iff recorded).
+    """A call arrives: snapshot the called number's setting (its own, else the org toggle), build the
+    greeting (with disclosure iff recorded).
 
     A repeated CallSid returns the decision already taken and creates nothing.
     """
