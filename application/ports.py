@@ -76,6 +76,16 @@ class Telephony(Protocol):
         """Stop an in-progress recording (the provider then reports it completed)."""
         ...
 
+    async def pause_recording(self, call_sid: str, recording_sid: str, *, pause_behavior: str) -> bool:
+        """Pause capture of a live recording (``pause_behavior``: ``silence`` keeps the gap as
+        silence, ``skip`` leaves it out). Pausing a paused one changes nothing. Returns False when
+        the provider no longer holds the recording (404), True otherwise."""
+        ...
+
+    async def resume_recording(self, call_sid: str, recording_sid: str) -> bool:
+        """Resume capture of a paused recording (a live one stays so); False on 404."""
+        ...
+
     def open_media(
         self, recording_sid: str, media_url: str | None = None
     ) -> AbstractAsyncContextManager[MediaStream]:
@@ -226,6 +236,12 @@ class CallQuery:
     started_to: datetime | None = None
     # available | processing | not_recorded | failed, as ``application.views.recording_view`` says
     recording_status: str | None = None
+    # Newer than this position instead (oldest first, then; ``after`` must be None).
+    before: CallCursor | None = None
+    # Callers whose number starts with this (E.164: "+" and digits, as ``normalize_caller`` gives).
+    caller_prefix: str | None = None
+    # Leave out calls settled as non-engagement, or judged so by the scorability filter.
+    hide_non_engagement: bool = False
 
 
 class OrganizationRepository(Protocol):
@@ -239,7 +255,8 @@ class CallRepository(Protocol):
     async def get(self, call_id: str) -> Call | None: ...
     async def get_by_sid(self, call_sid: str) -> Call | None: ...
     async def page(self, query: CallQuery) -> list[Call]:
-        """Newest first by (started_at, id), strictly after ``query.after``."""
+        """Newest first by (started_at, id), strictly after ``query.after``; with ``query.before``,
+        oldest first, strictly before it (the page of newer calls, to be shown reversed)."""
         ...
 
     async def settling(self, *, ended_before: datetime, limit: int) -> list[Call]:
@@ -269,6 +286,11 @@ class RecordingRepository(Protocol):
     ) -> list[Recording]:
         """Recordings in one of ``statuses`` whose last write is older than ``updated_before``
         (least recently written first): the reconciliation sweep's work list."""
+        ...
+
+    async def paused_too_long(self, *, paused_before: datetime, limit: int) -> list[Recording]:
+        """Recordings paused since before ``paused_before``, or paused while their call has ended,
+        longest paused first: the automatic resume's work list."""
         ...
 
 

@@ -32,6 +32,8 @@ CHANGE_ACTIONS = (
     "set_number_recording_on",
     "set_number_recording_off",
     "set_number_recording_inherit",
+    "pause_recording",
+    "resume_recording",
 )
 ACTIONS = ACCESS_ACTIONS + CHANGE_ACTIONS
 OPERATIONS_ROLE = "ops_admin"  # the platform's operations team: every access needs a reason
