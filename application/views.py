@@ -13,6 +13,7 @@ from domain.audit import AuditActor, AuditEntry
 from domain.model import (
     Call,
     CallKind,
+    Organization,
     PauseInterval,
     Recording,
     RecordingStatus,
@@ -259,3 +260,31 @@ async def audited_recording_url(
         expires_in=ttl,
         download_filename=download_filename(call) if download else None,
     )
+
+
+@dataclass(frozen=True)
+class NumberRecordingView:
+    """One of the org's numbers: its own setting, whether its next call is recorded, who set it, when."""
+
+    number: str
+    mode: str  # on | off | inherit
+    effective: bool
+    changed_by: str | None
+    changed_at: datetime | None
+
+
+def number_recording_views(org: Organization) -> list[NumberRecordingView]:
+    """Every number of the org, in the org's order, with the recording decision its next call gets."""
+    views = []
+    for number in org.phone_numbers:
+        setting = org.number_recording.get(number)
+        views.append(
+            NumberRecordingView(
+                number=number,
+                mode=org.recording_mode(number).value,
+                effective=org.records_calls_to(number),
+                changed_by=setting.changed_by if setting else None,
+                changed_at=setting.changed_at if setting else None,
+            )
+        )
+    return views

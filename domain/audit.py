@@ -29,6 +29,9 @@ CHANGE_ACTIONS = (
     "create_webhook_endpoint",
     "rotate_webhook_secret",
     "delete_webhook_endpoint",
+    "set_number_recording_on",
+    "set_number_recording_off",
+    "set_number_recording_inherit",
     "pause_recording",
     "resume_recording",
 )

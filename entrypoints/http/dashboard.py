@@ -31,7 +31,7 @@ from application import audit, commands, views
 from application.errors import NotFound
 from application.ports import CallQuery
 from application.views import RECORDING_STATUSES
-from domain.model import DISCLOSURE_TEXT, CallKind
+from domain.model import DISCLOSURE_TEXT, CallKind, NumberRecordingMode, is_phone_number
 from entrypoints.config import Settings
 from entrypoints.http import call_list
 from entrypoints.http.api import decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor
@@ -71,10 +71,18 @@ ACTION_LABELS = {
     "create_webhook_endpoint": "Added a webhook endpoint",
     "rotate_webhook_secret": "Rotated a webhook secret",
     "delete_webhook_endpoint": "Deleted a webhook endpoint",
+    "set_number_recording_on": "Turned recording on for a number",
+    "set_number_recording_off": "Turned recording off for a number",
+    "set_number_recording_inherit": "Set a number to follow the organization's recording setting",
     "pause_recording": "Paused a call's recording",
     "resume_recording": "Resumed a call's recording",
 }
 ROLE_LABELS = {"member": "member", "admin": "admin", "ops_admin": "operations team", "system": "service"}
+MODE_LABELS = {
+    "inherit": "Follow the organization's setting",
+    "on": "Always record",
+    "off": "Never record",
+}
 REASONS = {
     "recording_off": "Recording was off when this call happened.",
     "no_audio": "The call ended before any audio could be captured.",
@@ -380,7 +388,8 @@ class DashboardPages(Controller):
 
     @get("/settings")
     async def settings_page(self, request: Request[Any, Any, State], services: ServicesDep) -> Response[Any]:
-        """The recording toggle (admins can change it) and the disclosure callers hear."""
+        """The recording toggle and each number's own setting (admins change them; members read), who
+        changed each and when, and the disclosure callers hear."""
         principal = await session_principal(request)
         if principal is None:
             return _sign_in(request)
@@ -402,6 +411,10 @@ class DashboardPages(Controller):
             current="settings",
             principal=principal,
             enabled=org.recording_enabled,
+            changed_by=org.recording_changed_by,
+            changed_at=org.recording_changed_at,
+            numbers=views.number_recording_views(org),
+            modes=MODE_LABELS,
             disclosure=DISCLOSURE_TEXT,
         )
 
@@ -422,3 +435,45 @@ class DashboardPages(Controller):
             )
         )
         return Redirect("/dashboard/settings", status_code=303)
+
+    @post("/settings/numbers", status_code=303)
+    async def change_number_setting(self, request: Request[Any, Any, State], bus: Bus) -> Response[Any]:
+        """Set one number to on, off or inherit from the settings page (admins, same origin only)."""
+        principal = await session_principal(request)
+        if principal is None:
+            return _sign_in(request)
+        if principal.role != "admin" or not _same_origin(request):
+            return page(
+                request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
+            )
+        form = await read_form(request)
+        number, mode = form.get("number", ""), form.get("mode", "")
+        if mode not in MODE_LABELS or not is_phone_number(number):
+            return page(
+                request,
+                "message.html",
+                400,
+                title="Settings not changed",
+                principal=principal,
+                message="Choose one of the settings for one of your numbers.",
+            )
+        try:
+            await bus.handle(
+                commands.SetNumberRecording(
+                    principal.org_id,
+                    number,
+                    NumberRecordingMode(mode),
+                    principal.sub,
+                    audit_actor(request, principal),
+                )
+            )
+        except NotFound:
+            return page(
+                request,
+                "message.html",
+                404,
+                title="Number not found",
+                principal=principal,
+                message="That number is not one of your organization's.",
+            )
+        return Redirect(f"/dashboard/settings#number-{number[1:]}", status_code=303)
