@@ -74,9 +74,11 @@ def lengths(view: CallView) -> Lengths:
     note = ""
     if call is not None and audio is not None and audio < call:
         before = ""
-        if view.call.answered_at is not None:
-            waited = clock((view.call.answered_at - view.call.started_at).total_seconds())
-            before = f"; the first {waited} were ringing and connecting"
+        waited = (
+            (view.call.answered_at - view.call.started_at).total_seconds() if view.call.answered_at else 0
+        )
+        if waited >= 1:
+            before = f"; the first {clock(waited)} were ringing and connecting"
         note = (
             f"The audio ({clock(audio)}) is shorter than the call ({clock(call)}): recording starts when "
             f"the agent answers{before}."

@@ -144,3 +144,13 @@ async def test_another_orgs_call_state_is_not_found_and_an_unrecorded_call_says_
     assert polled["recording"] == {"status": "not_recorded", "reason": "recording_off"}
     page = (await h.client.get(f"/dashboard/calls/{ours}")).text
     assert "Recording was off when this call came in" in page and "heard no recording notice" in page
+
+
+async def test_a_non_engagement_call_says_why_in_plain_words(h: ApiHarness) -> None:
+    robocall = await h.archived_call(ACME_NUMBER)
+    await h.bus.handle(commands.RecordScorability(robocall, False, "robocall"))
+    await sign_in(h)
+    page = (await h.client.get(f"/dashboard/calls/{robocall}")).text
+    assert "Marked as non-engagement: an automated call (robocall)." in page
+    plain = (await h.client.get(f"/dashboard/calls/{await h.archived_call(ACME_NUMBER)}")).text
+    assert 'id="non-engagement"' not in plain

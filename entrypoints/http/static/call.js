@@ -74,7 +74,8 @@ function poll(delay) {
       }
       if (response.ok) {
         const state = await response.json();
-        if (state.state !== page.dataset.state && (await refresh())) say(state.announcement);
+        const settledNow = state.settled && page.dataset.settled !== "true";
+        if ((state.state !== page.dataset.state || settledNow) && (await refresh())) say(state.announcement);
         if (state.settled && page.dataset.settled === "true") return;
       }
     } catch {
