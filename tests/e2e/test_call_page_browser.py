@@ -20,10 +20,12 @@ from tests.e2e.conftest import RunningService, start_service
 from tests.e2e.pages import check_page
 from tests.e2e.test_dashboard_browser import browser, recorded_call, sign_in
 from tests.e2e.test_recording_lifecycle import CALLER, arrive, callback, make_org, recording_sid_of
+from tests.e2e.test_s3_archive_e2e import s3_env, s3_service
+from tests.support.s3 import moto_server_process, sync_client
 from tests.support.services import stop_pid
 from tests.twilio_standin import TwilioStandin, call_status_payload, stream_status_payload
 
-__all__ = ["browser"]  # the fixture, used by name
+__all__ = ["browser", "s3_service"]  # fixtures, used by name
 
 TTL_S = 3
 
@@ -211,4 +213,40 @@ async def test_calls_without_audio_explain_why_and_pass_the_page_checks(
     assert "nothing more will happen" in (await page.text_content("#no-recording") or "")
     assert await page.text_content("#failure-code a") == "13617"
     await check_page(page, "call-failed")
+    await context.close()
+
+
+async def test_with_s3_the_waveform_draws_from_the_presigned_url_when_the_bucket_allows_cors(
+    s3_service: RunningService, browser: Any
+) -> None:
+    call_id = recorded_call(s3_service, "acme", "+15550300006", stereo_wav(10))
+    context = await browser.new_context()
+    page = await sign_in(context, s3_service, "acme", "member")
+    await open_call(page, s3_service, call_id)
+    await wait_for_two_lanes(page)  # moto answers CORS for any origin, as a bucket's CORS rule would
+    await context.close()
+
+
+@pytest.fixture
+def s3_service_without_cors(tmp_path: Path, twilio_standin: TwilioStandin) -> Iterator[RunningService]:
+    with moto_server_process(tmp_path / "moto.log", {"MOTO_DISABLE_GLOBAL_CORS": "true"}) as moto:
+        sync_client(moto.endpoint_url).create_bucket(Bucket="callrec-no-cors")
+        running = start_service(tmp_path, twilio_standin, s3_env(moto, "callrec-no-cors"))
+        try:
+            yield running
+        finally:
+            stop_pid(running.pid)
+
+
+async def test_with_s3_and_no_cors_on_the_bucket_the_page_keeps_the_plain_player(
+    s3_service_without_cors: RunningService, browser: Any
+) -> None:
+    service = s3_service_without_cors
+    call_id = recorded_call(service, "acme", "+15550300007", stereo_wav(10))
+    context = await browser.new_context()
+    page = await sign_in(context, service, "acme", "member")
+    await open_call(page, service, call_id)
+    await page.wait_for_selector("#waveform-figure[data-waveform='unavailable']", state="attached")
+    assert await page.evaluate("document.querySelector('#waveform-figure').hidden") is True
+    assert await page.evaluate("document.querySelector('#player').play().then(() => 'playing')") == "playing"
     await context.close()

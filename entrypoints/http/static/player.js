@@ -138,6 +138,7 @@ async function waveform(audio, figure, nonce) {
   } catch {
     // With S3 the audio is on another origin: drawing it needs a CORS rule on the bucket.
     figure.hidden = true;
+    figure.dataset.waveform = "unavailable";
     return;
   }
   const lanes = data.peaks.length === 2 ? LANES : [MONO];
@@ -161,6 +162,7 @@ async function waveform(audio, figure, nonce) {
     cspNonce: nonce,
   });
   figure.dataset.lanes = String(lanes.length);
+  figure.dataset.waveform = "drawn";
 }
 
 export function initPlayer(section, { nonce }) {
