@@ -206,6 +206,20 @@ async def test_calls_without_audio_explain_why_and_pass_the_page_checks(
     await check_page(page, "call-not-recorded")
     await context.close()
 
+    # Without the Clipboard API the link is shown, selected, for the viewer to copy.
+    context = await browser.new_context()
+    await context.add_init_script("Object.defineProperty(navigator, 'clipboard', { value: undefined })")
+    page = await sign_in(context, service, "umbrella", "member")
+    await page.goto(f"{service.base_url}/dashboard/calls/{off['call_id']}")
+    assert await page.is_hidden("#call-link")
+    await page.click("#copy-link")
+    await until(
+        page, "document.querySelector('#page-status').textContent.startsWith('Copying is not available')"
+    )
+    assert await page.input_value("#call-link") == f"{service.base_url}/dashboard/calls/{off['call_id']}"
+    assert await page.evaluate("document.activeElement.id") == "call-link"
+    await context.close()
+
     context = await browser.new_context()
     page = await sign_in(context, service, "hooli", "member")
     await page.goto(f"{service.base_url}/dashboard/calls/{failed['call_id']}")
