@@ -9,6 +9,7 @@ rewrites in the viewer's timezone.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -99,8 +100,11 @@ def settled(view: CallView) -> bool:
     return view.call.ended and view.recording.status != "processing"
 
 
-def recording_explanation(view: CallView, *, now: datetime, stuck_after: timedelta) -> str:
-    """Why there is no audio to play (yet), and what happens next."""
+def recording_explanation(
+    view: CallView, *, now: datetime, stuck_after: timedelta, reasons: Mapping[str, str] = {}
+) -> str:
+    """Why there is no audio to play (yet), and what happens next; ``reasons`` words any other
+    ``recording.reason`` than ``recording_off`` and ``no_audio``."""
     call, recording = view.call, view.recording
     if recording.status == "processing":
         if not call.ended or call.ended_at is None:
@@ -122,6 +126,8 @@ def recording_explanation(view: CallView, *, now: datetime, stuck_after: timedel
         )
     if recording.reason == "recording_off":
         return "Recording was off when this call came in, so nothing was recorded."
+    if recording.reason and recording.reason != "no_audio" and recording.reason in reasons:
+        return reasons[recording.reason]
     if view.non_engagement_reason == "silent_recording":
         return "Twilio captured only silence, so there is no audio to play."
     return (
@@ -130,7 +136,9 @@ def recording_explanation(view: CallView, *, now: datetime, stuck_after: timedel
     )
 
 
-def call_page(view: CallView, *, now: datetime, stuck_after: timedelta) -> dict[str, Any]:
+def call_page(
+    view: CallView, *, now: datetime, stuck_after: timedelta, reasons: Mapping[str, str] = {}
+) -> dict[str, Any]:
     """The call page's context (besides the principal, the title and the links)."""
     reason = view.non_engagement_reason
     return {
@@ -142,13 +150,15 @@ def call_page(view: CallView, *, now: datetime, stuck_after: timedelta) -> dict[
         "lengths": lengths(view),
         "state": page_state(view),
         "settled": settled(view),
-        "explanation": recording_explanation(view, now=now, stuck_after=stuck_after),
+        "explanation": recording_explanation(view, now=now, stuck_after=stuck_after, reasons=reasons),
         "non_engagement": NON_ENGAGEMENT.get(reason, reason.replace("_", " ")) if reason else None,
         "utc": utc_text,
     }
 
 
-def call_state(view: CallView, *, now: datetime, stuck_after: timedelta) -> dict[str, Any]:
+def call_state(
+    view: CallView, *, now: datetime, stuck_after: timedelta, reasons: Mapping[str, str] = {}
+) -> dict[str, Any]:
     """What the page polls: its state, whether it has settled, and what to tell the listener."""
     state = page_state(view)
     return {
@@ -156,5 +166,5 @@ def call_state(view: CallView, *, now: datetime, stuck_after: timedelta) -> dict
         "settled": settled(view),
         "recording": {"status": view.recording.status, "reason": view.recording.reason},
         "announcement": ANNOUNCEMENTS.get(state, "This call's page has changed."),
-        "explanation": recording_explanation(view, now=now, stuck_after=stuck_after),
+        "explanation": recording_explanation(view, now=now, stuck_after=stuck_after, reasons=reasons),
     }

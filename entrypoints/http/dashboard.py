@@ -75,6 +75,12 @@ ACTION_LABELS = {
     "delete_webhook_endpoint": "Deleted a webhook endpoint",
 }
 ROLE_LABELS = {"member": "member", "admin": "admin", "ops_admin": "operations team", "system": "service"}
+# Why a call has no audio to play, by the recording's ``reason`` (the call page words the first two its
+# own way; any other reason is explained with these words).
+REASONS = {
+    "recording_off": "Recording was off when this call happened.",
+    "no_audio": "The call ended before any audio could be captured.",
+}
 
 
 def static_files() -> Router:
@@ -285,7 +291,9 @@ class DashboardPages(Controller):
             )
         settings: Settings = request.app.state.settings
         nonce = secrets.token_urlsafe(16)
-        context = call_page(view, now=services.clock.now(), stuck_after=settings.reconcile_stuck_after)
+        context = call_page(
+            view, now=services.clock.now(), stuck_after=settings.reconcile_stuck_after, reasons=REASONS
+        )
         return Template(
             template_name="call.html",
             context={
@@ -309,7 +317,9 @@ class DashboardPages(Controller):
             raise NotAuthorizedException("no dashboard session")
         view = await views.get_call(services, org_id=principal.org_id, call_id=call_id, kinds=CUSTOMER)
         settings: Settings = request.app.state.settings
-        state = call_state(view, now=services.clock.now(), stuck_after=settings.reconcile_stuck_after)
+        state = call_state(
+            view, now=services.clock.now(), stuck_after=settings.reconcile_stuck_after, reasons=REASONS
+        )
         return Response(state, headers={"Cache-Control": "no-store"})
 
     @get("/calls/{call_id:str}/audio")
