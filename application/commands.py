@@ -100,3 +100,17 @@ class RetryWebhookDelivery(Command):
     org_id: str
     endpoint_id: str
     delivery_id: str
+
+
+@dataclass(frozen=True)
+class PauseRecording(Command):
+    """Pause the call's recording for a sensitive moment (card data); ``ResumeRecording`` ends it."""
+
+    call_id: str
+    actor: AuditActor | None = None  # for the audit log; None: the platform service
+
+
+@dataclass(frozen=True)
+class ResumeRecording(Command):
+    call_id: str
+    actor: AuditActor | None = None  # for the audit log; None: the platform service

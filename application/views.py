@@ -10,7 +10,14 @@ from application.errors import NotFound
 from application.ports import CallCursor, CallQuery
 from application.services import Services
 from domain.audit import AuditActor, AuditEntry
-from domain.model import Call, CallKind, Recording, RecordingStatus, non_engagement_reason
+from domain.model import (
+    Call,
+    CallKind,
+    PauseInterval,
+    Recording,
+    RecordingStatus,
+    non_engagement_reason,
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,8 @@ class CallView:
     additional_recordings: tuple[AdditionalRecordingView, ...] = ()
     # Why it is non-engagement (``robocall``, ``instant_hangup``, ``silent_recording``…), or None.
     non_engagement_reason: str | None = None
+    # Only in a call's detail: the paused stretches of its recording, oldest first.
+    pauses: tuple[PauseInterval, ...] = ()
 
 
 def recording_view(call: Call, recording: Recording | None) -> RecordingView:
@@ -153,7 +162,11 @@ async def get_call(
         svc, org_id=org_id, call_id=call_id, kinds=kinds, additional=True
     )
     view = _view(svc, call, recording)
-    return replace(view, additional_recordings=tuple(additional_recording_view(r) for r in others))
+    return replace(
+        view,
+        additional_recordings=tuple(additional_recording_view(r) for r in others),
+        pauses=tuple(recording.pauses) if recording is not None else (),
+    )
 
 
 def _view(svc: Services, call: Call, recording: Recording | None) -> CallView:

@@ -206,6 +206,22 @@ class RecordingFailed(RecordingEvent, frozen=True, kw_only=True):
     error: str
 
 
+class RecordingPaused(RecordingEvent, frozen=True, kw_only=True):
+    """Capture was paused (card data, say): the gap is silence in the audio (or skipped)."""
+
+    call_sid: str
+    recording_sid: str
+
+
+class RecordingResumed(RecordingEvent, frozen=True, kw_only=True):
+    """A pause ended: ``reason`` is ``requested``, ``max_pause`` (automatic) or ``call_ended``."""
+
+    call_sid: str
+    recording_sid: str
+    paused_at: datetime
+    reason: str
+
+
 # --- audit --------------------------------------------------------------------------------------
 
 
@@ -279,6 +295,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RecordingDiscarded,
         RecordingAbsent,
         RecordingFailed,
+        RecordingPaused,
+        RecordingResumed,
     )
 }
 

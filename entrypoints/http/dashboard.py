@@ -73,6 +73,8 @@ ACTION_LABELS = {
     "create_webhook_endpoint": "Added a webhook endpoint",
     "rotate_webhook_secret": "Rotated a webhook secret",
     "delete_webhook_endpoint": "Deleted a webhook endpoint",
+    "pause_recording": "Paused a call's recording",
+    "resume_recording": "Resumed a call's recording",
 }
 ROLE_LABELS = {"member": "member", "admin": "admin", "ops_admin": "operations team", "system": "service"}
 # Why a call has no audio to play, by the recording's ``reason`` (the call page words the first two its
@@ -303,6 +305,7 @@ class DashboardPages(Controller):
                 "back": back_path(back),
                 "link": f"{settings.public_url.rstrip('/')}/dashboard/calls/{view.call.id}",
                 "nonce": nonce,
+                "pauses": view.pauses,
             },
             headers=call_page_headers(request, nonce),
         )

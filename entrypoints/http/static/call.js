@@ -15,14 +15,18 @@ const nonce = document.querySelector('script[src$="/call.js"]')?.nonce ?? "";
 const say = (text) => { pageStatus.textContent = text; };
 
 // Times: the server writes UTC; the viewer reads their own timezone (the UTC text stays as a tooltip).
-const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "long" });
+// <time data-format="time"> shows the time of day only; the shared dashboard.js formats those when present.
+const formats = {
+  datetime: new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "long" }),
+  time: new Intl.DateTimeFormat(undefined, { timeStyle: "medium" }),
+};
 function localTimes(root) {
   for (const time of root.querySelectorAll("time[datetime]")) {
-    if (time.dataset.local) continue;
+    if (time.dataset.local || (time.dataset.format && window.callrecDashboard)) continue;
     const moment = new Date(time.dateTime);
     if (Number.isNaN(moment.getTime())) continue;
     time.title = time.textContent;
-    time.textContent = timeFormat.format(moment);
+    time.textContent = (formats[time.dataset.format] ?? formats.datetime).format(moment);
     time.dataset.local = "1";
   }
 }
@@ -53,8 +57,14 @@ async function refresh() {
   const next = fresh.getElementById("call-page");
   if (!next) return false;
   for (const section of page.querySelectorAll("section[data-live]")) {
-    const replacement = next.querySelector(`#${section.id}`);
-    if (replacement) section.replaceWith(document.importNode(replacement, true));
+    if (!next.querySelector(`#${section.id}`)) section.remove();
+  }
+  for (const section of next.querySelectorAll("section[data-live]")) {
+    const copy = document.importNode(section, true);
+    const current = document.getElementById(section.id);
+    const before = section.previousElementSibling && document.getElementById(section.previousElementSibling.id);
+    if (current) current.replaceWith(copy);
+    else if (before) before.after(copy);
   }
   page.dataset.state = next.dataset.state;
   page.dataset.settled = next.dataset.settled;
