@@ -237,6 +237,7 @@ class Call:
         transfer_stage: str | None = None,
         settled_at: datetime | None = None,
         version: int = 0,
+        non_engagement_reason: str | None = None,
     ) -> None:
         self.id = id
         self.org_id = org_id
@@ -258,6 +259,7 @@ class Call:
         self.transfer_stage = transfer_stage
         self.settled_at = settled_at  # when the call ended and its recording settled: call.ended
         self.version = version
+        self.non_engagement_reason = non_engagement_reason  # the verdict CallSettled carried
         self.events: list[events.Event] = []
 
     @property
@@ -444,6 +446,7 @@ class Call:
         if self.scorable is None and now < self.ended_at + scorability_wait:
             return False
         self.settled_at = now
+        self.non_engagement_reason = non_engagement_reason(self, recording, instant_hangup=instant_hangup)
         audio = recording.audio if recording is not None and recording.is_archived else None
         self.events.append(
             events.CallSettled(
@@ -462,7 +465,7 @@ class Call:
                 recorded=self.recorded,
                 recording_id=recording.id if recording is not None else None,
                 storage_key=audio.storage_key if audio is not None else None,
-                non_engagement=non_engagement_reason(self, recording, instant_hangup=instant_hangup),
+                non_engagement=self.non_engagement_reason,
             )
         )
         return True

@@ -2,19 +2,20 @@
 
 ``call_page`` builds the template's context; ``call_state`` is the small JSON the page polls
 (``/dashboard/calls/{id}/state.json``) until the call and its recording have settled. Times go to the
-template as datetimes: it renders ``<time datetime="…">`` with a UTC text that the page's script
-rewrites in the viewer's timezone.
+template as datetimes: it renders ``<time datetime="…" data-format="…">`` with a UTC text that the
+shared ``dashboard.js`` rewrites in the viewer's timezone; numbers and lengths are written as on the
+Calls page (``call_list``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from application.views import CallView
+from entrypoints.http.call_list import format_duration, format_phone, iso_utc, utc_text
 
 CALL_STATUSES = {
     "ringing": "Ringing",
@@ -41,26 +42,6 @@ ANNOUNCEMENTS = {
     "failed": "The recording failed.",
     "not_recorded": "There is no recording of this call.",
 }
-_NANP = re.compile(r"\+1([2-9]\d{2})(\d{3})(\d{4})")
-
-
-def phone_number(e164: str) -> str:
-    """``+15550200001`` as ``+1 (555) 020-0001``; other countries' numbers stay as they are."""
-    match = _NANP.fullmatch(e164)
-    return f"+1 ({match[1]}) {match[2]}-{match[3]}" if match else e164
-
-
-def clock(seconds: float | None) -> str:
-    """``m:ss`` (``h:mm:ss`` from an hour), or an empty string for an unknown length."""
-    if seconds is None:
-        return ""
-    minutes, secs = divmod(max(0, int(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def utc_text(moment: datetime) -> str:
-    return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
 
 
 @dataclass(frozen=True)
@@ -79,12 +60,12 @@ def lengths(view: CallView) -> Lengths:
             (view.call.answered_at - view.call.started_at).total_seconds() if view.call.answered_at else 0
         )
         if waited >= 1:
-            before = f"; the first {clock(waited)} were ringing and connecting"
+            before = f"; the first {format_duration(int(waited))} were ringing and connecting"
         note = (
-            f"The audio ({clock(audio)}) is shorter than the call ({clock(call)}): recording starts when "
-            f"the agent answers{before}."
+            f"The audio ({format_duration(audio)}) is shorter than the call ({format_duration(call)}): "
+            f"recording starts when the agent answers{before}."
         )
-    return Lengths(clock(call), clock(audio), note)
+    return Lengths(format_duration(call), format_duration(audio), note)
 
 
 def page_state(view: CallView) -> str:
@@ -144,8 +125,8 @@ def call_page(
     return {
         "call": view.call,
         "recording": view.recording,
-        "caller": phone_number(view.call.from_number),
-        "callee": phone_number(view.call.to_number),
+        "caller": format_phone(view.call.from_number),
+        "callee": format_phone(view.call.to_number),
         "call_status": CALL_STATUSES.get(view.call.status.value, view.call.status.value),
         "lengths": lengths(view),
         "state": page_state(view),
@@ -153,6 +134,7 @@ def call_page(
         "explanation": recording_explanation(view, now=now, stuck_after=stuck_after, reasons=reasons),
         "non_engagement": NON_ENGAGEMENT.get(reason, reason.replace("_", " ")) if reason else None,
         "utc": utc_text,
+        "iso": iso_utc,
     }
 
 

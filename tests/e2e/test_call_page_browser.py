@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from entrypoints.http.call_page import phone_number
+from entrypoints.http.call_list import format_phone
 from tests.e2e.conftest import RunningService, start_service
 from tests.e2e.pages import check_page
 from tests.e2e.test_dashboard_browser import browser, recorded_call, sign_in
@@ -139,10 +139,10 @@ async def test_the_waveform_has_two_lanes_and_a_click_seeks_and_the_page_works_b
         == f"{service.base_url}/dashboard/calls/{call_id}"
     )
 
-    # Who called and when, in the browser's timezone (New York here); the UTC text is the tooltip.
+    # Who called and when, in the browser's timezone (New York here), with the zone in the tooltip.
     heading = await page.text_content("h1") or ""
-    assert heading.startswith(f"Call from {phone_number(CALLER)}") and "EST" in heading, heading
-    assert (await page.get_attribute("h1 time", "title") or "").endswith(" UTC")
+    assert heading.startswith(f"Call from {format_phone(CALLER)}") and "UTC" not in heading, heading
+    assert "EST" in (await page.get_attribute("h1 time", "title") or "")
 
     await page.focus("body")
     reached = []

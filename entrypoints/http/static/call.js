@@ -1,4 +1,4 @@
-// The call page: times in the viewer's timezone, the copy-link button, the player, and a page that
+// The call page: the copy-link button, the player, and a page that
 // updates itself while the call or its recording is still in progress.
 //
 // Updating: a small poll of /dashboard/calls/{id}/state.json (every 2 s, slowing to 30 s), not a
@@ -14,22 +14,8 @@ const pageStatus = document.getElementById("page-status");
 const nonce = document.querySelector('script[src$="/call.js"]')?.nonce ?? "";
 const say = (text) => { pageStatus.textContent = text; };
 
-// Times: the server writes UTC; the viewer reads their own timezone (the UTC text stays as a tooltip).
-// <time data-format="time"> shows the time of day only; the shared dashboard.js formats those when present.
-const formats = {
-  datetime: new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "long" }),
-  time: new Intl.DateTimeFormat(undefined, { timeStyle: "medium" }),
-};
-function localTimes(root) {
-  for (const time of root.querySelectorAll("time[datetime]")) {
-    if (time.dataset.local || (time.dataset.format && window.callrecDashboard)) continue;
-    const moment = new Date(time.dateTime);
-    if (Number.isNaN(moment.getTime())) continue;
-    time.title = time.textContent;
-    time.textContent = (formats[time.dataset.format] ?? formats.datetime).format(moment);
-    time.dataset.local = "1";
-  }
-}
+// Times: <time data-format> elements are put in the viewer's timezone by the shared dashboard.js.
+const localTimes = (root) => window.callrecDashboard?.formatTimes(root);
 
 function copyLink() {
   const button = document.getElementById("copy-link");
@@ -95,7 +81,6 @@ function poll(delay) {
   }, delay);
 }
 
-localTimes(document);
 copyLink();
 initPlayer(document.getElementById("recording"), { nonce });
 if (page.dataset.settled !== "true") poll(2000);
