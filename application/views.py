@@ -28,6 +28,7 @@ class RecordingView:
     duration_s: int | None
     size_bytes: int | None
     content_type: str | None
+    error_code: str | None = None  # Twilio's ErrorCode of a failed or absent recording
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class CallView:
     non_engagement: bool = False
     # Only in a call's detail (``get_call``), oldest first; never "the" recording of the call.
     additional_recordings: tuple[AdditionalRecordingView, ...] = ()
+    # Why it is non-engagement (``robocall``, ``instant_hangup``, ``silent_recording``…), or None.
+    non_engagement_reason: str | None = None
     # Only in a call's detail: the paused stretches of its recording, oldest first.
     pauses: tuple[PauseInterval, ...] = ()
 
@@ -70,9 +73,9 @@ def own_recording_view(recording: Recording) -> RecordingView:
         audio = recording.audio
         return RecordingView("available", None, recording.duration_s, audio.size_bytes, audio.content_type)
     if recording.status == RecordingStatus.ABSENT:
-        return RecordingView("not_recorded", "no_audio", None, None, None)
+        return RecordingView("not_recorded", "no_audio", None, None, None, recording.error_code)
     if recording.status == RecordingStatus.FAILED:
-        return RecordingView("failed", None, recording.duration_s, None, None)
+        return RecordingView("failed", None, recording.duration_s, None, None, recording.error_code)
     return RecordingView("processing", None, recording.duration_s, None, None)
 
 
@@ -204,7 +207,7 @@ async def get_call(
 
 def _view(svc: Services, call: Call, recording: Recording | None) -> CallView:
     reason = non_engagement_reason(call, recording, instant_hangup=svc.settings.instant_hangup)
-    return CallView(call, recording_view(call, recording), reason is not None)
+    return CallView(call, recording_view(call, recording), reason is not None, non_engagement_reason=reason)
 
 
 def download_filename(call: Call) -> str:

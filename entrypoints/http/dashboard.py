@@ -12,6 +12,7 @@ is a second lock and stops a cross-site form from signing a browser in as someon
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +43,7 @@ from entrypoints.http.auth import (
     decode_token,
     retrieve_principal,
 )
+from entrypoints.http.call_page import call_page, call_state
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.forms import FORM_MAX_BYTES, read_form
 from entrypoints.http.schemas import IdPath
@@ -56,10 +58,13 @@ Download = Annotated[bool, QueryParameter(description="Serve the audio as an att
 TEMPLATES = TemplateConfig(directory=Path(__file__).parent / "templates", engine=JinjaTemplateEngine)
 STATIC_DIR = Path(__file__).parent / "static"
 # Scripts and styles come only from /dashboard/static (no inline code). The player loads the audio
-# from wherever the store's signed URLs point (S3 is another origin).
+# from wherever the store's signed URLs point (S3 is another origin), and the call page's waveform
+# fetches it from there to draw it (connect-src). The call page alone also allows the one <style>
+# element the waveform library puts in its shadow root, by a per-response nonce (``call_page_headers``).
 PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; media-src 'self'{media}; "
-    "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    "connect-src 'self'{media}; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
 )
 ACTION_LABELS = {
     "list_calls": "Listed the calls",
@@ -83,6 +88,8 @@ MODE_LABELS = {
     "on": "Always record",
     "off": "Never record",
 }
+# Why a call has no audio to play, by the recording's ``reason`` (the call page words the first two its
+# own way; any other reason is explained with these words).
 REASONS = {
     "recording_off": "Recording was off when this call happened.",
     "no_audio": "The call ended before any audio could be captured.",
@@ -110,6 +117,19 @@ def page_headers(media_origins: Sequence[str]) -> dict[str, str]:
         "Content-Security-Policy": PAGE_CSP.format(media="".join(f" {o}" for o in media_origins)),
         "X-Frame-Options": "DENY",
     }
+
+
+def call_page_headers(request: Request[Any, Any, State], nonce: str) -> dict[str, str]:
+    headers: dict[str, str] = dict(request.app.state.page_headers)
+    csp = headers["Content-Security-Policy"]
+    headers["Content-Security-Policy"] = csp.replace("style-src 'self'", f"style-src 'self' 'nonce-{nonce}'")
+    return headers
+
+
+def back_path(value: str | None) -> str:
+    """Where the call page's back link goes: the Calls page with the filters it was left with."""
+    target = return_path(value)
+    return target if target and urlsplit(target).path == "/dashboard/calls" else "/dashboard/calls"
 
 
 def page(request: Request[Any, Any, State], name: str, status: int = 200, **context: Any) -> Template:
@@ -297,9 +317,14 @@ class DashboardPages(Controller):
 
     @get("/calls/{call_id:str}")
     async def call_detail(
-        self, request: Request[Any, Any, State], call_id: CallId, services: ServicesDep
+        self,
+        request: Request[Any, Any, State],
+        call_id: CallId,
+        services: ServicesDep,
+        back: Annotated[str | None, QueryParameter(max_length=2048)] = None,
     ) -> Response[Any]:
-        """The call detail panel: a player and a download link when the recording is available."""
+        """The call page: who called and when, the recording (player, waveform, download) or why there
+        is none, the consent record, and a link to share. ``back`` is the Calls page to return to."""
         principal = await session_principal(request)
         if principal is None:
             return _sign_in(request)
@@ -314,22 +339,39 @@ class DashboardPages(Controller):
                 principal=principal,
                 message="No such call: it does not exist or belongs to another organization.",
             )
-        status = view.recording.status
-        explanation = REASONS.get(view.recording.reason or "", "")
-        if status == "processing":
-            explanation = "The recording is being processed."
-        elif status == "failed":
-            explanation = "The recording failed."
-        return page(
-            request,
-            "call.html",
-            title=f"Call from {view.call.from_number} at {view.call.started_at:%Y-%m-%d %H:%M:%S} UTC",
-            principal=principal,
-            call=view.call,
-            recording=view.recording,
-            explanation=explanation,
-            pauses=view.pauses,
+        settings: Settings = request.app.state.settings
+        nonce = secrets.token_urlsafe(16)
+        context = call_page(
+            view, now=services.clock.now(), stuck_after=settings.reconcile_stuck_after, reasons=REASONS
         )
+        return Template(
+            template_name="call.html",
+            context={
+                **context,
+                "title": f"Call from {context['caller']} on {view.call.started_at:%Y-%m-%d %H:%M} UTC",
+                "principal": principal,
+                "back": back_path(back),
+                "link": f"{settings.public_url.rstrip('/')}/dashboard/calls/{view.call.id}",
+                "nonce": nonce,
+                "pauses": view.pauses,
+            },
+            headers=call_page_headers(request, nonce),
+        )
+
+    @get("/calls/{call_id:str}/state.json")
+    async def call_state(
+        self, request: Request[Any, Any, State], call_id: CallId, services: ServicesDep
+    ) -> Response[Any]:
+        """What the call page polls until the call and its recording settle (401 without a session)."""
+        principal = await session_principal(request)
+        if principal is None:
+            raise NotAuthorizedException("no dashboard session")
+        view = await views.get_call(services, org_id=principal.org_id, call_id=call_id, kinds=CUSTOMER)
+        settings: Settings = request.app.state.settings
+        state = call_state(
+            view, now=services.clock.now(), stuck_after=settings.reconcile_stuck_after, reasons=REASONS
+        )
+        return Response(state, headers={"Cache-Control": "no-store"})
 
     @get("/calls/{call_id:str}/audio")
     async def call_audio(
