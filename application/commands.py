@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.audit import AuditActor
-from domain.model import CallStatus, ProviderRecordingStatus, StreamEvent
+from domain.model import CallStatus, NumberRecordingMode, ProviderRecordingStatus, StreamEvent
 
 
 class Command:
@@ -24,6 +24,15 @@ class UpsertOrganization(Command):
 class SetCallRecording(Command):
     org_id: str
     enabled: bool
+    changed_by: str
+    actor: AuditActor | None = None  # for the audit log; None: ``changed_by``, as the service itself
+
+
+@dataclass(frozen=True)
+class SetNumberRecording(Command):
+    org_id: str
+    number: str
+    mode: NumberRecordingMode
     changed_by: str
     actor: AuditActor | None = None  # for the audit log; None: ``changed_by``, as the service itself
 

@@ -67,6 +67,8 @@ organizations = Table(
     Column("recording_changed_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    # {number: {"mode", "changed_by", "changed_at"}}: the numbers someone set on, off or inherit
+    Column("number_recording", Text, nullable=False, server_default="{}"),
     Column("retention_days", Integer),  # None: kept indefinitely (migration 0017)
 )
 

@@ -1,7 +1,7 @@
 """data lifecycle: purged recordings, legal hold on calls, the org's retention policy
 
 Revision ID: 0017
-Revises: 0020
+Revises: 0016
 Create Date: 2026-11-29 06:00:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from adapters.sqlalchemy.tables import UTCDateTime
 
 revision: str = "0017"
-down_revision: str | None = "0020"
+down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
