@@ -429,6 +429,7 @@ class DashboardPages(Controller):
             entries=entries,
             actions=ACTION_LABELS,
             roles=ROLE_LABELS,
+            fmt=call_list,
             next_cursor=encode_audit_cursor(next_cursor) if next_cursor else None,
         )
 
