@@ -123,3 +123,25 @@ class PauseRecording(Command):
 class ResumeRecording(Command):
     call_id: str
     actor: AuditActor | None = None  # for the audit log; None: the platform service
+
+
+@dataclass(frozen=True)
+class SetRetention(Command):
+    """Keep the org's recordings ``days`` days (1 to 3650), or indefinitely (None)."""
+
+    org_id: str
+    days: int | None
+    changed_by: str
+    actor: AuditActor | None = None
+
+
+@dataclass(frozen=True)
+class SetLegalHold(Command):
+    """Place (``held``, with a reason) or release the legal hold of one of the org's calls."""
+
+    org_id: str
+    call_id: str
+    held: bool
+    reason: str
+    by: str
+    actor: AuditActor | None = None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from application import commands, pauses, webhooks
+from application import commands, deletion, pauses, retention, webhooks
 from application.errors import (
     ArchiveVerificationFailed,
     NotFound,
@@ -499,6 +499,7 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
     async with svc.uow() as uow:
         recording = await uow.recordings.get(event.recording_id)
         assert recording is not None
+        purged = recording.status == RecordingStatus.PURGED
         recording.archived(
             storage_key=key,
             size_bytes=downloaded,
@@ -507,6 +508,8 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
             now=svc.clock.now(),
         )
         await uow.commit()
+    if purged:  # purged while this upload ran: what it wrote must not outlive the purge
+        await svc.store.delete(key)
 
 
 async def delete_twilio_copy(event: events.RecordingArchived, svc: Services) -> None:
@@ -545,6 +548,8 @@ COMMAND_HANDLERS: dict[type[commands.Command], CommandHandler] = {
     commands.RetryWebhookDelivery: webhooks.retry_webhook_delivery,
     commands.PauseRecording: pauses.pause_recording,
     commands.ResumeRecording: pauses.resume_recording,
+    commands.SetRetention: retention.set_retention,
+    commands.SetLegalHold: retention.set_legal_hold,
 }
 
 # Each event handler is a named consumer: the name is what ``(consumer, event id)`` dedupe records.
@@ -561,6 +566,10 @@ EVENT_HANDLERS: dict[type[events.Event], list[tuple[str, EventHandler]]] = {
     events.CallEnded: [("calls.settle", webhooks.settle_call)],
     events.RecordingAbsent: [("calls.settle", webhooks.settle_call)],
     events.RecordingFailed: [("calls.settle", webhooks.settle_call)],
+    events.RecordingPurged: [
+        ("store.delete-purged", deletion.delete_purged_audio),
+        ("calls.settle", webhooks.settle_call),
+    ],
     events.CallScorabilityRecorded: [("calls.settle", webhooks.settle_or_withdraw)],
     events.CallSettled: [("webhooks.enqueue", webhooks.enqueue_call_ended)],
     events.RecordingPaused: [("telephony.pause-recording", pauses.set_capture_at_twilio)],

@@ -169,6 +169,11 @@ class RecordingStore(Protocol):
         """
         ...
 
+    async def delete(self, key: str) -> None:
+        """Remove the object for good: on a versioned bucket every version and delete marker of
+        ``key`` too, so nothing can restore it. Deleting a missing key is not an error."""
+        ...
+
 
 # --- webhooks -----------------------------------------------------------------------------------
 
@@ -248,6 +253,9 @@ class OrganizationRepository(Protocol):
     def add(self, org: Organization) -> None: ...
     async def get(self, org_id: str) -> Organization | None: ...
     async def get_by_phone_number(self, number: str) -> Organization | None: ...
+    async def with_retention(self) -> list[Organization]:
+        """The organizations whose recordings are kept a limited time (``retention_days`` set)."""
+        ...
 
 
 class CallRepository(Protocol):
@@ -291,6 +299,13 @@ class RecordingRepository(Protocol):
     async def paused_too_long(self, *, paused_before: datetime, limit: int) -> list[Recording]:
         """Recordings paused since before ``paused_before``, or paused while their call has ended,
         longest paused first: the automatic resume's work list."""
+        ...
+
+    async def past_retention(
+        self, *, org_id: str, started_before: datetime, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Recording]:
+        """The org's recordings holding audio (archived, or completed at Twilio) of calls started
+        before ``started_before`` and not under legal hold, by (call start, id) after ``after``."""
         ...
 
 

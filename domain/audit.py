@@ -34,6 +34,10 @@ CHANGE_ACTIONS = (
     "set_number_recording_inherit",
     "pause_recording",
     "resume_recording",
+    "set_retention",
+    "purge_recording",
+    "place_legal_hold",
+    "release_legal_hold",
 )
 ACTIONS = ACCESS_ACTIONS + CHANGE_ACTIONS
 OPERATIONS_ROLE = "ops_admin"  # the platform's operations team: every access needs a reason

@@ -83,6 +83,9 @@ def greeting_with_disclosure(greeting: str, recorded: bool) -> str:
     return f"{DISCLOSURE_TEXT} {greeting}".strip()
 
 
+MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 1, 3650
+
+
 class CallKind(enum.StrEnum):
     CUSTOMER = "customer"
     DISCOVERY = "discovery"
@@ -123,6 +126,7 @@ class Organization:
         created_at: datetime,
         number_recording: dict[str, NumberRecording] | None = None,
         version: int = 0,
+        retention_days: int | None = None,
     ) -> None:
         self.id = id
         self.name = name
@@ -135,6 +139,7 @@ class Organization:
         # Each number's own setting, once someone set it; a number without one inherits the toggle.
         self.number_recording = dict(number_recording or {})
         self.version = version
+        self.retention_days = retention_days  # None: recordings are kept indefinitely
         self.events: list[events.Event] = []
 
     @classmethod
@@ -207,8 +212,31 @@ class Organization:
             )
         )
 
+    def set_retention(self, *, days: int | None, by: str, now: datetime) -> bool:
+        """Keep recordings ``days`` days (1 to 3650), or indefinitely (None). Returns whether it changed."""
+        if days is not None and not MIN_RETENTION_DAYS <= days <= MAX_RETENTION_DAYS:
+            raise InvalidValue(
+                f"retention days must be {MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS}, or null (indefinite)"
+            )
+        if days == self.retention_days:
+            return False
+        self.retention_days = days
+        self.events.append(
+            events.RetentionPolicyChanged(occurred_at=now, org_id=self.id, days=days, changed_by=by)
+        )
+        return True
+
 
 # --- Call ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LegalHold:
+    """A call frozen for a dispute: its audio is not purged nor erased until the hold is released."""
+
+    held_by: str
+    reason: str
+    held_at: datetime
 
 
 @dataclass(frozen=True)
@@ -295,6 +323,8 @@ class Call:
         settled_at: datetime | None = None,
         version: int = 0,
         non_engagement_reason: str | None = None,
+        legal_hold: LegalHold | None = None,
+        audio_purged_at: datetime | None = None,
     ) -> None:
         self.id = id
         self.org_id = org_id
@@ -317,7 +347,46 @@ class Call:
         self.settled_at = settled_at  # when the call ended and its recording settled: call.ended
         self.version = version
         self.non_engagement_reason = non_engagement_reason  # the verdict CallSettled carried
+        self.legal_hold = legal_hold
+        self.audio_purged_at = audio_purged_at  # when its audio was last purged (retention, erasure)
         self.events: list[events.Event] = []
+
+    @property
+    def held(self) -> bool:
+        """Under legal hold: purge and erasure leave its audio alone."""
+        return self.legal_hold is not None
+
+    def place_legal_hold(self, *, by: str, reason: str, now: datetime) -> bool:
+        """Freeze the call's audio; a reason is required. Returns whether anything changed."""
+        reason = reason.strip()
+        if not reason:
+            raise InvalidValue("a legal hold needs a reason")
+        if self.legal_hold is not None and self.legal_hold.reason == reason:
+            return False
+        self.legal_hold = LegalHold(held_by=by, reason=reason, held_at=now)
+        self.events.append(
+            events.LegalHoldPlaced(
+                occurred_at=now, org_id=self.org_id, call_id=self.id, held_by=by, reason=reason
+            )
+        )
+        return True
+
+    def audio_purged(self, now: datetime) -> None:
+        """Its recordings' audio was purged in this transaction. Writing the call as well makes a
+        purge and a legal hold placed at the same moment collide (one retries and sees the other)."""
+        if self.held:
+            raise InvalidTransition("a call under legal hold keeps its audio")
+        self.audio_purged_at = now
+
+    def release_legal_hold(self, *, by: str, now: datetime) -> bool:
+        """Lift the hold: the call's audio is subject to retention and erasure again."""
+        if self.legal_hold is None:
+            return False
+        self.legal_hold = None
+        self.events.append(
+            events.LegalHoldReleased(occurred_at=now, org_id=self.org_id, call_id=self.id, released_by=by)
+        )
+        return True
 
     @property
     def recorded(self) -> bool:
@@ -574,15 +643,29 @@ class RecordingStatus(enum.StrEnum):
     FAILED = "failed"
     DISCARDING = "discarding"  # audio the caller was not told about: being stopped and deleted at Twilio
     DISCARDED = "discarded"  # deleted at Twilio without ever being archived (``discard_reason`` says why)
+    PURGED = "purged"  # its audio deleted for good (``purge_reason`` says why); metadata kept
 
 
 # Why a recording was discarded: the call was not to be recorded (the toggle was off at arrival).
 DISCARDED_RECORDING_OFF = "recording_off"
 
+# Why a recording's audio was purged: the org's retention policy, a caller's erasure request, or the
+# call was filtered out (not kept).
+PURGE_RETENTION = "retention"
+PURGE_ERASURE = "erasure"
+PURGE_FILTERED = "filtered"
+PURGE_REASONS = frozenset({PURGE_RETENTION, PURGE_ERASURE, PURGE_FILTERED})
+
 LIVE_STATUSES = frozenset({RecordingStatus.REQUESTED, RecordingStatus.IN_PROGRESS})
 ARCHIVED_STATUSES = frozenset({RecordingStatus.ARCHIVED, RecordingStatus.TWILIO_DELETED})
+# Audio exists somewhere (our store, or Twilio only while ``completed``): what a purge may delete.
+PURGEABLE_STATUSES = ARCHIVED_STATUSES | {RecordingStatus.COMPLETED}
 # A recording in one of these will not change any more as far as the call's subscribers care.
-SETTLED_STATUSES = ARCHIVED_STATUSES | {RecordingStatus.ABSENT, RecordingStatus.FAILED}
+SETTLED_STATUSES = ARCHIVED_STATUSES | {
+    RecordingStatus.ABSENT,
+    RecordingStatus.FAILED,
+    RecordingStatus.PURGED,
+}
 # Twilio may still report these as absent or failed.
 _AT_TWILIO_UNFINISHED = LIVE_STATUSES | {RecordingStatus.DISCARDING}
 _LIVE_OR_DONE = frozenset({ProviderRecordingStatus.CAPTURING, ProviderRecordingStatus.COMPLETED})
@@ -638,6 +721,9 @@ class Recording:
     pauses: list[PauseInterval] = field(default_factory=list)  # oldest first; the last may be open
     version: int = 0
     events: list[Event] = field(default_factory=list, compare=False, repr=False)
+    purged_at: datetime | None = None
+    purge_reason: str | None = None
+    audio_deleted_at: datetime | None = None  # every copy (store, all versions; Twilio) is gone
 
     @classmethod
     def request(cls, *, call: Call, now: datetime) -> Recording:
@@ -760,8 +846,8 @@ class Recording:
     def archived(
         self, *, storage_key: str, size_bytes: int, sha256: str, content_type: str, now: datetime
     ) -> None:
-        """The audio is in our store and was verified byte for byte."""
-        if self.is_archived:
+        """The audio is in our store and was verified byte for byte. A purged recording stays purged."""
+        if self.is_archived or self.status == RecordingStatus.PURGED:
             return
         if self.status != RecordingStatus.COMPLETED:
             raise InvalidTransition(f"cannot archive a recording that is {self.status}")
@@ -844,3 +930,36 @@ class Recording:
             reason=reason.value,
         )
         return True
+
+    def purge(self, *, reason: str, now: datetime) -> None:
+        """Delete the audio for good (``reason``: retention, erasure, filtered); the metadata stays.
+
+        From ``archived``/``twilio_deleted`` (audio in our store) or ``completed`` (at Twilio only). Once
+        purged the recording is never archived again nor served. ``RecordingPurged`` has the copies
+        deleted; a second purge is a no-op.
+        """
+        if reason not in PURGE_REASONS:
+            raise InvalidValue(f"unknown purge reason {reason!r}")
+        if self.status == RecordingStatus.PURGED:
+            return
+        if self.status not in PURGEABLE_STATUSES:
+            raise InvalidTransition(f"cannot purge a recording that is {self.status}")
+        self.status = RecordingStatus.PURGED
+        self.purged_at = now
+        self.purge_reason = reason
+        self._emit(
+            events.RecordingPurged,
+            now,
+            recording_sid=self.recording_sid,
+            storage_key=self.audio.storage_key if self.audio is not None else None,
+            reason=reason,
+        )
+
+    def audio_deleted(self, now: datetime) -> None:
+        """Every copy of the purged audio is gone: our store's (all versions) and Twilio's."""
+        if self.status != RecordingStatus.PURGED:
+            raise InvalidTransition("only a purged recording's audio is deleted")
+        if self.audio_deleted_at is None:
+            self.audio_deleted_at = now
+        if self.twilio_deleted_at is None:
+            self.twilio_deleted_at = now

@@ -1,4 +1,4 @@
-"""``callrec serve | worker | migrate | token | dlq | reconcile | audit | demo``."""
+"""``callrec serve | worker | migrate | token | dlq | reconcile | purge | audit | demo``."""
 
 from __future__ import annotations
 
@@ -127,6 +127,18 @@ def _reconcile(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _purge(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from entrypoints.purge import purge_once
+
+    report = asyncio.run(purge_once(Settings.from_env(), drain_s=args.drain_s))
+    print(report)
+    for call_id, error in report.failed:
+        print(f"  {call_id}: {error}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -191,6 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         "--drain-s", type=float, default=60.0, help="seconds to hand on the resumed work (0: leave it)"
     )
     reconcile.set_defaults(func=_reconcile)
+    purge = sub.add_parser(
+        "purge", help="delete the audio of calls older than their organization's retention policy, once"
+    )
+    purge.add_argument(
+        "--drain-s", type=float, default=60.0, help="seconds to carry out the deletions here (0: leave it)"
+    )
+    purge.set_defaults(func=_purge)
     demo = sub.add_parser(
         "demo", help="play a recorded call through the service with a built-in Twilio stand-in"
     )

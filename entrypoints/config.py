@@ -469,6 +469,16 @@ class Settings(BaseModel):
         section="reconcile",
     )
 
+    # --- the retention purge ---------------------------------------------------------------------------
+    purge_interval_s: Annotated[float, Seconds(0, 30 * 86400)] = _env(
+        "CALLREC_PURGE_INTERVAL_S",
+        86400.0,
+        "how often the retention purge runs (deleting the audio of calls older than their org's "
+        "retention policy): in `callrec serve` on the in-process bus, and in each `callrec worker` "
+        "with `CALLREC_BUS=kafka`; `0` turns it off (`callrec purge` runs it once)",
+        section="purge",
+    )
+
     # --- Kafka ------------------------------------------------------------------------------------------
     bus: str = _env(
         "CALLREC_BUS",
@@ -733,7 +743,7 @@ def _explain(error: ValidationError) -> str:
 # --- docs/configuration.md ------------------------------------------------------------------------
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
-SECTIONS = ("service", "webhooks", "secrets", "s3", "reconcile", "kafka")
+SECTIONS = ("service", "webhooks", "secrets", "s3", "reconcile", "kafka", "purge")
 
 
 def variables() -> dict[str, FieldInfo]:

@@ -27,6 +27,7 @@ from application.outbox import OutboxRelay
 from application.pauses import PauseLimiter
 from application.ports import Clock
 from application.reconcile import RecordingReconciler
+from application.retention import RetentionPurger
 from application.services import Services
 from application.settling import CallSettler
 from application.webhook_delivery import WebhookDeliveryScheduler
@@ -171,6 +172,10 @@ def _reconciler(services: Services, bus: MessageBus, settings: Settings) -> Reco
     )
 
 
+def _purger(services: Services, settings: Settings) -> RetentionPurger:
+    return RetentionPurger(services, poll_interval=settings.purge_interval_s)  # 0: not run periodically
+
+
 def kafka_options(settings: Settings) -> KafkaOptions:
     from adapters.kafka import KafkaOptions
 
@@ -274,6 +279,7 @@ class Container(containers.DeclarativeContainer):
     relay = providers.Singleton(_relay, uow_factory, publisher, clock, settings)
     # The background loops; entrypoints/runtime.py chooses which run where, and runs them.
     reconciler = providers.Singleton(_reconciler, services, bus, settings)
+    purger = providers.Singleton(_purger, services, settings)
     webhook_scheduler = providers.Singleton(_webhook_scheduler, services, settings)
     call_settler = providers.Singleton(_call_settler, services, settings)
     pause_limiter = providers.Singleton(PauseLimiter, services)

@@ -16,16 +16,21 @@ loop                       does                                             on s
 ``reconciliation-sweep``   resumes stuck recordings every                   cancelled: a pass may be
                            ``CALLREC_RECONCILE_INTERVAL_S`` (``Recording-   archiving a long recording,
                            Reconciler``)                                    the next sweep resumes it
+``retention-purge``        deletes audio past each org's retention policy   cancelled: the next pass
+                           every ``CALLREC_PURGE_INTERVAL_S`` (``Retention- picks up where it stopped
+                           Purger``)
 ``kafka-consumers``        the consumers of ``callrec worker``              leave their groups cleanly
                            (``KafkaWorker``)
 =========================  ===============================================  ============================
 
 The entrypoints only choose: ``callrec serve`` runs ``serve_loops`` (relay, webhooks, settling, the
-pause limit, and the sweep on the in-process bus), ``callrec worker`` runs ``worker_loops`` (consumers,
-relay, webhooks, settling, the pause limit, sweep), ``callrec reconcile`` runs one sweep and drains the relay
-(``entrypoints/reconcile.py``).
+pause limit, and the sweep and the purge on the in-process bus), ``callrec worker`` runs
+``worker_loops`` (consumers, relay, webhooks, settling, the pause limit, sweep, purge), ``callrec
+reconcile`` runs one sweep and drains the relay (``entrypoints/reconcile.py``), ``callrec purge`` one
+purge pass.
 ``BackgroundRuntime`` starts them, restarts one that crashes (logged, after a pause), and stops them
-in order: it cancels the sweep first, then sets ``stop`` and waits for the others in the order given.
+in order: it cancels the sweep and the purge first, then sets ``stop`` and waits for the others in
+the order given.
 Several processes may run the same loops over one database: each claims, leases or idempotently
 repeats what it does.
 """
@@ -191,6 +196,16 @@ async def sweep_loop(container: Any) -> list[BackgroundLoop]:
     return [BackgroundLoop("reconciliation-sweep", reconciler.run_forever, cancel=True)]
 
 
+async def purge_loop(container: Any) -> list[BackgroundLoop]:
+    """The periodic retention purge, or none when ``CALLREC_PURGE_INTERVAL_S`` is 0. Several processes
+    may each run one."""
+    settings: Settings = container.settings()
+    if settings.purge_interval_s <= 0:
+        return []
+    purger = await resolve(container.purger)
+    return [BackgroundLoop("retention-purge", purger.run_forever, cancel=True)]
+
+
 async def serve_loops(container: Any) -> list[BackgroundLoop]:
     """``callrec serve``: the relay and webhooks in both bus modes; the sweep on the in-process bus
     (with Kafka the workers run it)."""
@@ -198,6 +213,7 @@ async def serve_loops(container: Any) -> list[BackgroundLoop]:
     loops = [await relay_loop(container), *await webhook_loops(container), await pause_loop(container)]
     if settings.bus == "inprocess":
         loops += await sweep_loop(container)
+        loops += await purge_loop(container)
     return loops
 
 
@@ -212,4 +228,5 @@ async def worker_loops(container: Any, worker: Any) -> list[BackgroundLoop]:
         *await webhook_loops(container),
         await pause_loop(container),
         *await sweep_loop(container),
+        *await purge_loop(container),
     ]

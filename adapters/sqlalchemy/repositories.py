@@ -37,7 +37,16 @@ from adapters.sqlalchemy.repository import Repository
 from application.ports import CallQuery
 from application.views import RECORDING_STATUSES, own_recording_view, recording_view
 from domain import events as ev
-from domain.model import ENDED_STATUSES, SETTLED_STATUSES, Call, Organization, Recording, RecordingStatus
+from domain.model import (
+    ENDED_STATUSES,
+    PURGE_FILTERED,
+    PURGEABLE_STATUSES,
+    SETTLED_STATUSES,
+    Call,
+    Organization,
+    Recording,
+    RecordingStatus,
+)
 
 _c, _r, _p = t.calls.c, t.recordings.c, t.organization_phone_numbers.c
 
@@ -57,6 +66,15 @@ class SqlAlchemyOrganizationRepository(Repository[Organization]):
 
     async def get_by_phone_number(self, number: str) -> Organization | None:
         return await self._first(self._by_phone_number, {"number": number})
+
+    _with_retention = (
+        select(t.organizations)
+        .where(t.organizations.c.retention_days.is_not(None))
+        .order_by(t.organizations.c.id)
+    )
+
+    async def with_retention(self) -> list[Organization]:
+        return await self._all(self._with_retention)
 
 
 RECORDING_STATES = frozenset(RECORDING_STATUSES)
@@ -134,6 +152,8 @@ def _state_of_recording(r: Any) -> Any:
         (and_(r.status.in_(archived), r.storage_key.is_not(None)), "available"),
         (r.status == RecordingStatus.ABSENT.value, "not_recorded"),
         (r.status == RecordingStatus.FAILED.value, "failed"),
+        (and_(r.status == RecordingStatus.PURGED.value, r.purge_reason == PURGE_FILTERED), "not_recorded"),
+        (r.status == RecordingStatus.PURGED.value, "purged"),
         else_="processing",
     )
 
@@ -156,7 +176,12 @@ RESTATE = (
 
 
 class SqlAlchemyCallRepository(Repository[Call]):
-    mapping = AggregateMapping(Call, t.calls, fields={"consent": Embedded()}, derived=["recording_state"])
+    mapping = AggregateMapping(
+        Call,
+        t.calls,
+        fields={"consent": Embedded(), "legal_hold": Embedded(prefix="legal_hold_")},
+        derived=["recording_state"],
+    )
     _by_sid = select(t.calls).where(_c.call_sid == bindparam("call_sid"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -332,3 +357,33 @@ class SqlAlchemyRecordingRepository(Repository[Recording]):
     ) -> list[Recording]:
         params = {"statuses": [s.value for s in statuses], "updated_before": updated_before, "limit": limit}
         return await self._all(self._stuck, params)
+
+    async def past_retention(
+        self, *, org_id: str, started_before: datetime, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Recording]:
+        params: dict[str, Any] = {"org_id": org_id, "started_before": started_before, "limit": limit}
+        if after is None:
+            return await self._all(_PAST_RETENTION, params)
+        params["after_started"], params["after_id"] = after
+        return await self._all(_PAST_RETENTION_AFTER, params)
+
+
+# The purge pass's page: ix_recordings_org_call_started, held calls left out.
+_PAST_RETENTION = (
+    select(t.recordings)
+    .join(t.calls, _c.id == _r.call_id)
+    .where(
+        _r.org_id == bindparam("org_id"),
+        _r.call_started_at < bindparam("started_before", type_=_r.call_started_at.type),
+        _r.status.in_([s.value for s in PURGEABLE_STATUSES]),
+        _c.legal_hold_held_by.is_(None),
+    )
+    .order_by(_r.call_started_at, _r.id)
+    .limit(bindparam("limit", type_=Integer()))
+)
+_PAST_RETENTION_AFTER = _PAST_RETENTION.where(
+    tuple_(_r.call_started_at, _r.id)
+    > tuple_(
+        bindparam("after_started", type_=_r.call_started_at.type), bindparam("after_id", type_=_r.id.type)
+    )
+)

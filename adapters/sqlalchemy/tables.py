@@ -69,6 +69,7 @@ organizations = Table(
     Column("version", Integer, nullable=False),
     # {number: {"mode", "changed_by", "changed_at"}}: the numbers someone set on, off or inherit
     Column("number_recording", Text, nullable=False, server_default="{}"),
+    Column("retention_days", Integer),  # None: kept indefinitely (migration 0017)
 )
 
 organization_phone_numbers = Table(
@@ -107,6 +108,11 @@ calls = Table(
     Column("transfer_stage", String(16)),
     Column("version", Integer, nullable=False),
     Column("settled_at", UTCDateTime),  # ended and its recording settled: call.ended (migration 0010)
+    # legal hold (migration 0017): who placed it, why and when; null when the call is not held
+    Column("legal_hold_held_by", String(200)),
+    Column("legal_hold_reason", Text),
+    Column("legal_hold_held_at", UTCDateTime),
+    Column("audio_purged_at", UTCDateTime),
     # What the list shows of its recording (available | processing | not_recorded | failed), kept in
     # step by the unit of work with the call and its own recording: no column of the Call (migration 0014).
     Column("recording_state", String(16), nullable=False),
@@ -147,11 +153,16 @@ recordings = Table(
     Column("discard_reason", String(32)),  # deleted at Twilio unarchived, and why (migration 0012)
     Column("version", Integer, nullable=False),
     Column("updated_at", UTCDateTime),  # set on every write: how long a recording has sat in its state
+    # purged audio (migration 0017): when and why; when every copy was gone
+    Column("purged_at", UTCDateTime),
+    Column("purge_reason", String(16)),
+    Column("audio_deleted_at", UTCDateTime),
     Index("ix_recordings_status_updated", "status", "updated_at"),
     # Its pauses, as JSON (a handful at most, always read and written with the recording), and when
     # the pause in force began (none: not paused), for the automatic resume (migration 0018).
     Column("pauses", Text, nullable=False, server_default=text("'[]'")),
     Column("paused_since", UTCDateTime, index=True),
+    Index("ix_recordings_org_call_started", "org_id", "call_started_at", "id"),  # the purge pass
 )
 
 outbox = Table(

@@ -21,12 +21,12 @@ from application import audit, commands, views
 from application.errors import NotFound
 from application.ports import AuditCursor, CallCursor
 from domain.audit import AuditEntry
-from domain.model import DISCLOSURE_TEXT, CallKind, NumberRecordingMode, Organization, PauseInterval
+from domain.model import DISCLOSURE_TEXT, Call, CallKind, NumberRecordingMode, Organization, PauseInterval
 from entrypoints.http import call_list
 from entrypoints.http.auth import admin_guard, audit_actor, customer_guard, principal_of
 from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
-from entrypoints.http.errors import AUDIT_DOWN, AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND
+from entrypoints.http.errors import AUDIT_DOWN, AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, GONE, NOT_FOUND
 from entrypoints.http.schemas import (
     AdditionalRecordingResponse,
     AuditEntryResponse,
@@ -36,6 +36,8 @@ from entrypoints.http.schemas import (
     CallResponse,
     ConsentResponse,
     IdPath,
+    LegalHoldResponse,
+    LegalHoldUpdate,
     NumberPath,
     NumberRecordingSetting,
     NumberRecordingUpdate,
@@ -43,6 +45,8 @@ from entrypoints.http.schemas import (
     RecordingResponse,
     RecordingSetting,
     RecordingSettingUpdate,
+    RetentionSetting,
+    RetentionSettingUpdate,
 )
 
 CUSTOMER = (CallKind.CUSTOMER,)
@@ -87,8 +91,17 @@ def call_body(view: views.CallView, base_path: str = "/api/v1/calls") -> CallRes
             content_type=rec.content_type,
             playback_url=f"{base_path}/{call.id}/recording" if available else None,
             download_url=f"{base_path}/{call.id}/recording?download=true" if available else None,
+            purged_at=_iso(rec.purged_at),
         ),
+        legal_hold=legal_hold_body(call),
     )
+
+
+def legal_hold_body(call: Call) -> LegalHoldResponse:
+    hold = call.legal_hold
+    if hold is None:
+        return LegalHoldResponse(held=False, reason=None, held_by=None, held_at=None)
+    return LegalHoldResponse(held=True, reason=hold.reason, held_by=hold.held_by, held_at=_iso(hold.held_at))
 
 
 def call_detail_body(view: views.CallView, base_path: str = "/api/v1/calls") -> CallDetailResponse:
@@ -170,7 +183,7 @@ def audit_entry_body(entry: AuditEntry) -> AuditEntryResponse:
     )
 
 
-RecordingFilter = Literal["available", "processing", "not_recorded", "failed"]
+RecordingFilter = Literal["available", "processing", "not_recorded", "failed", "purged"]
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")]
 Cursor = CursorQuery
 
@@ -317,6 +330,7 @@ class DashboardApi(Controller):
             **AUTH_ERRORS,
             **BAD_REQUEST,
             **NOT_FOUND,
+            **GONE,
             **AUDIT_DOWN,
         },
     )
@@ -327,7 +341,7 @@ class DashboardApi(Controller):
         services: ServicesDep,
         download: Annotated[bool, QueryParameter(description="Serve the audio as an attachment")] = False,
     ) -> Response[Any]:
-        """307 to a short-lived signed URL of the audio (Range requests work on it).
+        """307 to a short-lived signed URL of the audio (Range requests work on it); 410 once purged.
 
         The access is in the org's audit log before the URL is issued; 503 when it cannot be written.
         """
@@ -340,6 +354,61 @@ class DashboardApi(Controller):
             download=download,
         )
         return Redirect(url, status_code=307, headers={"Cache-Control": "no-store"})
+
+    @get("/settings/retention", responses={**AUTH_ERRORS, **NOT_FOUND})
+    async def get_retention(
+        self, request: Request[Any, Any, State], services: ServicesDep
+    ) -> RetentionSetting:
+        """How long the org keeps its recordings, in days; null: indefinitely (the default)."""
+        async with services.reader() as uow:
+            org = await uow.organizations.get(principal_of(request).org_id)
+        if org is None:
+            raise NotFound("organization not found")
+        return RetentionSetting(days=org.retention_days)
+
+    @put("/settings/retention", guards=[admin_guard], responses={**AUTH_ERRORS, **BODY_ERRORS, **NOT_FOUND})
+    async def put_retention(
+        self, request: Request[Any, Any, State], data: JSONBody[RetentionSettingUpdate], bus: Bus
+    ) -> RetentionSetting:
+        """Keep the org's recordings `days` days (1 to 3650), or indefinitely (null); admins only.
+
+        The daily purge then deletes the audio of calls that started longer ago than that (calls under
+        legal hold excepted) and keeps their details. Audited."""
+        principal = principal_of(request)
+        org = await bus.handle(
+            commands.SetRetention(
+                org_id=principal.org_id,
+                days=None if data.days is None else int(data.days),
+                changed_by=principal.sub,
+                actor=audit_actor(request),
+            )
+        )
+        return RetentionSetting(days=org.retention_days)
+
+    @put(
+        "/calls/{call_id:str}/legal-hold",
+        guards=[admin_guard],
+        responses={**AUTH_ERRORS, **BODY_ERRORS, **NOT_FOUND},
+    )
+    async def put_legal_hold(
+        self, request: Request[Any, Any, State], call_id: CallId, data: JSONBody[LegalHoldUpdate], bus: Bus
+    ) -> LegalHoldResponse:
+        """Place (`held: true`, a non-empty `reason` required) or release a call's legal hold (admins).
+
+        A held call's recording is neither purged by retention nor erased until the hold is released.
+        Audited."""
+        principal = principal_of(request)
+        call = await bus.handle(
+            commands.SetLegalHold(
+                org_id=principal.org_id,
+                call_id=call_id,
+                held=data.held,
+                reason=data.reason,
+                by=principal.sub,
+                actor=audit_actor(request),
+            )
+        )
+        return legal_hold_body(call)
 
     @get("/audit-log", guards=[admin_guard], responses={**AUTH_ERRORS, **BAD_REQUEST})
     async def audit_log(

@@ -23,6 +23,7 @@ RECORDING_LABELS = {
     "processing": "Processing",
     "not_recorded": "Not recorded",
     "failed": "Failed",
+    "purged": "Deleted",
 }
 CALL_STATUS_LABELS = {
     "completed": "Completed",

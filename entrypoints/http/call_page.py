@@ -108,6 +108,8 @@ def recording_explanation(
     if recording.reason == "recording_off":
         return "Recording was off when this call came in, so nothing was recorded."
     if recording.reason and recording.reason != "no_audio" and recording.reason in reasons:
+        if recording.status == "purged" and recording.purged_at is not None:
+            return f"{reasons[recording.reason]} Deleted on {recording.purged_at:%Y-%m-%d}."
         return reasons[recording.reason]
     if view.non_engagement_reason == "silent_recording":
         return "Twilio captured only silence, so there is no audio to play."

@@ -29,9 +29,10 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
 from application import audit, commands, views
-from application.errors import NotFound
+from application.errors import NotFound, RecordingGone
 from application.ports import CallQuery
 from application.views import RECORDING_STATUSES
+from domain.errors import InvalidValue
 from domain.model import DISCLOSURE_TEXT, CallKind, NumberRecordingMode, is_phone_number
 from entrypoints.config import Settings
 from entrypoints.http import call_list
@@ -81,6 +82,10 @@ ACTION_LABELS = {
     "set_number_recording_inherit": "Set a number to follow the organization's recording setting",
     "pause_recording": "Paused a call's recording",
     "resume_recording": "Resumed a call's recording",
+    "set_retention": "Changed the retention policy",
+    "purge_recording": "Deleted a recording's audio",
+    "place_legal_hold": "Placed a legal hold on a call",
+    "release_legal_hold": "Released a call's legal hold",
 }
 ROLE_LABELS = {"member": "member", "admin": "admin", "ops_admin": "operations team", "system": "service"}
 MODE_LABELS = {
@@ -93,6 +98,10 @@ MODE_LABELS = {
 REASONS = {
     "recording_off": "Recording was off when this call happened.",
     "no_audio": "The call ended before any audio could be captured.",
+    "retention": "The recording was deleted under the organization's retention policy; the call's "
+    "details are kept.",
+    "erasure": "The recording was deleted at the caller's request; the call's details are kept.",
+    "filtered": "The recording was not kept: the call was filtered out.",
 }
 
 
@@ -284,7 +293,13 @@ class DashboardPages(Controller):
             "statuses": RECORDING_STATUSES,
             "recording_labels": call_list.RECORDING_LABELS,
             "call_labels": call_list.CALL_STATUS_LABELS,
-            "reasons": {"recording_off": "recording was off", "no_audio": "no audio captured"},
+            "reasons": {
+                "recording_off": "recording was off",
+                "no_audio": "no audio captured",
+                "retention": "deleted (retention)",
+                "erasure": "deleted (erasure)",
+                "filtered": "filtered out",
+            },
             "fmt": call_list,
             "calls": [],
         }
@@ -389,14 +404,24 @@ class DashboardPages(Controller):
         principal = await session_principal(request)
         if principal is None:
             raise NotAuthorizedException("no dashboard session")
-        url = await views.recording_url(
-            services,
-            actor=audit_actor(request, principal),
-            org_id=principal.org_id,
-            call_id=call_id,
-            kinds=CUSTOMER,
-            download=download,
-        )
+        try:
+            url = await views.recording_url(
+                services,
+                actor=audit_actor(request, principal),
+                org_id=principal.org_id,
+                call_id=call_id,
+                kinds=CUSTOMER,
+                download=download,
+            )
+        except RecordingGone as gone:  # a download link followed after the purge: say why, as a page
+            return page(
+                request,
+                "message.html",
+                410,
+                title="Recording deleted",
+                principal=principal,
+                message=str(gone),
+            )
         return Redirect(url, status_code=307, headers={"Cache-Control": "no-store"})
 
     @get("/audit-log")
@@ -463,6 +488,7 @@ class DashboardPages(Controller):
             numbers=views.number_recording_views(org),
             modes=MODE_LABELS,
             disclosure=DISCLOSURE_TEXT,
+            retention_days=org.retention_days,
         )
 
     @post("/settings", status_code=303)
@@ -524,3 +550,26 @@ class DashboardPages(Controller):
                 message="That number is not one of your organization's.",
             )
         return Redirect(f"/dashboard/settings#number-{number[1:]}", status_code=303)
+
+    @post("/settings/retention", status_code=303)
+    async def change_retention(self, request: Request[Any, Any, State], bus: Bus) -> Response[Any]:
+        """Set the retention policy from the settings page (admins, same origin only); empty: indefinitely."""
+        principal = await session_principal(request)
+        if principal is None:
+            return _sign_in(request)
+        if principal.role != "admin" or not _same_origin(request):
+            return page(
+                request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
+            )
+        value = (await read_form(request)).get("days", "").strip()
+        if value and not value.isdigit():
+            raise InvalidValue("retention days must be a whole number of days, or empty (indefinitely)")
+        await bus.handle(
+            commands.SetRetention(
+                principal.org_id,
+                int(value) if value else None,
+                principal.sub,
+                audit_actor(request, principal),
+            )
+        )
+        return Redirect("/dashboard/settings#retention", status_code=303)

@@ -79,13 +79,26 @@ class RecordingSetting(msgspec.Struct):
 
 
 class RecordingResponse(msgspec.Struct):
-    status: Literal["available", "processing", "not_recorded", "failed"]
-    reason: Literal["recording_off", "no_audio"] | None
+    """`purged`: the audio was deleted for good (`reason` `retention` or `erasure`, at `purged_at`);
+    the call's metadata stays. A filtered call's reads `not_recorded` with reason `filtered`."""
+
+    status: Literal["available", "processing", "not_recorded", "failed", "purged"]
+    reason: Literal["recording_off", "no_audio", "filtered", "retention", "erasure"] | None
     duration_s: int | None
     size_bytes: int | None
     content_type: str | None
     playback_url: str | None
     download_url: str | None
+    purged_at: str | None = None
+
+
+class LegalHoldResponse(msgspec.Struct):
+    """Whether the call is under legal hold (its audio is not purged nor erased), by whom, why, since."""
+
+    held: bool
+    reason: str | None
+    held_by: str | None
+    held_at: str | None
 
 
 class ConsentResponse(msgspec.Struct):
@@ -110,6 +123,7 @@ class CallResponse(msgspec.Struct):
     recording: RecordingResponse | None = None
     non_engagement: bool = False
     consent: ConsentResponse | None = None
+    legal_hold: LegalHoldResponse | None = None
 
 
 class AdditionalRecordingResponse(msgspec.Struct):
@@ -121,8 +135,8 @@ class AdditionalRecordingResponse(msgspec.Struct):
     `not_recorded` (`no_audio`) and `failed`: Twilio captured nothing. `processing`: on its way.
     """
 
-    status: Literal["processing", "archived", "discarded", "not_recorded", "failed"]
-    reason: Literal["recording_off", "no_audio"] | None
+    status: Literal["processing", "archived", "discarded", "not_recorded", "failed", "purged"]
+    reason: Literal["recording_off", "no_audio", "filtered", "retention", "erasure"] | None
     duration_s: int | None
     size_bytes: int | None
     content_type: str | None
@@ -155,6 +169,25 @@ class RecordingPauseState(msgspec.Struct):
     recording_id: str
     paused: bool
     pauses: list[PauseResponse]
+
+
+class RetentionSetting(msgspec.Struct):
+    """How long the org's recordings are kept, in days (1 to 3650); null: indefinitely (the default)."""
+
+    days: int | None
+
+
+class RetentionSettingUpdate(Strict):
+    """`days`: a whole number of days from 1 to 3650 (`90` or `90.0`), or null: indefinitely."""
+
+    days: Annotated[float, msgspec.Meta(ge=1, le=3650, multiple_of=1)] | None
+
+
+class LegalHoldUpdate(Strict):
+    """Place (`held: true`, with a non-empty `reason`) or release (`held: false`) a call's legal hold."""
+
+    held: bool
+    reason: Annotated[str, msgspec.Meta(max_length=1000)] = ""
 
 
 class CallPage(msgspec.Struct):

@@ -102,6 +102,10 @@ def body_for(row: Row) -> dict[str, object] | None:
         return {"name": "Org", "phone_numbers": [number], "greeting": "Hello."}
     if row.path == "/api/v1/webhook-endpoints":
         return WEBHOOK_BODY
+    if row.path.endswith("/legal-hold"):
+        return {"held": True, "reason": "dispute 4711"}
+    if row.path == "/api/v1/settings/retention":
+        return {"days": 30}
     if row.path.endswith("/numbers/{number}"):
         return {"mode": "off"}
     return {"enabled": False}

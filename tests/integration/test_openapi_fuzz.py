@@ -198,13 +198,18 @@ def _config(caller: Caller, seeded: Seeded) -> SchemathesisConfig:
 
 
 def _cross_parameter_rule(case: Any) -> str | None:
-    """The contract's rule across query parameters that a case breaks, if any.
+    """The contract's rule across query parameters (or body fields) that a case breaks, if any.
 
     OpenAPI describes each parameter on its own and cannot state these; the operations' descriptions
     and their documented 400 do. A schema-valid request that breaks one is refused with a 400 that
     names the rule, by design.
     """
     query = case.query or {}
+    body = case.body if isinstance(case.body, dict) else {}
+    if case.path.endswith("/legal-hold") and body.get("held") is True:
+        reason = body.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            return "a legal hold needs a reason"
     if case.path == "/api/v1/calls":
         start, end = query.get("from"), query.get("to")
         if isinstance(start, str) and isinstance(end, str) and end < start:

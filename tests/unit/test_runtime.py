@@ -40,12 +40,16 @@ class FakeLoop:
 
 
 def fake_container(log: list[str], *, bus: str = "inprocess", reconcile_interval_s: float = 300) -> Any:
+    """The periodic sweep and purge both run every ``reconcile_interval_s`` (0: neither runs)."""
     settings = SimpleNamespace(
-        bus=bus, reconcile_interval_s=reconcile_interval_s, webhook_allow_private_networks=False
+        bus=bus,
+        reconcile_interval_s=reconcile_interval_s,
+        purge_interval_s=reconcile_interval_s,
+        webhook_allow_private_networks=False,
     )
     loops = {
         name: FakeLoop(log, name)
-        for name in ("relay", "webhook_scheduler", "call_settler", "pause_limiter", "reconciler")
+        for name in ("relay", "webhook_scheduler", "call_settler", "pause_limiter", "reconciler", "purger")
     }
     # The sweep ignores stop (a long archive): only cancelling stops it.
     loops["reconciler"].ignores_stop = True
@@ -74,7 +78,14 @@ def no_task_left(runtime: BackgroundRuntime) -> bool:
         (
             "inprocess",
             300,
-            ["outbox-relay", "webhook-delivery", "call-settling", "pause-limit", "reconciliation-sweep"],
+            [
+                "outbox-relay",
+                "webhook-delivery",
+                "call-settling",
+                "pause-limit",
+                "reconciliation-sweep",
+                "retention-purge",
+            ],
         ),
         ("inprocess", 0, ["outbox-relay", "webhook-delivery", "call-settling", "pause-limit"]),
         (
@@ -104,6 +115,7 @@ async def test_serve_runs_the_relay_webhooks_settling_and_the_embedded_sweep(
     assert no_task_left(runtime)
     if "reconciliation-sweep" in expected:
         assert log.index("reconciler cancelled") < log.index("relay stopped")  # the sweep goes first
+        assert log.index("purger cancelled") < log.index("relay stopped")  # and the purge
     assert log.index("relay stopped") < log.index("webhook_scheduler stopped")
     assert ("publisher stopped" in log) == (bus == "kafka")
     if bus == "kafka":
@@ -122,6 +134,7 @@ async def test_serve_runs_the_relay_webhooks_settling_and_the_embedded_sweep(
                 "call-settling",
                 "pause-limit",
                 "reconciliation-sweep",
+                "retention-purge",
             ],
         ),
         (0, ["kafka-consumers", "outbox-relay", "webhook-delivery", "call-settling", "pause-limit"]),
