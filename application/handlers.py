@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from application import commands, webhooks
+from application import commands, erasure, filtered, webhooks
 from application.errors import (
     ArchiveVerificationFailed,
     NotFound,
@@ -100,6 +100,10 @@ async def set_call_recording(cmd: commands.SetCallRecording, svc: Services) -> O
                     now=now,
                     org_id=org.id,
                 )
+            )
+        if cmd.keep_non_engagement is not None:
+            filtered.apply_policy_change(
+                uow, org, keep=cmd.keep_non_engagement, by=cmd.changed_by, actor=cmd.actor, now=now
             )
         await uow.commit()
         return org
@@ -515,6 +519,8 @@ COMMAND_HANDLERS: dict[type[commands.Command], CommandHandler] = {
     commands.DeleteWebhookEndpoint: webhooks.delete_webhook_endpoint,
     commands.RotateWebhookSecret: webhooks.rotate_webhook_secret,
     commands.RetryWebhookDelivery: webhooks.retry_webhook_delivery,
+    commands.RequestErasure: erasure.request_erasure,
+    commands.SetNonEngagementPolicy: filtered.set_non_engagement_policy,
 }
 
 # Each event handler is a named consumer: the name is what ``(consumer, event id)`` dedupe records.
@@ -533,4 +539,5 @@ EVENT_HANDLERS: dict[type[events.Event], list[tuple[str, EventHandler]]] = {
     events.RecordingFailed: [("calls.settle", webhooks.settle_call)],
     events.CallScorabilityRecorded: [("calls.settle", webhooks.settle_or_withdraw)],
     events.CallSettled: [("webhooks.enqueue", webhooks.enqueue_call_ended)],
+    events.ErasureRequested: [("erasure.process", erasure.process_erasure)],
 }

@@ -29,6 +29,12 @@ CHANGE_ACTIONS = (
     "create_webhook_endpoint",
     "rotate_webhook_secret",
     "delete_webhook_endpoint",
+    # Erasure by caller and the policy for filtered calls (issues 15, 16).
+    "request_erasure",
+    "erase_caller_data",
+    "keep_filtered_recordings",
+    "delete_filtered_recordings",
+    "purge_filtered_recording",
 )
 ACTIONS = ACCESS_ACTIONS + CHANGE_ACTIONS
 OPERATIONS_ROLE = "ops_admin"  # the platform's operations team: every access needs a reason

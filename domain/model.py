@@ -101,6 +101,7 @@ class Organization:
         recording_changed_at: datetime | None = None,
         created_at: datetime,
         version: int = 0,
+        keep_non_engagement: bool = True,
     ) -> None:
         self.id = id
         self.name = name
@@ -111,6 +112,7 @@ class Organization:
         self.recording_changed_at = recording_changed_at
         self.created_at = created_at
         self.version = version
+        self.keep_non_engagement = keep_non_engagement
         self.events: list[events.Event] = []
 
     @classmethod
@@ -149,6 +151,19 @@ class Organization:
         self.events.append(
             events.RecordingSettingChanged(occurred_at=now, org_id=self.id, enabled=enabled, changed_by=by)
         )
+
+    def set_keep_non_engagement(self, *, keep: bool, by: str, now: datetime) -> bool:
+        """Keep (or delete once settled) the recordings of calls the scorability filter marks
+        non-engagement. Governs calls settled from now on; returns whether it changed."""
+        if keep == self.keep_non_engagement:
+            return False
+        self.keep_non_engagement = keep
+        self.events.append(
+            events.NonEngagementPolicyChanged(
+                occurred_at=now, org_id=self.id, keep_non_engagement=keep, changed_by=by
+            )
+        )
+        return True
 
 
 # --- Call ---------------------------------------------------------------------------------------
@@ -402,6 +417,15 @@ class Call:
                 twilio_status=twilio_status,
             )
         )
+
+    def redact_caller(self, redacted: str) -> bool:
+        """Erasure: replace the caller's number with its redacted form; returns whether it changed.
+
+        The event of the erasure request that does it says so (``CallerDataErased``)."""
+        if self.from_number == redacted:
+            return False
+        self.from_number = redacted
+        return True
 
     def transfer(self, *, stage: str, now: datetime) -> None:
         """A warm transfer. Hold time stays recorded; ``completed`` means the call left the platform."""

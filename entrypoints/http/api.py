@@ -104,7 +104,11 @@ def call_detail_body(view: views.CallView, base_path: str = "/api/v1/calls") -> 
 
 
 def _setting(org: Organization) -> RecordingSetting:
-    return RecordingSetting(enabled=org.recording_enabled, disclosure=DISCLOSURE_TEXT)
+    return RecordingSetting(
+        enabled=org.recording_enabled,
+        disclosure=DISCLOSURE_TEXT,
+        keep_non_engagement=org.keep_non_engagement,
+    )
 
 
 CallId = IdPath
@@ -163,7 +167,10 @@ class DashboardApi(Controller):
     async def put_recording_setting(
         self, request: Request[Any, Any, State], data: JSONBody[RecordingSettingUpdate], bus: Bus
     ) -> RecordingSetting:
-        """Turn recording on or off for the org's next calls (admins only); calls in progress keep theirs."""
+        """Turn recording on or off for the org's next calls (admins only); calls in progress keep theirs.
+
+        ``keep_non_engagement`` (optional): false deletes the recordings of calls the scorability
+        filter marks non-engagement once they settle."""
         principal = principal_of(request)
         org = await bus.handle(
             commands.SetCallRecording(
@@ -171,6 +178,7 @@ class DashboardApi(Controller):
                 enabled=data.enabled,
                 changed_by=principal.sub,
                 actor=audit_actor(request),
+                keep_non_engagement=data.keep_non_engagement,
             )
         )
         return _setting(org)

@@ -65,6 +65,11 @@ ACTION_LABELS = {
     "create_webhook_endpoint": "Added a webhook endpoint",
     "rotate_webhook_secret": "Rotated a webhook secret",
     "delete_webhook_endpoint": "Deleted a webhook endpoint",
+    "request_erasure": "Requested the erasure of a caller's data",
+    "erase_caller_data": "Erased a caller's data from a call",
+    "keep_filtered_recordings": "Chose to keep recordings of filtered calls",
+    "delete_filtered_recordings": "Chose to delete recordings of filtered calls",
+    "purge_filtered_recording": "Deleted the recording of a filtered call",
 }
 ROLE_LABELS = {"member": "member", "admin": "admin", "ops_admin": "operations team", "system": "service"}
 REASONS = {
@@ -346,6 +351,7 @@ class DashboardPages(Controller):
             principal=principal,
             enabled=org.recording_enabled,
             disclosure=DISCLOSURE_TEXT,
+            keep_non_engagement=org.keep_non_engagement,
         )
 
     @post("/settings", status_code=303)
@@ -362,6 +368,26 @@ class DashboardPages(Controller):
         await bus.handle(
             commands.SetCallRecording(
                 principal.org_id, enabled, principal.sub, audit_actor(request, principal)
+            )
+        )
+        return Redirect("/dashboard/settings", status_code=303)
+
+    @post("/settings/non-engagement", status_code=303)
+    async def change_non_engagement_policy(
+        self, request: Request[Any, Any, State], bus: Bus
+    ) -> Response[Any]:
+        """Keep or delete recordings of filtered (non-engagement) calls (admins, same origin only)."""
+        principal = await session_principal(request)
+        if principal is None:
+            return _sign_in(request)
+        if principal.role != "admin" or not _same_origin(request):
+            return page(
+                request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
+            )
+        keep = (await read_form(request)).get("keep_non_engagement") == "true"
+        await bus.handle(
+            commands.SetNonEngagementPolicy(
+                principal.org_id, keep, principal.sub, audit_actor(request, principal)
             )
         )
         return Redirect("/dashboard/settings", status_code=303)

@@ -47,11 +47,14 @@ class TransferUpdate(Strict):
 
 class RecordingSettingUpdate(Strict):
     enabled: bool
+    # Keep recordings of calls the scorability filter marks non-engagement; omitted: unchanged.
+    keep_non_engagement: bool | None = None
 
 
 class RecordingSetting(msgspec.Struct):
     enabled: bool
     disclosure: str
+    keep_non_engagement: bool = True
 
 
 class RecordingResponse(msgspec.Struct):
