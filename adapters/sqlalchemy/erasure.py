@@ -20,13 +20,13 @@ _OF_CALLER = (
 )  # ix_calls_org_from
 _REDACT_OUTBOX = (
     update(t.outbox)
-    .where(_o.aggregate_id == bindparam("call_id"))
-    .values(payload=func.replace(_o.payload, bindparam("original"), bindparam("redacted")))
+    .where(_o.aggregate_id == bindparam("b_call"))
+    .values(payload=func.replace(_o.payload, bindparam("b_original"), bindparam("b_redacted")))
 )
 _REDACT_DELIVERIES = (
     update(t.webhook_deliveries)
-    .where(_d.call_id == bindparam("call_id"))
-    .values(payload=func.replace(_d.payload, bindparam("original"), bindparam("redacted")))
+    .where(_d.call_id == bindparam("b_call"))
+    .values(payload=func.replace(_d.payload, bindparam("b_original"), bindparam("b_redacted")))
 )
 
 
@@ -43,6 +43,6 @@ class SqlAlchemyErasureRequestRepository(Repository[ErasureRequest]):
     async def redact_stored_copies(self, call_id: str, original: str, redacted: str) -> None:
         """Replace the number, as a JSON string, in the call's events in the outbox and its webhook
         deliveries' stored payloads (both hold it as ``"+1555…"``)."""
-        params = {"call_id": call_id, "original": json.dumps(original), "redacted": json.dumps(redacted)}
+        params = {"b_call": call_id, "b_original": json.dumps(original), "b_redacted": json.dumps(redacted)}
         await self.conn.execute(_REDACT_OUTBOX, params)
         await self.conn.execute(_REDACT_DELIVERIES, params)

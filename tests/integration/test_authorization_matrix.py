@@ -47,6 +47,7 @@ def load_matrix() -> list[Row]:
 ROWS = load_matrix()
 OWN_NUMBER, OTHER_NUMBER = "+15550000001", "+15550000002"
 WEBHOOK_BODY: dict[str, object] = {"url": "http://127.0.0.1:9/hook", "events": ["call.ended"]}
+ERASURE_BODY: dict[str, object] = {"caller_number": "+15559990000", "reason": "caller asked"}
 
 
 @dataclass
@@ -55,6 +56,7 @@ class World:
     own_call: str
     other_call: str
     webhooks: dict[str, tuple[str, str]] = field(default_factory=dict)  # target → (endpoint, delivery)
+    erasures: dict[str, str] = field(default_factory=dict)  # target → erasure request
 
 
 async def webhook_of(harness: ApiHarness, org_id: str) -> str:
@@ -72,6 +74,14 @@ async def delivery_of(harness: ApiHarness, endpoint_id: str) -> str:
     return delivery.id
 
 
+async def erasure_of(harness: ApiHarness, org_id: str) -> str:
+    r = await harness.client.post(
+        "/api/v1/erasure-requests", json=ERASURE_BODY, headers=harness.auth(org_id, "admin")
+    )
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     url = f"sqlite+aiosqlite:///{tmp_path}/matrix.db"
@@ -85,7 +95,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         own_call = await harness.archived_call(OWN_NUMBER)
         other_call = await harness.archived_call(OTHER_NUMBER)
         webhooks = {org: (e, await delivery_of(harness, e)) for org, e in endpoints.items()}
-        yield World(harness, own_call, other_call, webhooks)
+        erasures = {org: await erasure_of(harness, org) for org in ("own", "other")}
+        yield World(harness, own_call, other_call, webhooks, erasures)
 
 
 def body_for(row: Row) -> dict[str, object] | None:
@@ -100,6 +111,8 @@ def body_for(row: Row) -> dict[str, object] | None:
         return {"name": "Org", "phone_numbers": [number], "greeting": "Hello."}
     if row.path == "/api/v1/webhook-endpoints":
         return WEBHOOK_BODY
+    if row.path == "/api/v1/erasure-requests":
+        return ERASURE_BODY
     return {"enabled": False}
 
 
@@ -123,6 +136,7 @@ def path_for(world: World, row: Row) -> str:
     endpoint_id, delivery_id = world.webhooks.get(row.target, (missing, missing))
     path = row.path.replace("{endpoint_id}", endpoint_id).replace("{delivery_id}", delivery_id)
     path = path.replace("{call_id}", call_id).replace("{org_id}", org_id)
+    path = path.replace("{request_id}", world.erasures.get(row.target, missing))
     if row.path == "/api/v1/admin/calls":
         path += "?org_id=own&kind=customer"
     elif row.path.startswith("/api/v1/admin/"):
