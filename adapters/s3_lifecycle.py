@@ -17,13 +17,13 @@ from adapters.s3_store import S3RecordingStore
 
 RECORDING_PREFIXES = ("orgs/", "platform/")
 RULE_ID_PREFIX = "callrec-recordings-"
-ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS = 7
+ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS = 1
 NONCURRENT_VERSIONS_EXPIRE_AFTER_DAYS = 30
 
 
 def lifecycle_rules(days: int = 30) -> list[dict[str, Any]]:
     """One rule per prefix: current versions to GLACIER_IR after ``days``; incomplete multipart
-    uploads aborted after a week; superseded versions (a retried archive rewrites its key) expire."""
+    uploads aborted after a day; superseded versions (a retried archive rewrites its key) expire."""
     if not 1 <= days <= 36500:
         raise ValueError("days must be between 1 and 36500")
     return [

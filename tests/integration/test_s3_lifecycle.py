@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,7 +34,7 @@ async def test_recordings_move_to_glacier_ir_after_the_days_given(
     for rule in rules.values():
         assert rule["Status"] == "Enabled"
         assert rule["Transitions"] == [{"Days": 45, "StorageClass": "GLACIER_IR"}]
-        assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 7}
+        assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
     assert rules["callrec-recordings-orgs"]["Filter"] == {"Prefix": "orgs/"}
 
 
@@ -56,3 +58,10 @@ async def test_applying_again_replaces_our_rules_and_keeps_the_buckets_other_rul
 def test_a_lifecycle_of_no_days_is_refused(days: int) -> None:
     with pytest.raises(ValueError, match="days"):
         lifecycle_rules(days)
+
+
+def test_the_documented_rules_are_the_ones_applied() -> None:
+    storage_doc = (Path(__file__).resolve().parents[2] / "docs" / "storage.md").read_text()
+    section = storage_doc.partition("## Cheaper storage")[2]
+    block = section.partition("```json\n")[2].partition("```")[0]
+    assert json.loads(block) == {"Rules": lifecycle_rules(30)}
