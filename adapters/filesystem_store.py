@@ -416,6 +416,23 @@ class FilesystemRecordingStore:
             key=key, size=size, sha256=digest.hexdigest(), content_type=self._read_content_type(segments)
         )
 
+    async def delete(self, key: str) -> None:
+        """Unlink the object and its sidecar (a missing one is fine); signed URLs then answer 404."""
+        segments = validate_key(key)
+
+        def unlink() -> None:
+            for path in (self._object_path(segments), self._meta_path(segments)):
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    path.unlink()
+            _fsync_dir(self._object_path(segments).parent)
+
+        try:
+            await asyncio.to_thread(unlink)
+        except FileNotFoundError:
+            pass  # the directory itself is gone: nothing to delete
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key!r}: {exc}") from exc
+
     def _read_content_type(self, segments: tuple[str, ...]) -> str:
         try:
             sidecar = json.loads(self._meta_path(segments).read_text(encoding="utf-8"))

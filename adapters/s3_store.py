@@ -607,6 +607,29 @@ class S3RecordingStore:
             raise StorageError(f"head s3://{bucket}/{object_key}: {error}") from error
         return head
 
+    async def delete(self, key: str) -> None:
+        """Delete every version and delete marker of exactly ``key`` (the current object too), then the
+        key itself: on a versioned bucket a plain DELETE would only hide the audio behind a marker.
+        A missing key is not an error. Needs ``s3:ListBucketVersions`` and ``s3:DeleteObjectVersion``."""
+        bucket, object_key = self.locate(key)
+        s3 = await self._s3()
+        what = f"delete s3://{bucket}/{object_key}"
+        versions: list[str] = []
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": object_key}
+        while True:
+            page = await self._call(what, s3.list_object_versions(**params))
+            for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                if entry.get("Key") == object_key and entry.get("VersionId"):
+                    versions.append(entry["VersionId"])
+            if not page.get("IsTruncated"):
+                break
+            params["KeyMarker"] = page.get("NextKeyMarker")
+            params["VersionIdMarker"] = page.get("NextVersionIdMarker")
+        for version_id in versions:
+            await self._call(what, s3.delete_object(Bucket=bucket, Key=object_key, VersionId=version_id))
+        if not versions:  # a store that lists no versions (unversioned, "null" not listed): the key
+            await self._call(what, s3.delete_object(Bucket=bucket, Key=object_key))
+
     async def signed_url(
         self, key: str, *, expires_in: timedelta, download_filename: str | None = None
     ) -> str:

@@ -17,13 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from application import commands
+from application.deletion import purge_call_audio
 from application.errors import NotFound
 from application.retry import retry_conflicts
 from application.services import Services
 from domain import events
 from domain.audit import AuditActor, AuditEntry
 from domain.erasure import ErasureRequest
-from domain.model import Call, Recording, RecordingStatus
+from domain.model import PURGE_ERASURE, RecordingStatus
 
 ADMIN_ROLE = "admin"
 
@@ -101,9 +102,7 @@ async def process_erasure(event: events.ErasureRequested, svc: Services) -> None
         await uow.commit()
 
 
-# Recordings whose audio may be in our store or at Twilio (purged, then deleted by the consumer) ...
-PURGEABLE = frozenset({RecordingStatus.ARCHIVED, RecordingStatus.TWILIO_DELETED, RecordingStatus.COMPLETED})
-# ... and those Twilio may still be capturing or finishing: wait for them.
+# Recordings Twilio may still be capturing or finishing: the call is erased once they settle.
 UNSETTLED = frozenset({RecordingStatus.REQUESTED, RecordingStatus.IN_PROGRESS, RecordingStatus.DISCARDING})
 
 
@@ -117,7 +116,7 @@ async def _erase_call(svc: Services, request_id: str, call_id: str) -> ErasureOu
             return ErasureOutcome(erased=False, held=False, live=False)
         if call_id in request.erased_call_ids and call.from_number == request.redacted_as:
             return ErasureOutcome(erased=False, held=False, live=False)
-        if _held(call):
+        if call.held:
             request.call_held(call.id)
             await uow.commit()
             return ErasureOutcome(erased=False, held=True, live=False)
@@ -125,11 +124,7 @@ async def _erase_call(svc: Services, request_id: str, call_id: str) -> ErasureOu
         if not call.ended or any(r.status in UNSETTLED for r in recordings):
             return ErasureOutcome(erased=False, held=False, live=True)
         now = svc.clock.now()
-        purged = []
-        for recording in recordings:
-            if recording.status in PURGEABLE:
-                await _purge(uow, recording, now)
-                purged.append(recording.id)
+        purged = [r.id for r in await purge_call_audio(uow, call, reason=PURGE_ERASURE, now=now)]
         original = call.from_number
         if call.redact_caller(request.redacted_as):
             await uow.erasure_requests.redact_stored_copies(call.id, original, request.redacted_as)
@@ -148,11 +143,3 @@ async def _erase_call(svc: Services, request_id: str, call_id: str) -> ErasureOu
         )
         await uow.commit()
         return ErasureOutcome(erased=True, held=False, live=False)
-
-
-def _held(call: Call) -> bool:
-    return False
-
-
-async def _purge(uow: object, recording: Recording, now: object) -> None:
-    return None

@@ -52,6 +52,16 @@ class ArchiveVerificationFailed(ApplicationError):
     code = "archive_verification_failed"
 
 
+class RecordingGone(ApplicationError):
+    """The recording's audio was purged (retention, erasure, filtered): it can never be served again."""
+
+    code = "recording_purged"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class WebhookTargetRefused(ApplicationError):
     """A webhook URL this service must never send to (not https, or not a public internet address)."""
 
@@ -67,6 +77,7 @@ __all__ = [
     "InvalidInput",
     "NotFound",
     "PhoneNumberTaken",
+    "RecordingGone",
     "UnknownNumber",
     "WebhookTargetRefused",
 ]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from application import commands, erasure, filtered, webhooks
+from application import commands, deletion, erasure, filtered, webhooks
 from application.errors import (
     ArchiveVerificationFailed,
     NotFound,
@@ -476,6 +476,7 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
     async with svc.uow() as uow:
         recording = await uow.recordings.get(event.recording_id)
         assert recording is not None
+        purged = recording.status == RecordingStatus.PURGED
         recording.archived(
             storage_key=key,
             size_bytes=downloaded,
@@ -484,6 +485,8 @@ async def archive_recording(event: events.RecordingCompletedAtTwilio, svc: Servi
             now=svc.clock.now(),
         )
         await uow.commit()
+    if purged:  # purged while this upload ran: what it wrote must not outlive the purge
+        await svc.store.delete(key)
 
 
 async def delete_twilio_copy(event: events.RecordingArchived, svc: Services) -> None:
@@ -497,7 +500,8 @@ async def delete_twilio_copy(event: events.RecordingArchived, svc: Services) -> 
     async with svc.uow() as uow:
         recording = await uow.recordings.get(event.recording_id)
         assert recording is not None
-        recording.deleted_at_twilio(svc.clock.now())
+        if recording.status != RecordingStatus.PURGED:  # purged meanwhile: its own consumer finishes
+            recording.deleted_at_twilio(svc.clock.now())
         await uow.commit()
 
 
@@ -537,6 +541,10 @@ EVENT_HANDLERS: dict[type[events.Event], list[tuple[str, EventHandler]]] = {
     events.CallEnded: [("calls.settle", webhooks.settle_call)],
     events.RecordingAbsent: [("calls.settle", webhooks.settle_call)],
     events.RecordingFailed: [("calls.settle", webhooks.settle_call)],
+    events.RecordingPurged: [
+        ("store.delete-purged", deletion.delete_purged_audio),
+        ("calls.settle", webhooks.settle_call),
+    ],
     events.CallScorabilityRecorded: [("calls.settle", webhooks.settle_or_withdraw)],
     events.CallSettled: [("webhooks.enqueue", webhooks.enqueue_call_ended)],
     events.ErasureRequested: [("erasure.process", erasure.process_erasure)],

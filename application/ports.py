@@ -160,6 +160,11 @@ class RecordingStore(Protocol):
         """
         ...
 
+    async def delete(self, key: str) -> None:
+        """Remove the object for good: on a versioned bucket every version and delete marker of
+        ``key`` too, so nothing can restore it. Deleting a missing key is not an error."""
+        ...
+
 
 # --- webhooks -----------------------------------------------------------------------------------
 

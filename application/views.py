@@ -6,20 +6,30 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from application.audit import record_before_access
-from application.errors import NotFound
+from application.errors import NotFound, RecordingGone
 from application.ports import CallCursor, CallQuery
 from application.services import Services
 from domain.audit import AuditActor, AuditEntry
-from domain.model import Call, CallKind, Recording, RecordingStatus, non_engagement_reason
+from domain.model import (
+    PURGE_ERASURE,
+    PURGE_FILTERED,
+    PURGE_RETENTION,
+    Call,
+    CallKind,
+    Recording,
+    RecordingStatus,
+    non_engagement_reason,
+)
 
 
 @dataclass(frozen=True)
 class RecordingView:
-    status: str  # available | processing | not_recorded | failed
-    reason: str | None  # recording_off | no_audio | None
+    status: str  # available | processing | not_recorded | failed | purged
+    reason: str | None  # recording_off | no_audio | filtered | retention | erasure | None
     duration_s: int | None
     size_bytes: int | None
     content_type: str | None
+    purged_at: datetime | None = None  # when the audio was deleted (status purged, or filtered)
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,17 @@ def own_recording_view(recording: Recording) -> RecordingView:
         return RecordingView("not_recorded", "no_audio", None, None, None)
     if recording.status == RecordingStatus.FAILED:
         return RecordingView("failed", None, recording.duration_s, None, None)
+    if recording.status == RecordingStatus.PURGED:
+        return purged_view(recording)
     return RecordingView("processing", None, recording.duration_s, None, None)
+
+
+def purged_view(recording: Recording) -> RecordingView:
+    """A purged recording: ``purged`` with its reason, but a filtered call's reads as never kept."""
+    status = "not_recorded" if recording.purge_reason == PURGE_FILTERED else "purged"
+    return RecordingView(
+        status, recording.purge_reason, recording.duration_s, None, None, recording.purged_at
+    )
 
 
 def additional_recording_view(recording: Recording) -> AdditionalRecordingView:
@@ -73,6 +93,9 @@ def additional_recording_view(recording: Recording) -> AdditionalRecordingView:
         return AdditionalRecordingView(
             "archived", None, recording.duration_s, audio.size_bytes, audio.content_type
         )
+    if recording.status == RecordingStatus.PURGED:
+        purged = purged_view(recording)
+        return AdditionalRecordingView(purged.status, purged.reason, recording.duration_s, None, None)
     if recording.status == RecordingStatus.DISCARDED:
         return AdditionalRecordingView(
             "discarded", recording.discard_reason, recording.duration_s, None, None
@@ -190,7 +213,10 @@ async def audited_recording_url(
     reason: str | None = None,
 ) -> str:
     """The signed URL of the call's archived audio, minted once the access is committed to the audit log
-    (``AuditUnavailable`` if it cannot be); ``NotFound`` when there is no archived audio."""
+    (``AuditUnavailable`` if it cannot be); ``NotFound`` when there is no archived audio, and
+    ``RecordingGone`` when it was purged (nothing is signed for it, ever)."""
+    if recording is not None and recording.status == RecordingStatus.PURGED:
+        raise RecordingGone(gone_message(recording), reason=recording.purge_reason)
     if recording is None or not recording.is_archived or recording.audio is None:
         raise NotFound("no recording available for this call")
     await record_before_access(
@@ -211,3 +237,17 @@ async def audited_recording_url(
         expires_in=ttl,
         download_filename=download_filename(call) if download else None,
     )
+
+
+PURGE_EXPLANATIONS = {
+    PURGE_RETENTION: "deleted under the organization's retention policy",
+    PURGE_ERASURE: "deleted at the caller's request (erasure)",
+    PURGE_FILTERED: "not kept: the call was filtered out",
+}
+
+
+def gone_message(recording: Recording) -> str:
+    """Why a purged recording cannot be played: the reason and the day."""
+    why = PURGE_EXPLANATIONS.get(recording.purge_reason or "", "deleted")
+    when = f" on {recording.purged_at:%Y-%m-%d}" if recording.purged_at is not None else ""
+    return f"The recording was {why}{when}; its audio no longer exists."

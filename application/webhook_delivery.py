@@ -30,7 +30,7 @@ from application.retry import retry_conflicts
 from application.services import Services
 from application.webhooks import message_body, webhook_ports
 from domain.audit import SYSTEM_ROLE, AuditActor, AuditEntry
-from domain.model import CallKind
+from domain.model import CallKind, RecordingStatus
 from domain.webhooks import JITTER, DeliveryAttempt, DeliveryStatus, SendResult, WebhookDelivery
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,13 @@ class WebhookDeliveryScheduler(PollingLoop):
                 return
             secrets = tuple(box.open(sealed) for sealed in endpoint.signing_secrets(svc.clock.now()))
             url = endpoint.url
+            recording_key = delivery.recording_key
+            if recording_key is not None and delivery.call_id is not None:
+                recording = await uow.recordings.get_for_call(delivery.call_id)
+                if recording is None or recording.status == RecordingStatus.PURGED:
+                    recording_key = None  # purged since: a retry carries no URL of deleted audio
         recording_url = None
-        if delivery.recording_key is not None:
+        if recording_key is not None:
             # Audited before it is minted; if the audit log cannot be written, no URL is sent and
             # the try is made again when its claim runs out.
             await record_before_access(
@@ -143,7 +148,7 @@ class WebhookDeliveryScheduler(PollingLoop):
                 ),
             )
             ttl = min(svc.settings.webhook_url_ttl, svc.store.max_url_lifetime)
-            recording_url = await svc.store.signed_url(delivery.recording_key, expires_in=ttl)
+            recording_url = await svc.store.signed_url(recording_key, expires_in=ttl)
         body = message_body(delivery.payload, recording_url)
         result = await sender.send(WebhookMessage(url, delivery.message_id, body, secrets))
         attempt = await self._record(delivery_id, result)

@@ -29,6 +29,10 @@ CHANGE_ACTIONS = (
     "create_webhook_endpoint",
     "rotate_webhook_secret",
     "delete_webhook_endpoint",
+    "set_retention",
+    "purge_recording",
+    "place_legal_hold",
+    "release_legal_hold",
     # Erasure by caller and the policy for filtered calls (issues 15, 16).
     "request_erasure",
     "erase_caller_data",

@@ -69,6 +69,13 @@ class RecordingSettingChanged(OrganizationEvent, frozen=True, kw_only=True):
     changed_by: str
 
 
+class RetentionPolicyChanged(OrganizationEvent, frozen=True, kw_only=True):
+    """How long the org's recordings are kept: ``days``, or indefinitely (None)."""
+
+    days: int | None
+    changed_by: str
+
+
 class NonEngagementPolicyChanged(OrganizationEvent, frozen=True, kw_only=True):
     """Whether recordings of calls the scorability filter marks non-engagement are kept."""
 
@@ -126,6 +133,17 @@ class UnconsentedRecordingFound(CallEvent, frozen=True, kw_only=True):
     call_sid: str
     recording_sid: str
     twilio_status: str
+
+
+class LegalHoldPlaced(CallEvent, frozen=True, kw_only=True):
+    """The call's audio is frozen: purge and erasure skip it until the hold is released."""
+
+    held_by: str
+    reason: str
+
+
+class LegalHoldReleased(CallEvent, frozen=True, kw_only=True):
+    released_by: str
 
 
 class TransferStarted(CallEvent, frozen=True, kw_only=True):
@@ -202,6 +220,18 @@ class RecordingDiscarded(RecordingEvent, frozen=True, kw_only=True):
     """Twilio's copy was deleted without being archived; ``reason`` says why (``recording_off``)."""
 
     recording_sid: str
+    reason: str
+
+
+class RecordingPurged(RecordingEvent, frozen=True, kw_only=True):
+    """The recording's audio is to be deleted for good (``reason``: retention, erasure, filtered).
+
+    Its consumers delete every copy: the store's object (every version) at ``storage_key`` and
+    Twilio's copy at ``recording_sid`` when it may still exist. Platform services erase theirs.
+    """
+
+    recording_sid: str | None
+    storage_key: str | None
     reason: str
 
 
@@ -303,6 +333,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         OrganizationCreated,
         OrganizationUpdated,
         RecordingSettingChanged,
+        RetentionPolicyChanged,
         WebhookEndpointDisabled,
         NonEngagementPolicyChanged,
         ErasureRequested,
@@ -315,6 +346,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TransferStarted,
         TransferCompleted,
         CallSettled,
+        LegalHoldPlaced,
+        LegalHoldReleased,
         UnconsentedRecordingFound,
         RecordingRequested,
         RecordingStarted,
@@ -322,6 +355,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RecordingArchived,
         RecordingDeletedAtTwilio,
         RecordingDiscarded,
+        RecordingPurged,
         RecordingAbsent,
         RecordingFailed,
     )

@@ -79,6 +79,9 @@ def greeting_with_disclosure(greeting: str, recorded: bool) -> str:
     return f"{DISCLOSURE_TEXT} {greeting}".strip()
 
 
+MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 1, 3650
+
+
 class CallKind(enum.StrEnum):
     CUSTOMER = "customer"
     DISCOVERY = "discovery"
@@ -101,6 +104,7 @@ class Organization:
         recording_changed_at: datetime | None = None,
         created_at: datetime,
         version: int = 0,
+        retention_days: int | None = None,
         keep_non_engagement: bool = True,
     ) -> None:
         self.id = id
@@ -112,6 +116,7 @@ class Organization:
         self.recording_changed_at = recording_changed_at
         self.created_at = created_at
         self.version = version
+        self.retention_days = retention_days  # None: recordings are kept indefinitely
         self.keep_non_engagement = keep_non_engagement
         self.events: list[events.Event] = []
 
@@ -152,6 +157,20 @@ class Organization:
             events.RecordingSettingChanged(occurred_at=now, org_id=self.id, enabled=enabled, changed_by=by)
         )
 
+    def set_retention(self, *, days: int | None, by: str, now: datetime) -> bool:
+        """Keep recordings ``days`` days (1 to 3650), or indefinitely (None). Returns whether it changed."""
+        if days is not None and not MIN_RETENTION_DAYS <= days <= MAX_RETENTION_DAYS:
+            raise InvalidValue(
+                f"retention days must be {MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS}, or null (indefinite)"
+            )
+        if days == self.retention_days:
+            return False
+        self.retention_days = days
+        self.events.append(
+            events.RetentionPolicyChanged(occurred_at=now, org_id=self.id, days=days, changed_by=by)
+        )
+        return True
+
     def set_keep_non_engagement(self, *, keep: bool, by: str, now: datetime) -> bool:
         """Keep (or delete once settled) the recordings of calls the scorability filter marks
         non-engagement. Governs calls settled from now on; returns whether it changed."""
@@ -167,6 +186,15 @@ class Organization:
 
 
 # --- Call ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LegalHold:
+    """A call frozen for a dispute: its audio is not purged nor erased until the hold is released."""
+
+    held_by: str
+    reason: str
+    held_at: datetime
 
 
 @dataclass(frozen=True)
@@ -252,6 +280,7 @@ class Call:
         transfer_stage: str | None = None,
         settled_at: datetime | None = None,
         version: int = 0,
+        legal_hold: LegalHold | None = None,
     ) -> None:
         self.id = id
         self.org_id = org_id
@@ -273,7 +302,38 @@ class Call:
         self.transfer_stage = transfer_stage
         self.settled_at = settled_at  # when the call ended and its recording settled: call.ended
         self.version = version
+        self.legal_hold = legal_hold
         self.events: list[events.Event] = []
+
+    @property
+    def held(self) -> bool:
+        """Under legal hold: purge and erasure leave its audio alone."""
+        return self.legal_hold is not None
+
+    def place_legal_hold(self, *, by: str, reason: str, now: datetime) -> bool:
+        """Freeze the call's audio; a reason is required. Returns whether anything changed."""
+        reason = reason.strip()
+        if not reason:
+            raise InvalidValue("a legal hold needs a reason")
+        if self.legal_hold is not None and self.legal_hold.reason == reason:
+            return False
+        self.legal_hold = LegalHold(held_by=by, reason=reason, held_at=now)
+        self.events.append(
+            events.LegalHoldPlaced(
+                occurred_at=now, org_id=self.org_id, call_id=self.id, held_by=by, reason=reason
+            )
+        )
+        return True
+
+    def release_legal_hold(self, *, by: str, now: datetime) -> bool:
+        """Lift the hold: the call's audio is subject to retention and erasure again."""
+        if self.legal_hold is None:
+            return False
+        self.legal_hold = None
+        self.events.append(
+            events.LegalHoldReleased(occurred_at=now, org_id=self.org_id, call_id=self.id, released_by=by)
+        )
+        return True
 
     @property
     def recorded(self) -> bool:
@@ -537,15 +597,29 @@ class RecordingStatus(enum.StrEnum):
     FAILED = "failed"
     DISCARDING = "discarding"  # audio the caller was not told about: being stopped and deleted at Twilio
     DISCARDED = "discarded"  # deleted at Twilio without ever being archived (``discard_reason`` says why)
+    PURGED = "purged"  # its audio deleted for good (``purge_reason`` says why); metadata kept
 
 
 # Why a recording was discarded: the call was not to be recorded (the toggle was off at arrival).
 DISCARDED_RECORDING_OFF = "recording_off"
 
+# Why a recording's audio was purged: the org's retention policy, a caller's erasure request, or the
+# call was filtered out (not kept).
+PURGE_RETENTION = "retention"
+PURGE_ERASURE = "erasure"
+PURGE_FILTERED = "filtered"
+PURGE_REASONS = frozenset({PURGE_RETENTION, PURGE_ERASURE, PURGE_FILTERED})
+
 LIVE_STATUSES = frozenset({RecordingStatus.REQUESTED, RecordingStatus.IN_PROGRESS})
 ARCHIVED_STATUSES = frozenset({RecordingStatus.ARCHIVED, RecordingStatus.TWILIO_DELETED})
+# Audio exists somewhere (our store, or Twilio only while ``completed``): what a purge may delete.
+PURGEABLE_STATUSES = ARCHIVED_STATUSES | {RecordingStatus.COMPLETED}
 # A recording in one of these will not change any more as far as the call's subscribers care.
-SETTLED_STATUSES = ARCHIVED_STATUSES | {RecordingStatus.ABSENT, RecordingStatus.FAILED}
+SETTLED_STATUSES = ARCHIVED_STATUSES | {
+    RecordingStatus.ABSENT,
+    RecordingStatus.FAILED,
+    RecordingStatus.PURGED,
+}
 # Twilio may still report these as absent or failed.
 _AT_TWILIO_UNFINISHED = LIVE_STATUSES | {RecordingStatus.DISCARDING}
 _LIVE_OR_DONE = frozenset({ProviderRecordingStatus.CAPTURING, ProviderRecordingStatus.COMPLETED})
@@ -581,6 +655,9 @@ class Recording:
     discard_reason: str | None = None
     version: int = 0
     events: list[Event] = field(default_factory=list, compare=False, repr=False)
+    purged_at: datetime | None = None
+    purge_reason: str | None = None
+    audio_deleted_at: datetime | None = None  # every copy (store, all versions; Twilio) is gone
 
     @classmethod
     def request(cls, *, call: Call, now: datetime) -> Recording:
@@ -703,8 +780,8 @@ class Recording:
     def archived(
         self, *, storage_key: str, size_bytes: int, sha256: str, content_type: str, now: datetime
     ) -> None:
-        """The audio is in our store and was verified byte for byte."""
-        if self.is_archived:
+        """The audio is in our store and was verified byte for byte. A purged recording stays purged."""
+        if self.is_archived or self.status == RecordingStatus.PURGED:
             return
         if self.status != RecordingStatus.COMPLETED:
             raise InvalidTransition(f"cannot archive a recording that is {self.status}")
@@ -744,3 +821,36 @@ class Recording:
         self.status = RecordingStatus.TWILIO_DELETED
         self.twilio_deleted_at = now
         self._emit(events.RecordingDeletedAtTwilio, now, recording_sid=self.recording_sid)
+
+    def purge(self, *, reason: str, now: datetime) -> None:
+        """Delete the audio for good (``reason``: retention, erasure, filtered); the metadata stays.
+
+        From ``archived``/``twilio_deleted`` (audio in our store) or ``completed`` (at Twilio only). Once
+        purged the recording is never archived again nor served. ``RecordingPurged`` has the copies
+        deleted; a second purge is a no-op.
+        """
+        if reason not in PURGE_REASONS:
+            raise InvalidValue(f"unknown purge reason {reason!r}")
+        if self.status == RecordingStatus.PURGED:
+            return
+        if self.status not in PURGEABLE_STATUSES:
+            raise InvalidTransition(f"cannot purge a recording that is {self.status}")
+        self.status = RecordingStatus.PURGED
+        self.purged_at = now
+        self.purge_reason = reason
+        self._emit(
+            events.RecordingPurged,
+            now,
+            recording_sid=self.recording_sid,
+            storage_key=self.audio.storage_key if self.audio is not None else None,
+            reason=reason,
+        )
+
+    def audio_deleted(self, now: datetime) -> None:
+        """Every copy of the purged audio is gone: our store's (all versions) and Twilio's."""
+        if self.status != RecordingStatus.PURGED:
+            raise InvalidTransition("only a purged recording's audio is deleted")
+        if self.audio_deleted_at is None:
+            self.audio_deleted_at = now
+        if self.twilio_deleted_at is None:
+            self.twilio_deleted_at = now

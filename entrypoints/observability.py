@@ -91,6 +91,9 @@ class InstrumentedStore:
     ) -> str:
         return await self._store.signed_url(key, expires_in=expires_in, download_filename=download_filename)
 
+    async def delete(self, key: str) -> None:
+        await self._store.delete(key)
+
 
 class InstrumentedSender:
     """The webhook sender, counting each try by outcome."""

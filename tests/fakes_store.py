@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 
 from application.ports import StorageError, StoredObject
 
-Operation = Literal["put", "verify", "signed_url"]
+Operation = Literal["put", "verify", "signed_url", "delete"]
 
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -55,6 +55,7 @@ class InMemoryRecordingStore:
     objects: dict[str, StoredBlob] = field(default_factory=dict)
     issued_urls: list[IssuedUrl] = field(default_factory=list)
     put_count: int = 0
+    deleted_keys: list[str] = field(default_factory=list)
     _failures: dict[str, list[Exception]] = field(default_factory=dict)
 
     # -- failure injection and damage --
@@ -146,3 +147,9 @@ class InMemoryRecordingStore:
         url = f"{self.public_url.rstrip('/')}/media/{key}?{urlencode(params, quote_via=quote)}"
         self.issued_urls.append(IssuedUrl(key, expires_in, download_filename, url))
         return url
+
+    async def delete(self, key: str) -> None:
+        _check_key(key)
+        self._maybe_fail("delete")
+        self.objects.pop(key, None)
+        self.deleted_keys.append(key)

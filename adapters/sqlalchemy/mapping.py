@@ -117,20 +117,22 @@ class Spec(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Embedded:
-    """A value object flattened into the columns named after its fields; ``X | None`` is None when the
-    first of them is null."""
+    """A value object flattened into the columns named after its fields (each after ``prefix``);
+    ``X | None`` is None when the first of them is null."""
+
+    prefix: str = ""
 
     def bind(self, attr: str, hint: Any) -> _Field:
-        return _Embedded(attr, hint)
+        return _Embedded(attr, hint, self.prefix)
 
 
 class _Embedded:
-    def __init__(self, attr: str, hint: Any) -> None:
+    def __init__(self, attr: str, hint: Any, prefix: str = "") -> None:
         self.attr = attr
         self._cls, self._optional = _optional(hint)
         hints = get_type_hints(self._cls)
-        fields = [_Column(f.name, f.name, hints[f.name]) for f in dataclasses.fields(self._cls)]
-        self.columns = tuple(f.attr for f in fields)
+        fields = [_Column(f.name, prefix + f.name, hints[f.name]) for f in dataclasses.fields(self._cls)]
+        self.columns = tuple(column for f in fields for column in f.columns)
         self._codec = _Codec(fields)
 
     def dump(self, value: Any, row: dict[str, Any]) -> None:

@@ -37,7 +37,15 @@ from adapters.sqlalchemy.repository import Repository
 from application.ports import CallQuery
 from application.views import own_recording_view, recording_view
 from domain import events as ev
-from domain.model import ENDED_STATUSES, SETTLED_STATUSES, Call, Organization, Recording, RecordingStatus
+from domain.model import (
+    ENDED_STATUSES,
+    PURGE_FILTERED,
+    SETTLED_STATUSES,
+    Call,
+    Organization,
+    Recording,
+    RecordingStatus,
+)
 
 _c, _r, _p = t.calls.c, t.recordings.c, t.organization_phone_numbers.c
 
@@ -56,7 +64,7 @@ class SqlAlchemyOrganizationRepository(Repository[Organization]):
         return await self._first(self._by_phone_number, {"number": number})
 
 
-RECORDING_STATES = frozenset({"available", "processing", "not_recorded", "failed"})
+RECORDING_STATES = frozenset({"available", "processing", "not_recorded", "failed", "purged"})
 _ENDED = [s.value for s in ENDED_STATUSES]
 
 
@@ -118,6 +126,8 @@ def _state_of_recording(r: Any) -> Any:
         (and_(r.status.in_(archived), r.storage_key.is_not(None)), "available"),
         (r.status == RecordingStatus.ABSENT.value, "not_recorded"),
         (r.status == RecordingStatus.FAILED.value, "failed"),
+        (and_(r.status == RecordingStatus.PURGED.value, r.purge_reason == PURGE_FILTERED), "not_recorded"),
+        (r.status == RecordingStatus.PURGED.value, "purged"),
         else_="processing",
     )
 
@@ -140,7 +150,12 @@ RESTATE = (
 
 
 class SqlAlchemyCallRepository(Repository[Call]):
-    mapping = AggregateMapping(Call, t.calls, fields={"consent": Embedded()}, derived=["recording_state"])
+    mapping = AggregateMapping(
+        Call,
+        t.calls,
+        fields={"consent": Embedded(), "legal_hold": Embedded(prefix="legal_hold_")},
+        derived=["recording_state"],
+    )
     _by_sid = select(t.calls).where(_c.call_sid == bindparam("call_sid"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

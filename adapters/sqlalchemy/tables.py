@@ -68,6 +68,7 @@ organizations = Table(
     Column("recording_changed_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    Column("retention_days", Integer),  # None: kept indefinitely (migration 0017)
     # Keep recordings of calls the scorability filter marks non-engagement (migration 0019).
     Column("keep_non_engagement", Boolean, nullable=False, server_default=true()),
 )
@@ -108,6 +109,10 @@ calls = Table(
     Column("transfer_stage", String(16)),
     Column("version", Integer, nullable=False),
     Column("settled_at", UTCDateTime),  # ended and its recording settled: call.ended (migration 0010)
+    # legal hold (migration 0017): who placed it, why and when; null when the call is not held
+    Column("legal_hold_held_by", String(200)),
+    Column("legal_hold_reason", Text),
+    Column("legal_hold_held_at", UTCDateTime),
     # What the list shows of its recording (available | processing | not_recorded | failed), kept in
     # step by the unit of work with the call and its own recording: no column of the Call (migration 0014).
     Column("recording_state", String(16), nullable=False),
@@ -146,6 +151,10 @@ recordings = Table(
     Column("discard_reason", String(32)),  # deleted at Twilio unarchived, and why (migration 0012)
     Column("version", Integer, nullable=False),
     Column("updated_at", UTCDateTime),  # set on every write: how long a recording has sat in its state
+    # purged audio (migration 0017): when and why; when every copy was gone
+    Column("purged_at", UTCDateTime),
+    Column("purge_reason", String(16)),
+    Column("audio_deleted_at", UTCDateTime),
     Index("ix_recordings_status_updated", "status", "updated_at"),
 )
 

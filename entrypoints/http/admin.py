@@ -15,7 +15,7 @@ from domain.model import CallKind
 from entrypoints.http.api import Cursor, Limit, call_body, decode_cursor, encode_cursor
 from entrypoints.http.auth import audit_actor, ops_admin_guard
 from entrypoints.http.deps import ServicesDep
-from entrypoints.http.errors import AUDIT_DOWN, AUTH_ERRORS, BAD_REQUEST, NOT_FOUND
+from entrypoints.http.errors import AUDIT_DOWN, AUTH_ERRORS, BAD_REQUEST, GONE, NOT_FOUND
 from entrypoints.http.schemas import CallPage, IdPath, IdQuery
 
 Reason = Annotated[str, QueryParameter(min_length=3, max_length=500, description="Why you need this access")]
@@ -59,6 +59,7 @@ class AdminApi(Controller):
             **AUTH_ERRORS,
             **BAD_REQUEST,
             **NOT_FOUND,
+            **GONE,
             **AUDIT_DOWN,
         },
     )

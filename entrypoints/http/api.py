@@ -20,11 +20,11 @@ from application import audit, commands, views
 from application.errors import NotFound
 from application.ports import AuditCursor, CallCursor
 from domain.audit import AuditEntry
-from domain.model import DISCLOSURE_TEXT, CallKind, Organization
+from domain.model import DISCLOSURE_TEXT, Call, CallKind, Organization
 from entrypoints.http.auth import admin_guard, audit_actor, customer_guard, principal_of
 from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
-from entrypoints.http.errors import AUDIT_DOWN, AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, NOT_FOUND
+from entrypoints.http.errors import AUDIT_DOWN, AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, GONE, NOT_FOUND
 from entrypoints.http.schemas import (
     AdditionalRecordingResponse,
     AuditEntryResponse,
@@ -34,6 +34,7 @@ from entrypoints.http.schemas import (
     CallResponse,
     ConsentResponse,
     IdPath,
+    LegalHoldResponse,
     RecordingResponse,
     RecordingSetting,
     RecordingSettingUpdate,
@@ -81,8 +82,17 @@ def call_body(view: views.CallView, base_path: str = "/api/v1/calls") -> CallRes
             content_type=rec.content_type,
             playback_url=f"{base_path}/{call.id}/recording" if available else None,
             download_url=f"{base_path}/{call.id}/recording?download=true" if available else None,
+            purged_at=_iso(rec.purged_at),
         ),
+        legal_hold=legal_hold_body(call),
     )
+
+
+def legal_hold_body(call: Call) -> LegalHoldResponse:
+    hold = call.legal_hold
+    if hold is None:
+        return LegalHoldResponse(held=False, reason=None, held_by=None, held_at=None)
+    return LegalHoldResponse(held=True, reason=hold.reason, held_by=hold.held_by, held_at=_iso(hold.held_at))
 
 
 def call_detail_body(view: views.CallView, base_path: str = "/api/v1/calls") -> CallDetailResponse:
@@ -138,7 +148,7 @@ def audit_entry_body(entry: AuditEntry) -> AuditEntryResponse:
     )
 
 
-RecordingFilter = Literal["available", "processing", "not_recorded", "failed"]
+RecordingFilter = Literal["available", "processing", "not_recorded", "failed", "purged"]
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")]
 Cursor = CursorQuery
 
@@ -239,6 +249,7 @@ class DashboardApi(Controller):
             **AUTH_ERRORS,
             **BAD_REQUEST,
             **NOT_FOUND,
+            **GONE,
             **AUDIT_DOWN,
         },
     )
@@ -249,7 +260,7 @@ class DashboardApi(Controller):
         services: ServicesDep,
         download: Annotated[bool, QueryParameter(description="Serve the audio as an attachment")] = False,
     ) -> Response[Any]:
-        """307 to a short-lived signed URL of the audio (Range requests work on it).
+        """307 to a short-lived signed URL of the audio (Range requests work on it); 410 once purged.
 
         The access is in the org's audit log before the URL is issued; 503 when it cannot be written.
         """

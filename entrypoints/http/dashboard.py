@@ -27,7 +27,7 @@ from litestar.response import Redirect, Template
 from litestar.template.config import TemplateConfig
 
 from application import audit, commands, views
-from application.errors import NotFound
+from application.errors import NotFound, RecordingGone
 from domain.model import DISCLOSURE_TEXT, CallKind
 from entrypoints.config import Settings
 from entrypoints.http.api import decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor
@@ -54,7 +54,13 @@ PAGE_CSP = (
     "default-src 'self'; style-src 'unsafe-inline'; media-src 'self'{media}; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-LABELS = {"available": "Recording", "processing": "Processing", "failed": "Failed", "not_recorded": "None"}
+LABELS = {
+    "available": "Recording",
+    "processing": "Processing",
+    "failed": "Failed",
+    "not_recorded": "None",
+    "purged": "Deleted",
+}
 ACTION_LABELS = {
     "list_calls": "Listed the calls",
     "play_recording": "Played a recording",
@@ -65,6 +71,10 @@ ACTION_LABELS = {
     "create_webhook_endpoint": "Added a webhook endpoint",
     "rotate_webhook_secret": "Rotated a webhook secret",
     "delete_webhook_endpoint": "Deleted a webhook endpoint",
+    "set_retention": "Changed the retention policy",
+    "purge_recording": "Deleted a recording's audio",
+    "place_legal_hold": "Placed a legal hold on a call",
+    "release_legal_hold": "Released a call's legal hold",
     "request_erasure": "Requested the erasure of a caller's data",
     "erase_caller_data": "Erased a caller's data from a call",
     "keep_filtered_recordings": "Chose to keep recordings of filtered calls",
@@ -75,6 +85,10 @@ ROLE_LABELS = {"member": "member", "admin": "admin", "ops_admin": "operations te
 REASONS = {
     "recording_off": "Recording was off when this call happened.",
     "no_audio": "The call ended before any audio could be captured.",
+    "retention": "The recording was deleted under the organization's retention policy; the call's "
+    "details are kept.",
+    "erasure": "The recording was deleted at the caller's request; the call's details are kept.",
+    "filtered": "The recording was not kept: the call was filtered out.",
 }
 
 
@@ -232,7 +246,13 @@ class DashboardPages(Controller):
             principal=principal,
             calls=rows,
             labels=LABELS,
-            reasons={"recording_off": "recording was off", "no_audio": "no audio captured"},
+            reasons={
+                "recording_off": "recording was off",
+                "no_audio": "no audio captured",
+                "retention": "deleted (retention)",
+                "erasure": "deleted (erasure)",
+                "filtered": "filtered out",
+            },
             next_cursor=encode_cursor(next_cursor) if next_cursor else None,
         )
 
@@ -261,6 +281,8 @@ class DashboardPages(Controller):
             explanation = "The recording is being processed."
         elif status == "failed":
             explanation = "The recording failed."
+        elif status == "purged" and view.recording.purged_at is not None:
+            explanation = f"{explanation} Deleted on {view.recording.purged_at:%Y-%m-%d}."
         return page(
             request,
             "call.html",
@@ -283,14 +305,24 @@ class DashboardPages(Controller):
         principal = await session_principal(request)
         if principal is None:
             raise NotAuthorizedException("no dashboard session")
-        url = await views.recording_url(
-            services,
-            actor=audit_actor(request, principal),
-            org_id=principal.org_id,
-            call_id=call_id,
-            kinds=CUSTOMER,
-            download=download,
-        )
+        try:
+            url = await views.recording_url(
+                services,
+                actor=audit_actor(request, principal),
+                org_id=principal.org_id,
+                call_id=call_id,
+                kinds=CUSTOMER,
+                download=download,
+            )
+        except RecordingGone as gone:  # a download link followed after the purge: say why, as a page
+            return page(
+                request,
+                "message.html",
+                410,
+                title="Recording deleted",
+                principal=principal,
+                message=str(gone),
+            )
         return Redirect(url, status_code=307, headers={"Cache-Control": "no-store"})
 
     @get("/audit-log")

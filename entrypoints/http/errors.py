@@ -22,6 +22,7 @@ from application.errors import (
     IntegrityViolation,
     NotFound,
     PhoneNumberTaken,
+    RecordingGone,
     WebhookTargetRefused,
 )
 from domain.errors import DomainError, InvalidValue
@@ -61,6 +62,7 @@ _PAGE_TITLES = {
     403: "Not allowed",
     404: "Page not found",
     405: "Not allowed",
+    410: "Recording deleted",
 }
 _PAGE_MESSAGES = {404: "There is no page at this address.", 500: "Something went wrong on our side."}
 
@@ -121,6 +123,8 @@ def _application_error(exc: ApplicationError) -> Response[Any]:
         return error_response(404, exc.code, str(exc) or "not found")
     if isinstance(exc, PhoneNumberTaken):
         return error_response(409, exc.code, str(exc))
+    if isinstance(exc, RecordingGone):
+        return error_response(410, exc.code, str(exc))
     if isinstance(exc, AuditUnavailable):
         return error_response(503, exc.code, str(exc))
     if isinstance(exc, ConcurrencyConflict):
@@ -173,5 +177,6 @@ AUTH_ERRORS = {
 BAD_REQUEST = {400: error_spec("Malformed request: the message names the offending field")}
 NOT_FOUND = {404: error_spec("No such object in the caller's organization")}
 BODY_ERRORS = {**BAD_REQUEST, 413: error_spec("Request body too large")}
+GONE = {410: error_spec("The recording's audio was deleted (retention, erasure): never served again")}
 AUDIT_DOWN = {503: error_spec("The audit log cannot be written, so the access is refused")}
 CONFLICT = {409: error_spec("Conflicts with the current state (e.g. a number another org owns)")}

@@ -58,13 +58,26 @@ class RecordingSetting(msgspec.Struct):
 
 
 class RecordingResponse(msgspec.Struct):
-    status: Literal["available", "processing", "not_recorded", "failed"]
-    reason: Literal["recording_off", "no_audio"] | None
+    """`purged`: the audio was deleted for good (`reason` `retention` or `erasure`, at `purged_at`);
+    the call's metadata stays. A filtered call's reads `not_recorded` with reason `filtered`."""
+
+    status: Literal["available", "processing", "not_recorded", "failed", "purged"]
+    reason: Literal["recording_off", "no_audio", "filtered", "retention", "erasure"] | None
     duration_s: int | None
     size_bytes: int | None
     content_type: str | None
     playback_url: str | None
     download_url: str | None
+    purged_at: str | None = None
+
+
+class LegalHoldResponse(msgspec.Struct):
+    """Whether the call is under legal hold (its audio is not purged nor erased), by whom, why, since."""
+
+    held: bool
+    reason: str | None
+    held_by: str | None
+    held_at: str | None
 
 
 class ConsentResponse(msgspec.Struct):
@@ -89,6 +102,7 @@ class CallResponse(msgspec.Struct):
     recording: RecordingResponse | None = None
     non_engagement: bool = False
     consent: ConsentResponse | None = None
+    legal_hold: LegalHoldResponse | None = None
 
 
 class AdditionalRecordingResponse(msgspec.Struct):
@@ -100,8 +114,8 @@ class AdditionalRecordingResponse(msgspec.Struct):
     `not_recorded` (`no_audio`) and `failed`: Twilio captured nothing. `processing`: on its way.
     """
 
-    status: Literal["processing", "archived", "discarded", "not_recorded", "failed"]
-    reason: Literal["recording_off", "no_audio"] | None
+    status: Literal["processing", "archived", "discarded", "not_recorded", "failed", "purged"]
+    reason: Literal["recording_off", "no_audio", "filtered", "retention", "erasure"] | None
     duration_s: int | None
     size_bytes: int | None
     content_type: str | None
@@ -111,6 +125,19 @@ class CallDetailResponse(CallResponse):
     """A call, with the fate of every additional recording Twilio made of it (oldest first)."""
 
     additional_recordings: list[AdditionalRecordingResponse] = msgspec.field(default_factory=list)
+
+
+class RetentionSetting(Strict):
+    """How long the org's recordings are kept, in days (1 to 3650); null: indefinitely (the default)."""
+
+    days: Annotated[int, msgspec.Meta(ge=1, le=3650)] | None
+
+
+class LegalHoldUpdate(Strict):
+    """Place (`held: true`, with a non-empty `reason`) or release (`held: false`) a call's legal hold."""
+
+    held: bool
+    reason: Annotated[str, msgspec.Meta(max_length=1000)] = ""
 
 
 class CallPage(msgspec.Struct):

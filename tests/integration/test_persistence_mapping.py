@@ -50,13 +50,16 @@ def test_a_field_without_a_column_is_refused() -> None:
     AggregateMapping(RecordingWithSurprise, t.recordings, fields={"audio": Embedded()}, exclude=["surprise"])
 
 
+CALL_FIELDS = {"consent": Embedded(), "legal_hold": Embedded(prefix="legal_hold_")}
+
+
 def test_a_column_without_a_field_is_refused() -> None:
     calls = t.calls.to_metadata(MetaData())
     calls.append_column(Column("surprise", Text))
     with pytest.raises(MappingError, match=r"calls columns \['surprise'\] map to no field of Call"):
-        AggregateMapping(Call, calls, fields={"consent": Embedded()}, derived=["recording_state"])
+        AggregateMapping(Call, calls, fields=CALL_FIELDS, derived=["recording_state"])
     # Declared as derived (written by the repository, not from a field), it is accepted.
-    AggregateMapping(Call, calls, fields={"consent": Embedded()}, derived=["recording_state", "surprise"])
+    AggregateMapping(Call, calls, fields=CALL_FIELDS, derived=["recording_state", "surprise"])
 
 
 def test_every_aggregate_maps_every_column_of_its_table() -> None:

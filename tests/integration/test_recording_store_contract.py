@@ -178,6 +178,26 @@ async def test_verify_of_a_missing_key_is_none(store: RecordingStore) -> None:
     assert await store.verify("org-1/never-written.mp3") is None
 
 
+async def test_delete_removes_the_object_and_leaves_its_neighbours(store: RecordingStore) -> None:
+    neighbour = KEY + ".other.mp3"  # shares the key as a prefix: must survive
+    await store.put(KEY, chunks_of(AUDIO), content_type="audio/mpeg", metadata={})
+    await store.put(neighbour, chunks_of(b"keep me"), content_type="audio/mpeg", metadata={})
+
+    await store.delete(KEY)
+
+    assert await store.verify(KEY) is None
+    kept = await store.verify(neighbour)
+    assert kept is not None and kept.sha256 == sha(b"keep me")
+
+
+async def test_deleting_a_missing_key_or_twice_is_not_an_error(store: RecordingStore) -> None:
+    await store.delete("org-1/never-written.mp3")
+    await store.put(KEY, chunks_of(AUDIO), content_type="audio/mpeg", metadata={})
+    await store.delete(KEY)
+    await store.delete(KEY)
+    assert await store.verify(KEY) is None
+
+
 async def test_a_put_whose_chunks_fail_midway_leaves_nothing_under_the_key(store: RecordingStore) -> None:
     with pytest.raises(DownloadBroke):
         await store.put(

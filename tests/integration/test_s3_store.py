@@ -434,3 +434,29 @@ def test_settings_that_s3_would_refuse_are_refused_up_front() -> None:
     ):
         with pytest.raises(ValueError):
             S3RecordingStore("bucket", **bad)
+
+
+# --- deletion ------------------------------------------------------------------------------------
+
+
+async def test_delete_on_a_versioned_bucket_leaves_no_version_and_no_delete_marker(
+    s3_store: S3RecordingStore, s3_client: Any, s3_bucket: str
+) -> None:
+    s3_client.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    key, neighbour = "orgs/org-1/2026/11/01/call-1/rec-1.mp3", "orgs/org-1/2026/11/01/call-1/rec-1.mp3x"
+    await s3_store.put(key, chunks_of(audio(1000)), content_type="audio/mpeg", metadata={})
+    await s3_store.put(key, chunks_of(audio(1000, seed=2)), content_type="audio/mpeg", metadata={})
+    s3_client.delete_object(Bucket=s3_bucket, Key=key)  # a plain delete: only a marker on top
+    await s3_store.put(key, chunks_of(audio(1000, seed=3)), content_type="audio/mpeg", metadata={})
+    await s3_store.put(neighbour, chunks_of(b"keep"), content_type="audio/mpeg", metadata={})
+    listed = s3_client.list_object_versions(Bucket=s3_bucket, Prefix=key)
+    assert len([v for v in listed["Versions"] if v["Key"] == key]) == 3 and listed["DeleteMarkers"]
+
+    await s3_store.delete(key)
+
+    listed = s3_client.list_object_versions(Bucket=s3_bucket, Prefix=key)
+    assert [v["Key"] for v in listed.get("Versions", [])] == [neighbour]
+    assert listed.get("DeleteMarkers", []) == []
+    assert await s3_store.verify(key) is None
+    for version in s3_client.list_object_versions(Bucket=s3_bucket)["Versions"]:  # the fixture's cleanup
+        s3_client.delete_object(Bucket=s3_bucket, Key=version["Key"], VersionId=version["VersionId"])
