@@ -13,7 +13,7 @@ from domain import events
 from domain.audit import AuditActor
 from domain.erasure import ErasureStatus
 from domain.errors import InvalidValue
-from domain.model import CallStatus
+from domain.model import CallStatus, RecordingStatus
 from tests.fakes import FakeClock, FakeTelephony, InMemoryRecordingStore, drain, make_services
 from tests.support.database import Database
 from tests.unit.test_handlers import (
@@ -165,3 +165,34 @@ async def test_a_bad_erasure_request_is_refused_and_records_nothing(
     with pytest.raises(InvalidValue):
         await bus.handle(RequestErasure(ACME, number, reason, ADMIN))
     assert await db.events_of(events.ErasureRequested) == []
+
+
+async def hold(svc: Services, call_id: str) -> None:
+    async with svc.uow() as uow:
+        call = await uow.calls.get(call_id)
+        assert call is not None
+        call.place_legal_hold(by="legal@acme", reason="dispute 7", now=svc.clock.now())
+        await uow.commit()
+
+
+@pytest.mark.usefixtures("two_orgs")
+async def test_erasure_deletes_the_audio_of_the_callers_calls_and_lists_the_held_ones_untouched(
+    bus: MessageBus, svc: Services, telephony: FakeTelephony, store: InMemoryRecordingStore, db: Database
+) -> None:
+    erased, held = [await call_from(bus, svc, telephony, n, CALLER) for n in (1, 2)]
+    globex = await call_from(bus, svc, telephony, 3, CALLER, to=GLOBEX_NUMBER)
+    await hold(svc, held)
+    keys = {c: (await db.recording_for_call(c)).audio.storage_key for c in (erased, held, globex)}  # type: ignore[union-attr]
+
+    request_id = await erase(bus, svc)
+
+    request = await get_erasure_request(svc, org_id=ACME, request_id=request_id)
+    assert (request.status, request.erased_call_ids, request.held_call_ids) == ("completed", [erased], [held])
+    assert request.recordings_purged == 1
+    gone = await db.recording_for_call(erased)
+    assert gone is not None and gone.status == RecordingStatus.PURGED and gone.purge_reason == "erasure"
+    assert keys[erased] not in store.objects
+    assert keys[held] in store.objects and keys[globex] in store.objects
+    assert (await db.call(held)).from_number == CALLER  # a held call is left exactly as it is
+    [completed] = await db.events_of(events.ErasureCompleted)
+    assert completed.held_call_ids == [held]
