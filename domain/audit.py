@@ -38,7 +38,6 @@ CHANGE_ACTIONS = (
     "erase_caller_data",
     "keep_filtered_recordings",
     "delete_filtered_recordings",
-    "purge_filtered_recording",
 )
 ACTIONS = ACCESS_ACTIONS + CHANGE_ACTIONS
 OPERATIONS_ROLE = "ops_admin"  # the platform's operations team: every access needs a reason

@@ -79,7 +79,6 @@ ACTION_LABELS = {
     "erase_caller_data": "Erased a caller's data from a call",
     "keep_filtered_recordings": "Chose to keep recordings of filtered calls",
     "delete_filtered_recordings": "Chose to delete recordings of filtered calls",
-    "purge_filtered_recording": "Deleted the recording of a filtered call",
 }
 ROLE_LABELS = {"member": "member", "admin": "admin", "ops_admin": "operations team", "system": "service"}
 REASONS = {
