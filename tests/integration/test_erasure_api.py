@@ -92,3 +92,39 @@ async def test_keep_non_engagement_defaults_to_true_and_is_set_beside_the_toggle
 
     log = (await h.client.get("/api/v1/audit-log", headers=h.auth(ACME))).json()["items"]
     assert "delete_filtered_recordings" in [e["action"] for e in log]
+
+
+async def test_the_settings_pages_checkbox_sets_the_policy_for_admins_of_this_site_only(
+    harness: ApiHarness,
+) -> None:
+    h = harness
+    origin = {"Origin": "http://testserver.local"}
+    url = "/api/v1/settings/call-recording"
+    await h.client.post("/dashboard/session", data={"token": h.token(ACME, "member")}, headers=origin)
+    as_member = await h.client.post("/dashboard/settings/non-engagement", data={}, headers=origin)
+    assert as_member.status_code == 403
+    await h.client.post("/dashboard/session", data={"token": h.token(ACME, "admin")}, headers=origin)
+    page = (await h.client.get("/dashboard/settings")).text
+    assert (
+        'id="keep-non-engagement"' in page
+        and "checked" in page.partition('id="keep-non-engagement"')[2][:120]
+    )
+    cross_site = await h.client.post(
+        "/dashboard/settings/non-engagement", data={}, headers={"Origin": "https://evil.example"}
+    )
+    assert cross_site.status_code == 403
+    assert (await h.client.get(url, headers=h.auth(ACME))).json()["keep_non_engagement"] is True
+
+    form = {**origin, "Content-Type": "application/x-www-form-urlencoded"}
+    unchecked = await h.client.post(
+        "/dashboard/settings/non-engagement", content=b"", headers=form
+    )  # as browsers
+
+    assert unchecked.status_code == 303
+    assert (await h.client.get(url, headers=h.auth(ACME))).json()["keep_non_engagement"] is False
+    assert "deleted once the call settles" in (await h.client.get("/dashboard/settings")).text
+    checked = await h.client.post(
+        "/dashboard/settings/non-engagement", data={"keep_non_engagement": "true"}, headers=origin
+    )
+    assert checked.status_code == 303
+    assert (await h.client.get(url, headers=h.auth(ACME))).json()["keep_non_engagement"] is True
