@@ -21,7 +21,7 @@ from entrypoints.container import Container
 from entrypoints.http.admin import AdminApi
 from entrypoints.http.api import DashboardApi
 from entrypoints.http.auth import build_jwt_auth
-from entrypoints.http.dashboard import TEMPLATES, DashboardPages, page_headers
+from entrypoints.http.dashboard import TEMPLATES, DashboardPages, page_headers, static_files
 from entrypoints.http.erasure_api import ErasureApi
 from entrypoints.http.errors import EXCEPTION_HANDLERS
 from entrypoints.http.internal import InternalApi
@@ -99,6 +99,7 @@ def create_app(container: Container | None = None, settings: Settings | None = N
             WebhookEndpointsApi,
             ErasureApi,
             DashboardPages,
+            static_files(),
             *_media_routes(container.store()),
         ],
         dependencies={"bus": Provide(provide_bus), "services": Provide(provide_services)},
