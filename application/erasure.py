@@ -6,38 +6,29 @@ works through the org's calls of that caller one transaction per call: a call un
 skipped and listed; any other has its recordings purged (reason ``erasure``; the ``RecordingPurged``
 consumer deletes the audio from the store and Twilio), its caller number replaced by the request's
 redacted form (in the call, its events in the outbox and its webhook deliveries), an audit record,
-and a ``CallerDataErased`` event for the platform's services. A call that is still live is left for
-a retry (the handler raises once the rest is done). When every call is erased or held, the request
-is completed and forgets the number. Running it twice changes nothing more: a call already erased
-shows the redacted form, which the second run finds and leaves alone.
+and a ``CallerDataErased`` event for the platform's services. A call still live is erased all the
+same: audio that reaches our store later is purged as it settles (``purge_if_erased``). When every
+call is erased or held, the request is completed and forgets the number. Running it twice changes
+nothing more: a call already erased shows the redacted form, which the second run finds and leaves
+alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from datetime import datetime
 
 from application import commands
 from application.deletion import purge_call_audio
 from application.errors import NotFound
+from application.ports import UnitOfWork
 from application.retry import retry_conflicts
 from application.services import Services
 from domain import events
-from domain.audit import AuditActor, AuditEntry
-from domain.erasure import ErasureRequest
-from domain.model import PURGE_ERASURE, RecordingStatus
+from domain.audit import SYSTEM_ROLE, AuditActor, AuditEntry
+from domain.erasure import REDACTED_PREFIX, ErasureRequest, is_redacted
+from domain.model import PURGE_ERASURE, Call
 
 ADMIN_ROLE = "admin"
-
-
-class ErasureNotFinished(RuntimeError):
-    """Some call of the caller is still live: the request is worked through again later."""
-
-
-@dataclass(frozen=True)
-class ErasureOutcome:
-    erased: bool  # the call was erased now
-    held: bool
-    live: bool  # still in progress: try again later
 
 
 async def request_erasure(cmd: commands.RequestErasure, svc: Services) -> ErasureRequest:
@@ -85,16 +76,11 @@ async def process_erasure(event: events.ErasureRequested, svc: Services) -> None
             return
         numbers = [request.caller_number, request.redacted_as]
         call_ids = await uow.erasure_requests.calls_of_caller(request.org_id, numbers)
-    live = []
     for call_id in call_ids:
-        outcome = await retry_conflicts(
+        await retry_conflicts(
             lambda call_id=call_id: _erase_call(svc, request.id, call_id),  # type: ignore[misc]
             what="erasing a call's caller data",
         )
-        if outcome.live:
-            live.append(call_id)
-    if live:
-        raise ErasureNotFinished(f"{len(live)} call(s) of the caller still in progress; retried later")
     async with svc.uow() as uow:  # records (consumer, event id) with the completion
         request = await uow.erasure_requests.get(event.erasure_request_id)
         assert request is not None
@@ -102,27 +88,20 @@ async def process_erasure(event: events.ErasureRequested, svc: Services) -> None
         await uow.commit()
 
 
-# Recordings Twilio may still be capturing or finishing: the call is erased once they settle.
-UNSETTLED = frozenset({RecordingStatus.REQUESTED, RecordingStatus.IN_PROGRESS, RecordingStatus.DISCARDING})
-
-
-async def _erase_call(svc: Services, request_id: str, call_id: str) -> ErasureOutcome:
+async def _erase_call(svc: Services, request_id: str, call_id: str) -> None:
     # Not ``svc.uow()``: the consumer's (consumer, event id) is recorded only with the completion.
     async with svc.uow_factory() as uow:
         request = await uow.erasure_requests.get(request_id)
         call = await uow.calls.get(call_id)
         assert request is not None
         if call is None or call.org_id != request.org_id or request.completed:
-            return ErasureOutcome(erased=False, held=False, live=False)
+            return
         if call_id in request.erased_call_ids and call.from_number == request.redacted_as:
-            return ErasureOutcome(erased=False, held=False, live=False)
+            return
         if call.held:
             request.call_held(call.id)
             await uow.commit()
-            return ErasureOutcome(erased=False, held=True, live=False)
-        recordings = await uow.recordings.for_call(call.id)
-        if not call.ended or any(r.status in UNSETTLED for r in recordings):
-            return ErasureOutcome(erased=False, held=False, live=True)
+            return
         now = svc.clock.now()
         purged = [r.id for r in await purge_call_audio(uow, call, reason=PURGE_ERASURE, now=now)]
         original = call.from_number
@@ -142,4 +121,23 @@ async def _erase_call(svc: Services, request_id: str, call_id: str) -> ErasureOu
             )
         )
         await uow.commit()
-        return ErasureOutcome(erased=True, held=False, live=False)
+
+
+async def purge_if_erased(uow: UnitOfWork, call: Call, now: datetime) -> None:
+    """Audio that reaches our store after its call was erased (the call was live then) is purged as it
+    settles (consumer ``calls.settle``), with an audit record, unless the call is held."""
+    if call.held or not is_redacted(call.from_number):
+        return
+    if purged := await purge_call_audio(uow, call, reason=PURGE_ERASURE, now=now):
+        uow.audit.add(
+            AuditEntry.record(
+                actor=AuditActor("erasure", SYSTEM_ROLE),
+                action="purge_recording",
+                reason=f"{PURGE_ERASURE}: audio of an erased call, {len(purged)} recording(s)",
+                now=now,
+                org_id=call.org_id,
+                call_id=call.id,
+                call_kind=call.kind.value,
+                target_id=call.from_number.removeprefix(REDACTED_PREFIX)[:36],
+            )
+        )

@@ -31,6 +31,11 @@ def redacted_form(request_id: str) -> str:
     return f"{REDACTED_PREFIX}{request_id}"
 
 
+def is_redacted(number: str) -> bool:
+    """The caller number of an erased call (no caller address Twilio sends looks like it)."""
+    return number.startswith(REDACTED_PREFIX)
+
+
 @dataclass
 class ErasureRequest:
     id: str

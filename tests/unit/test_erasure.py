@@ -132,22 +132,25 @@ async def test_running_the_erasure_twice_changes_nothing_more(
 
 
 @pytest.mark.usefixtures("two_orgs")
-async def test_a_call_still_in_progress_is_erased_once_it_has_ended(
-    bus: MessageBus, svc: Services, telephony: FakeTelephony, db: Database
+async def test_a_call_live_during_the_erasure_loses_the_audio_it_finishes_afterwards(
+    bus: MessageBus, svc: Services, telephony: FakeTelephony, store: InMemoryRecordingStore, db: Database
 ) -> None:
-    await bus.handle(StartCall(sid(9), ACCOUNT_SID, CALLER, ACME_NUMBER))
-    request = await bus.handle(RequestErasure(ACME, CALLER, "asked", ADMIN))
-    result = await drain(svc, check=False)
-    assert result.failures, "the live call keeps the request pending"
-    assert (await get_erasure_request(svc, org_id=ACME, request_id=request.id)).status == "pending"
-
-    await bus.handle(EndCall(sid(9), CallStatus.NO_ANSWER, 0))
+    decision = await bus.handle(StartCall(sid(9), ACCOUNT_SID, CALLER, ACME_NUMBER))
+    await agent_answers(bus, sid(9))
     await drain(svc)
 
-    done = await get_erasure_request(svc, org_id=ACME, request_id=request.id)
-    assert done.status == ErasureStatus.COMPLETED
-    call = await db.call_by_sid(sid(9))
-    assert call is not None and call.from_number == done.redacted_as
+    request_id = await erase(bus, svc)
+    assert (await get_erasure_request(svc, org_id=ACME, request_id=request_id)).status == "completed"
+    assert (await db.call(decision.call_id)).from_number == f"redacted:{request_id}"
+
+    await twilio_completes(bus, telephony, sid(9))  # the live recording finishes and is archived
+    await bus.handle(EndCall(sid(9), CallStatus.COMPLETED, 42))
+    await drain(svc)
+
+    recording = await db.recording_for_call(decision.call_id)
+    assert recording is not None and recording.status == RecordingStatus.PURGED
+    assert recording.purge_reason == "erasure" and store.objects == {}
+    assert recording.recording_sid is not None and telephony.recordings[recording.recording_sid].deleted
 
 
 @pytest.mark.usefixtures("two_orgs")
