@@ -314,6 +314,34 @@ class TwilioTelephony:
             lambda: self._client.calls(call_sid).recordings(recording_sid).update_async(status="stopped"),
         )
 
+    async def pause_recording(self, call_sid: str, recording_sid: str, *, pause_behavior: str) -> bool:
+        return await self._update_recording(call_sid, recording_sid, "paused", pause_behavior)
+
+    async def resume_recording(self, call_sid: str, recording_sid: str) -> bool:
+        return await self._update_recording(call_sid, recording_sid, "in-progress")
+
+    async def _update_recording(
+        self, call_sid: str, recording_sid: str, status: str, pause_behavior: str | None = None
+    ) -> bool:
+        """``Status=paused`` (with ``PauseBehavior``) or ``in-progress``: setting a state, so retried."""
+        _check_sid(call_sid, "call sid")
+        _check_sid(recording_sid, "recording sid")
+        extra = {"pause_behavior": pause_behavior} if pause_behavior is not None else {}
+        try:
+            await self._retried(
+                f"set recording {recording_sid} of call {call_sid} {status}",
+                lambda: (
+                    self._client.calls(call_sid)
+                    .recordings(recording_sid)
+                    .update_async(status=status, **extra)
+                ),
+            )
+        except TwilioTelephonyError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
     async def delete_recording(self, recording_sid: str) -> bool:
         _check_sid(recording_sid, "recording sid")
         try:

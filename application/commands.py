@@ -104,6 +104,20 @@ class RetryWebhookDelivery(Command):
 
 
 @dataclass(frozen=True)
+class PauseRecording(Command):
+    """Pause the call's recording for a sensitive moment (card data); ``ResumeRecording`` ends it."""
+
+    call_id: str
+    actor: AuditActor | None = None  # for the audit log; None: the platform service
+
+
+@dataclass(frozen=True)
+class ResumeRecording(Command):
+    call_id: str
+    actor: AuditActor | None = None  # for the audit log; None: the platform service
+
+
+@dataclass(frozen=True)
 class RequestErasure(Command):
     """Erase one caller's data in the org (issue 16): ``application.erasure``."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from application import commands, deletion, erasure, filtered, webhooks
+from application import commands, deletion, erasure, filtered, pauses, webhooks
 from application.errors import (
     ArchiveVerificationFailed,
     NotFound,
@@ -223,7 +223,9 @@ async def _apply_recording_status(
 async def end_call(cmd: commands.EndCall, svc: Services) -> None:
     async with svc.uow() as uow:
         call = await _call_by_sid(uow, cmd.call_sid)
-        call.end(status=cmd.status, duration_s=cmd.duration_s, now=svc.clock.now())
+        now = svc.clock.now()
+        call.end(status=cmd.status, duration_s=cmd.duration_s, now=now)
+        await pauses.close_pauses_of_ended_call(uow, call, now)  # a pause never outlives the call
         await uow.commit()
 
 
@@ -523,6 +525,8 @@ COMMAND_HANDLERS: dict[type[commands.Command], CommandHandler] = {
     commands.DeleteWebhookEndpoint: webhooks.delete_webhook_endpoint,
     commands.RotateWebhookSecret: webhooks.rotate_webhook_secret,
     commands.RetryWebhookDelivery: webhooks.retry_webhook_delivery,
+    commands.PauseRecording: pauses.pause_recording,
+    commands.ResumeRecording: pauses.resume_recording,
     commands.RequestErasure: erasure.request_erasure,
     commands.SetNonEngagementPolicy: filtered.set_non_engagement_policy,
 }
@@ -547,5 +551,7 @@ EVENT_HANDLERS: dict[type[events.Event], list[tuple[str, EventHandler]]] = {
     ],
     events.CallScorabilityRecorded: [("calls.settle", webhooks.settle_or_withdraw)],
     events.CallSettled: [("webhooks.enqueue", webhooks.enqueue_call_ended)],
+    events.RecordingPaused: [("telephony.pause-recording", pauses.set_capture_at_twilio)],
+    events.RecordingResumed: [("telephony.pause-recording", pauses.set_capture_at_twilio)],
     events.ErasureRequested: [("erasure.process", erasure.process_erasure)],
 }

@@ -1,5 +1,5 @@
 """The loop shared by the background work: the outbox relay, the webhook delivery scheduler, the call
-settler and the reconciliation sweep (``entrypoints/runtime.py`` runs them)."""
+settler, the pause limit and the reconciliation sweep (``entrypoints/runtime.py`` runs them)."""
 
 from __future__ import annotations
 

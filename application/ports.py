@@ -77,6 +77,16 @@ class Telephony(Protocol):
         """Stop an in-progress recording (the provider then reports it completed)."""
         ...
 
+    async def pause_recording(self, call_sid: str, recording_sid: str, *, pause_behavior: str) -> bool:
+        """Pause capture of a live recording (``pause_behavior``: ``silence`` keeps the gap as
+        silence, ``skip`` leaves it out). Pausing a paused one changes nothing. Returns False when
+        the provider no longer holds the recording (404), True otherwise."""
+        ...
+
+    async def resume_recording(self, call_sid: str, recording_sid: str) -> bool:
+        """Resume capture of a paused recording (a live one stays so); False on 404."""
+        ...
+
     def open_media(
         self, recording_sid: str, media_url: str | None = None
     ) -> AbstractAsyncContextManager[MediaStream]:
@@ -275,6 +285,11 @@ class RecordingRepository(Protocol):
     ) -> list[Recording]:
         """Recordings in one of ``statuses`` whose last write is older than ``updated_before``
         (least recently written first): the reconciliation sweep's work list."""
+        ...
+
+    async def paused_too_long(self, *, paused_before: datetime, limit: int) -> list[Recording]:
+        """Recordings paused since before ``paused_before``, or paused while their call has ended,
+        longest paused first: the automatic resume's work list."""
         ...
 
 

@@ -31,6 +31,9 @@ class ServiceSettings:
     scorability_wait: timedelta = timedelta(0)
     # Answered, then ended within this long: an instant hangup, non-engagement.
     instant_hangup: timedelta = INSTANT_HANGUP
+    # A pause nobody resumes ends after this long; Twilio's PauseBehavior (silence | skip).
+    max_pause: timedelta = timedelta(minutes=5)
+    pause_behavior: str = "silence"
 
     @property
     def recording_status_callback(self) -> str:

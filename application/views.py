@@ -16,6 +16,7 @@ from domain.model import (
     PURGE_RETENTION,
     Call,
     CallKind,
+    PauseInterval,
     Recording,
     RecordingStatus,
     non_engagement_reason,
@@ -51,6 +52,8 @@ class CallView:
     non_engagement: bool = False
     # Only in a call's detail (``get_call``), oldest first; never "the" recording of the call.
     additional_recordings: tuple[AdditionalRecordingView, ...] = ()
+    # Only in a call's detail: the paused stretches of its recording, oldest first.
+    pauses: tuple[PauseInterval, ...] = ()
 
 
 def recording_view(call: Call, recording: Recording | None) -> RecordingView:
@@ -173,7 +176,11 @@ async def get_call(
         svc, org_id=org_id, call_id=call_id, kinds=kinds, additional=True
     )
     view = _view(svc, call, recording)
-    return replace(view, additional_recordings=tuple(additional_recording_view(r) for r in others))
+    return replace(
+        view,
+        additional_recordings=tuple(additional_recording_view(r) for r in others),
+        pauses=tuple(recording.pauses) if recording is not None else (),
+    )
 
 
 def _view(svc: Services, call: Call, recording: Recording | None) -> CallView:

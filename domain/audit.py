@@ -29,6 +29,8 @@ CHANGE_ACTIONS = (
     "create_webhook_endpoint",
     "rotate_webhook_secret",
     "delete_webhook_endpoint",
+    "pause_recording",
+    "resume_recording",
     "set_retention",
     "purge_recording",
     "place_legal_hold",

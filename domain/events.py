@@ -243,6 +243,22 @@ class RecordingFailed(RecordingEvent, frozen=True, kw_only=True):
     error: str
 
 
+class RecordingPaused(RecordingEvent, frozen=True, kw_only=True):
+    """Capture was paused (card data, say): the gap is silence in the audio (or skipped)."""
+
+    call_sid: str
+    recording_sid: str
+
+
+class RecordingResumed(RecordingEvent, frozen=True, kw_only=True):
+    """A pause ended: ``reason`` is ``requested``, ``max_pause`` (automatic) or ``call_ended``."""
+
+    call_sid: str
+    recording_sid: str
+    paused_at: datetime
+    reason: str
+
+
 # --- erasure by caller (on the recordings topic, keyed by the erasure request's id) ---------------
 
 
@@ -358,6 +374,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RecordingPurged,
         RecordingAbsent,
         RecordingFailed,
+        RecordingPaused,
+        RecordingResumed,
     )
 }
 

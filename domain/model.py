@@ -634,6 +634,25 @@ class ArchivedAudio:
     archived_at: datetime
 
 
+class ResumeReason(enum.StrEnum):
+    """Why a pause of a recording ended."""
+
+    REQUESTED = "requested"  # the platform asked to resume
+    MAX_PAUSE = "max_pause"  # nobody resumed it within CALLREC_MAX_PAUSE_S: resumed automatically
+    CALL_ENDED = "call_ended"  # the call ended while paused: the pause closes at the call's end
+
+
+@dataclass
+class PauseInterval:
+    """A stretch of a recording that was paused (card data, say). ``resumed_at`` None: still paused."""
+
+    paused_at: datetime
+    paused_by: str
+    resumed_at: datetime | None = None
+    resumed_by: str | None = None
+    resume_reason: ResumeReason | None = None
+
+
 @dataclass
 class Recording:
     id: str
@@ -653,6 +672,7 @@ class Recording:
     error_code: str | None = None
     failure_reason: str | None = None
     discard_reason: str | None = None
+    pauses: list[PauseInterval] = field(default_factory=list)  # oldest first; the last may be open
     version: int = 0
     events: list[Event] = field(default_factory=list, compare=False, repr=False)
     purged_at: datetime | None = None
@@ -854,3 +874,46 @@ class Recording:
             self.audio_deleted_at = now
         if self.twilio_deleted_at is None:
             self.twilio_deleted_at = now
+
+    # --- pausing (sensitive moments: card data) ----------------------------------------------------
+
+    @property
+    def open_pause(self) -> PauseInterval | None:
+        """The pause in force, if the recording is paused now."""
+        last = self.pauses[-1] if self.pauses else None
+        return last if last is not None and last.resumed_at is None else None
+
+    def pause(self, *, by: str, now: datetime) -> bool:
+        """Pause a live recording Twilio has named; returns whether this opened a pause (already
+        paused: nothing changes). ``RecordingPaused`` asks Twilio to pause it."""
+        if self.open_pause is not None:
+            return False
+        if self.status not in LIVE_STATUSES:
+            raise InvalidTransition(f"the recording is no longer live ({self.status}); nothing to pause")
+        if self.recording_sid is None:
+            raise InvalidTransition(
+                "the recording has not started at Twilio yet (it has no RecordingSid); retry in a moment"
+            )
+        self.pauses.append(PauseInterval(paused_at=now, paused_by=by))
+        self._emit(events.RecordingPaused, now, call_sid=self.call_sid, recording_sid=self.recording_sid)
+        return True
+
+    def resume(self, *, by: str, now: datetime, reason: ResumeReason = ResumeReason.REQUESTED) -> bool:
+        """Close the pause in force at ``now`` (not before it opened); returns whether one was open.
+        ``RecordingResumed`` asks Twilio to resume capture, unless the call ended."""
+        pause = self.open_pause
+        if pause is None:
+            return False
+        pause.resumed_at = max(now, pause.paused_at)
+        pause.resumed_by = by
+        pause.resume_reason = reason
+        assert self.recording_sid is not None
+        self._emit(
+            events.RecordingResumed,
+            pause.resumed_at,
+            call_sid=self.call_sid,
+            recording_sid=self.recording_sid,
+            paused_at=pause.paused_at,
+            reason=reason.value,
+        )
+        return True

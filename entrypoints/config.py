@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -174,6 +174,21 @@ class Settings(BaseModel):
         section="service",
         shown="empty (none)",
         notes="see [`CALLREC_PLATFORM_LINES`](#callrec_platform_lines)",
+    )
+    max_pause_s: Annotated[float, Seconds(1, 86400)] = _env(
+        "CALLREC_MAX_PAUSE_S",
+        300.0,
+        "a paused recording nobody resumes is resumed automatically after this many seconds",
+        section="service",
+        notes="Checked every second by the `pause-limit` loop (`callrec serve` and `callrec worker`); "
+        "each automatic resume is logged and audited",
+    )
+    pause_behavior: Literal["silence", "skip"] = _env(
+        "CALLREC_PAUSE_BEHAVIOR",
+        "silence",
+        "what a paused stretch becomes in the audio: `silence` (the timeline stays true) or `skip`",
+        section="service",
+        notes="Twilio's `PauseBehavior`",
     )
     storage: str = _env(
         "CALLREC_STORAGE",
@@ -662,6 +677,8 @@ class Settings(BaseModel):
             recheck_source_audio=self.archive_recheck_source,
             scorability_wait=timedelta(seconds=self.scorability_wait_s),
             instant_hangup=timedelta(seconds=self.instant_hangup_s),
+            max_pause=timedelta(seconds=self.max_pause_s),
+            pause_behavior=self.pause_behavior,
         )
 
 

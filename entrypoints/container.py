@@ -24,6 +24,7 @@ from adapters.sqlalchemy.unit_of_work import SqlAlchemyUnitOfWork
 from adapters.webhook_sender import StandardWebhookSender
 from application.messagebus import EventDispatcher, MessageBus
 from application.outbox import OutboxRelay
+from application.pauses import PauseLimiter
 from application.ports import Clock
 from application.reconcile import RecordingReconciler
 from application.services import Services
@@ -275,3 +276,4 @@ class Container(containers.DeclarativeContainer):
     reconciler = providers.Singleton(_reconciler, services, bus, settings)
     webhook_scheduler = providers.Singleton(_webhook_scheduler, services, settings)
     call_settler = providers.Singleton(_call_settler, services, settings)
+    pause_limiter = providers.Singleton(PauseLimiter, services)

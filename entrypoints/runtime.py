@@ -11,6 +11,8 @@ loop                       does                                             on s
                            (``WebhookDeliveryScheduler``)
 ``call-settling``          settles the calls whose scorability wait is      finishes its pass
                            over (``CallSettler``)
+``pause-limit``            resumes recordings paused longer than            finishes its pass
+                           ``CALLREC_MAX_PAUSE_S`` (``PauseLimiter``)
 ``reconciliation-sweep``   resumes stuck recordings every                   cancelled: a pass may be
                            ``CALLREC_RECONCILE_INTERVAL_S`` (``Recording-   archiving a long recording,
                            Reconciler``)                                    the next sweep resumes it
@@ -18,9 +20,9 @@ loop                       does                                             on s
                            (``KafkaWorker``)
 =========================  ===============================================  ============================
 
-The entrypoints only choose: ``callrec serve`` runs ``serve_loops`` (relay, webhooks, settling, and
-the sweep on the in-process bus), ``callrec worker`` runs ``worker_loops`` (consumers, relay,
-webhooks, settling, sweep), ``callrec reconcile`` runs one sweep and drains the relay
+The entrypoints only choose: ``callrec serve`` runs ``serve_loops`` (relay, webhooks, settling, the
+pause limit, and the sweep on the in-process bus), ``callrec worker`` runs ``worker_loops`` (consumers,
+relay, webhooks, settling, the pause limit, sweep), ``callrec reconcile`` runs one sweep and drains the relay
 (``entrypoints/reconcile.py``).
 ``BackgroundRuntime`` starts them, restarts one that crashes (logged, after a pause), and stops them
 in order: it cancels the sweep first, then sets ``stop`` and waits for the others in the order given.
@@ -173,6 +175,12 @@ async def webhook_loops(container: Any) -> list[BackgroundLoop]:
     ]
 
 
+async def pause_loop(container: Any) -> BackgroundLoop:
+    """The automatic resume of pauses nobody ended; several processes may each run one."""
+    limiter = await resolve(container.pause_limiter)
+    return BackgroundLoop("pause-limit", limiter.run_forever)
+
+
 async def sweep_loop(container: Any) -> list[BackgroundLoop]:
     """The periodic sweep, or none when ``CALLREC_RECONCILE_INTERVAL_S`` is 0. Idempotent: several
     processes may each run one."""
@@ -187,7 +195,7 @@ async def serve_loops(container: Any) -> list[BackgroundLoop]:
     """``callrec serve``: the relay and webhooks in both bus modes; the sweep on the in-process bus
     (with Kafka the workers run it)."""
     settings: Settings = container.settings()
-    loops = [await relay_loop(container), *await webhook_loops(container)]
+    loops = [await relay_loop(container), *await webhook_loops(container), await pause_loop(container)]
     if settings.bus == "inprocess":
         loops += await sweep_loop(container)
     return loops
@@ -202,5 +210,6 @@ async def worker_loops(container: Any, worker: Any) -> list[BackgroundLoop]:
         BackgroundLoop("kafka-consumers", worker.run, restart=False),
         await relay_loop(container),
         *await webhook_loops(container),
+        await pause_loop(container),
         *await sweep_loop(container),
     ]

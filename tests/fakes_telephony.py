@@ -16,7 +16,15 @@ from application.ports import MediaNotFound, MediaStream, ProviderRecording, Tel
 
 __all__ = ["FakeRecording", "FakeTelephony"]
 
-_OPERATIONS = ("start_recording", "stop_recording", "open_media", "delete_recording", "list_call_recordings")
+_OPERATIONS = (
+    "start_recording",
+    "stop_recording",
+    "pause_recording",
+    "resume_recording",
+    "open_media",
+    "delete_recording",
+    "list_call_recordings",
+)
 
 
 @dataclass
@@ -24,7 +32,8 @@ class FakeRecording:
     sid: str
     call_sid: str
     status_callback_url: str | None
-    status: str = "in-progress"  # in-progress | stopped | completed | absent
+    status: str = "in-progress"  # in-progress | paused | stopped | completed | absent
+    pause_behavior: str | None = None  # of the last pause
     duration: int | None = None
     audio: bytes | None = None
     content_type: str = "audio/mpeg"
@@ -150,6 +159,37 @@ class FakeTelephony:
         if recording.status == "in-progress":
             recording.status = "stopped"
         await self._done("stop_recording")
+
+    async def pause_recording(self, call_sid: str, recording_sid: str, *, pause_behavior: str) -> bool:
+        self._enter("pause_recording", call_sid, recording_sid, pause_behavior)
+        return await self._set_capture("pause_recording", call_sid, recording_sid, "paused", pause_behavior)
+
+    async def resume_recording(self, call_sid: str, recording_sid: str) -> bool:
+        self._enter("resume_recording", call_sid, recording_sid)
+        return await self._set_capture("resume_recording", call_sid, recording_sid, "in-progress")
+
+    async def _set_capture(
+        self,
+        operation: str,
+        call_sid: str,
+        recording_sid: str,
+        status: str,
+        pause_behavior: str | None = None,
+    ) -> bool:
+        recording = self.recordings.get(recording_sid)
+        if (
+            recording is None
+            or recording.deleted
+            or recording.call_sid != call_sid
+            or call_sid in self.unknown_calls
+        ):
+            return False
+        if recording.status in ("in-progress", "paused"):
+            recording.status = status
+            if pause_behavior is not None:
+                recording.pause_behavior = pause_behavior
+        await self._done(operation)
+        return True
 
     @asynccontextmanager
     async def open_media(

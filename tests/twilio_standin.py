@@ -14,6 +14,7 @@ Twilio side (HTTP basic auth with the account sid and auth token, else 401):
 
 * ``POST /2010-04-01/Accounts/{AC}/Calls/{CA}/Recordings.json`` starts a recording (201, resource JSON)
 * ``POST /2010-04-01/Accounts/{AC}/Calls/{CA}/Recordings/{RE}.json`` ``Status=stopped|paused|in-progress``
+  (``PauseBehavior=skip|silence`` with ``paused``)
 * ``GET  /2010-04-01/Accounts/{AC}/Calls/{CA}/Recordings.json`` and ``…/Accounts/{AC}/Recordings.json``
   (``CallSid``, ``PageSize``, ``Page``) list recordings in Twilio's paging shape
 * ``GET  /2010-04-01/Accounts/{AC}/Recordings/{RE}.json`` fetches one
@@ -122,6 +123,7 @@ class StandinRecording:
     call_sid: str
     account_sid: str
     status: str = "in-progress"  # in-progress | paused | stopped | processing | completed | absent | failed
+    pause_behavior: str | None = None  # of the last pause: skip | silence
     channels: int = 1
     source: str = "StartCallRecordingAPI"
     track: str = "both"
@@ -180,6 +182,7 @@ class StandinRecording:
             "call_sid": self.call_sid,
             "account_sid": self.account_sid,
             "status": self.status,
+            "pause_behavior": self.pause_behavior,
             "channels": self.channels,
             "source": self.source,
             "status_callback": self.status_callback,
@@ -731,6 +734,9 @@ class TwilioStandin:
         status = str(form.get("Status", ""))
         if status not in ("stopped", "paused", "in-progress"):
             return _twilio_error(400, f"Invalid Status {status!r}", code=21626)
+        pause_behavior = form.get("PauseBehavior")
+        if pause_behavior is not None and str(pause_behavior) not in ("skip", "silence"):
+            return _twilio_error(400, f"Invalid PauseBehavior {pause_behavior!r}", code=21626)
         with self._lock:
             recording = self.recordings.get(request.match_info["sid"])
             if recording is None or recording.deleted or recording.call_sid != request.match_info["call"]:
@@ -738,6 +744,8 @@ class TwilioStandin:
             if recording.status in ("in-progress", "paused"):
                 recording.status = status
                 recording.date_updated = _now()
+                if status == "paused":  # Twilio's default is silence
+                    recording.pause_behavior = str(pause_behavior or "silence")
                 if status == "stopped" and self.auto_complete_on_stop:
                     self.complete_recording(recording.sid)
             return web.json_response(recording.resource(call_scoped=True, base_url=self.base_url))

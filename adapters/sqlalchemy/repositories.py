@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 
 from adapters.sqlalchemy import tables as t
-from adapters.sqlalchemy.mapping import AggregateMapping, Children, Embedded
+from adapters.sqlalchemy.mapping import AggregateMapping, Children, Embedded, Json
 from adapters.sqlalchemy.repository import Repository
 from application.ports import CallQuery
 from application.views import own_recording_view, recording_view
@@ -231,7 +231,9 @@ _RECORDING_STATE_OF_ITS_CALL = (
 
 
 class SqlAlchemyRecordingRepository(Repository[Recording]):
-    mapping = AggregateMapping(Recording, t.recordings, fields={"audio": Embedded()})
+    mapping = AggregateMapping(
+        Recording, t.recordings, fields={"audio": Embedded(), "pauses": Json()}, derived=["paused_since"]
+    )
     _by_sid = select(t.recordings).where(_r.recording_sid == bindparam("recording_sid"))
     _for_call = _of_calls(_c.id == bindparam("call_id"))
     _for_calls = _of_calls(_c.id.in_(bindparam("call_ids", expanding=True)))
@@ -252,9 +254,32 @@ class SqlAlchemyRecordingRepository(Repository[Recording]):
         .limit(bindparam("limit", type_=Integer()))
     )
 
+    _paused_too_long = (
+        select(t.recordings)
+        .join(t.calls, _c.id == _r.call_id)
+        .where(
+            _r.paused_since.is_not(None),  # ix_recordings_paused_since
+            or_(
+                _r.paused_since <= bindparam("paused_before", type_=_r.paused_since.type),
+                _c.ended_at.is_not(None),
+            ),
+        )
+        .order_by(_r.paused_since, _r.id)
+        .limit(bindparam("limit", type_=Integer()))
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.calls: SqlAlchemyCallRepository | None = None  # of the same unit of work
+
+    def derived(self, recording: Recording) -> Mapping[str, Any]:
+        """When the pause in force began (None: not paused): what the automatic resume looks for."""
+        pause = recording.open_pause
+        return {"paused_since": pause.paused_at if pause is not None else None}
+
+    async def paused_too_long(self, *, paused_before: datetime, limit: int) -> list[Recording]:
+        """Recordings paused since before ``paused_before``, or whose call has ended, oldest first."""
+        return await self._all(self._paused_too_long, {"paused_before": paused_before, "limit": limit})
 
     async def flush(self, now: datetime) -> list[ev.Event]:
         """Write the recordings, then the recording state of each call whose own recording changed

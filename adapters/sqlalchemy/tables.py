@@ -156,6 +156,10 @@ recordings = Table(
     Column("purge_reason", String(16)),
     Column("audio_deleted_at", UTCDateTime),
     Index("ix_recordings_status_updated", "status", "updated_at"),
+    # Its pauses, as JSON (a handful at most, always read and written with the recording), and when
+    # the pause in force began (none: not paused), for the automatic resume (migration 0018).
+    Column("pauses", Text, nullable=False, server_default=text("'[]'")),
+    Column("paused_since", UTCDateTime, index=True),
 )
 
 outbox = Table(

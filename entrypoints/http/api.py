@@ -6,6 +6,7 @@ missing one, and no URL is minted and no storage touched for it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
@@ -20,7 +21,7 @@ from application import audit, commands, views
 from application.errors import NotFound
 from application.ports import AuditCursor, CallCursor
 from domain.audit import AuditEntry
-from domain.model import DISCLOSURE_TEXT, Call, CallKind, Organization
+from domain.model import DISCLOSURE_TEXT, Call, CallKind, Organization, PauseInterval
 from entrypoints.http.auth import admin_guard, audit_actor, customer_guard, principal_of
 from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
@@ -35,6 +36,7 @@ from entrypoints.http.schemas import (
     ConsentResponse,
     IdPath,
     LegalHoldResponse,
+    PauseResponse,
     RecordingResponse,
     RecordingSetting,
     RecordingSettingUpdate,
@@ -110,7 +112,21 @@ def call_detail_body(view: views.CallView, base_path: str = "/api/v1/calls") -> 
             )
             for rec in view.additional_recordings
         ],
+        pauses=pause_bodies(view.pauses),
     )
+
+
+def pause_bodies(pauses: Iterable[PauseInterval]) -> list[PauseResponse]:
+    return [
+        PauseResponse(
+            paused_at=_iso(p.paused_at) or "",
+            resumed_at=_iso(p.resumed_at),
+            paused_by=p.paused_by,
+            resumed_by=p.resumed_by,
+            resume_reason=p.resume_reason.value if p.resume_reason else None,
+        )
+        for p in pauses
+    ]
 
 
 def _setting(org: Organization) -> RecordingSetting:

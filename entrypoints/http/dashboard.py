@@ -74,6 +74,8 @@ ACTION_LABELS = {
     "create_webhook_endpoint": "Added a webhook endpoint",
     "rotate_webhook_secret": "Rotated a webhook secret",
     "delete_webhook_endpoint": "Deleted a webhook endpoint",
+    "pause_recording": "Paused a call's recording",
+    "resume_recording": "Resumed a call's recording",
     "set_retention": "Changed the retention policy",
     "purge_recording": "Deleted a recording's audio",
     "place_legal_hold": "Placed a legal hold on a call",
@@ -304,6 +306,7 @@ class DashboardPages(Controller):
             call=view.call,
             recording=view.recording,
             explanation=explanation,
+            pauses=view.pauses,
         )
 
     @get("/calls/{call_id:str}/audio")

@@ -121,10 +121,33 @@ class AdditionalRecordingResponse(msgspec.Struct):
     content_type: str | None
 
 
+class PauseResponse(msgspec.Struct):
+    """A stretch of the recording that was paused (card data, say): silence in the audio. `resumed_at`
+    is null while it lasts; `resume_reason`: `requested`, `max_pause` (resumed automatically after
+    CALLREC_MAX_PAUSE_S) or `call_ended` (closed at the call's end)."""
+
+    paused_at: str
+    resumed_at: str | None
+    paused_by: str
+    resumed_by: str | None
+    resume_reason: Literal["requested", "max_pause", "call_ended"] | None
+
+
 class CallDetailResponse(CallResponse):
-    """A call, with the fate of every additional recording Twilio made of it (oldest first)."""
+    """A call, with the fate of every additional recording Twilio made of it (oldest first), and
+    the paused stretches of its recording (oldest first)."""
 
     additional_recordings: list[AdditionalRecordingResponse] = msgspec.field(default_factory=list)
+    pauses: list[PauseResponse] = msgspec.field(default_factory=list)
+
+
+class RecordingPauseState(msgspec.Struct):
+    """The pause state of a call's recording: `paused` now or not, and every pause so far."""
+
+    call_id: str
+    recording_id: str
+    paused: bool
+    pauses: list[PauseResponse]
 
 
 class RetentionSetting(Strict):

@@ -106,6 +106,8 @@ def body_for(row: Row) -> dict[str, object] | None:
         return {"scorable": False, "reason": "robocall"}
     if row.path.endswith("/transfer"):
         return {"stage": "started"}
+    if row.path.endswith(("/recording/pause", "/recording/resume")):
+        return None  # no body; the own call has ended: 409
     if row.path.startswith("/internal/v1/organizations"):
         number = OWN_NUMBER if row.target == "own" else "+15550000099"
         return {"name": "Org", "phone_numbers": [number], "greeting": "Hello."}

@@ -20,7 +20,7 @@ from sqlalchemy import Column, MetaData, Text, delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.sqlalchemy import tables as t
-from adapters.sqlalchemy.mapping import AggregateMapping, Embedded, MappingError
+from adapters.sqlalchemy.mapping import AggregateMapping, Embedded, Json, MappingError, Spec
 from adapters.sqlalchemy.repositories import (
     SqlAlchemyCallRepository,
     SqlAlchemyOrganizationRepository,
@@ -41,13 +41,24 @@ class RecordingWithSurprise(Recording):
     surprise: str | None = None
 
 
+RECORDING_FIELDS: dict[str, Spec] = {"audio": Embedded(), "pauses": Json()}
+
+
 def test_a_field_without_a_column_is_refused() -> None:
     with pytest.raises(
         MappingError, match=r"RecordingWithSurprise\.surprise has no column recordings\.surprise"
     ):
-        AggregateMapping(RecordingWithSurprise, t.recordings, fields={"audio": Embedded()})
+        AggregateMapping(
+            RecordingWithSurprise, t.recordings, fields=RECORDING_FIELDS, derived=["paused_since"]
+        )
     # Declared as no column, it is accepted.
-    AggregateMapping(RecordingWithSurprise, t.recordings, fields={"audio": Embedded()}, exclude=["surprise"])
+    AggregateMapping(
+        RecordingWithSurprise,
+        t.recordings,
+        fields=RECORDING_FIELDS,
+        derived=["paused_since"],
+        exclude=["surprise"],
+    )
 
 
 CALL_FIELDS = {"consent": Embedded(), "legal_hold": Embedded(prefix="legal_hold_")}

@@ -47,6 +47,8 @@ CALLBACK_URL = "https://callrec.example.com/twilio/recording-status"
 _STANDIN_ROUTE = {
     "start_recording": "create_recording",
     "stop_recording": "update_recording",
+    "pause_recording": "update_recording",
+    "resume_recording": "update_recording",
     "open_media": "fetch_media",
     "delete_recording": "delete_recording",
 }
@@ -207,6 +209,38 @@ async def test_stopping_a_recording_that_does_not_exist_is_a_telephony_error(bac
         await backend.telephony.stop_recording(call_sid(), new_sid("RE"))
 
 
+async def test_pausing_and_resuming_a_recording_sets_its_status_each_time_idempotently(
+    backend: Backend,
+) -> None:
+    call = call_sid()
+    sid = await backend.telephony.start_recording(call, CALLBACK_URL)
+    for _ in range(2):
+        assert await backend.telephony.pause_recording(call, sid, pause_behavior="silence")
+        assert backend.status(sid) == "paused"
+    for _ in range(2):
+        assert await backend.telephony.resume_recording(call, sid)
+        assert backend.status(sid) == "in-progress"
+
+
+async def test_pausing_or_resuming_a_recording_the_provider_does_not_hold_reports_it_gone(
+    backend: Backend,
+) -> None:
+    assert not await backend.telephony.pause_recording(call_sid(), new_sid("RE"), pause_behavior="silence")
+    assert not await backend.telephony.resume_recording(call_sid(), new_sid("RE"))
+
+
+async def test_a_transient_failure_on_pause_is_a_telephony_error_and_the_retry_succeeds(
+    backend: Backend,
+) -> None:
+    call = call_sid()
+    sid = await backend.telephony.start_recording(call, CALLBACK_URL)
+    backend.fail_next("pause_recording")
+    with pytest.raises(TelephonyError):
+        await backend.telephony.pause_recording(call, sid, pause_behavior="silence")
+    assert await backend.telephony.pause_recording(call, sid, pause_behavior="silence")
+    assert backend.status(sid) == "paused"
+
+
 async def test_the_media_of_a_completed_recording_streams_back_byte_for_byte(backend: Backend) -> None:
     sid = await backend.telephony.start_recording(call_sid(), CALLBACK_URL)
     audio = backend.complete(sid, size=100_000)
@@ -361,6 +395,43 @@ async def test_stopping_posts_status_stopped_to_the_calls_recording(
     [request] = twilio_standin.requests("update_recording")
     assert request["path"].endswith(f"/Calls/{call}/Recordings/{sid}.json")
     assert request["form"]["Status"] == ["stopped"]
+
+
+@pytest.mark.parametrize("behavior", ["silence", "skip"])
+async def test_pausing_posts_status_paused_with_the_pause_behavior_and_resuming_status_in_progress(
+    telephony: TwilioTelephony,
+    twilio_standin: TwilioStandin,  # noqa: F811
+    behavior: str,
+) -> None:
+    call = call_sid()
+    sid = await telephony.start_recording(call, CALLBACK_URL)
+    await telephony.pause_recording(call, sid, pause_behavior=behavior)
+    await telephony.resume_recording(call, sid)
+    paused, resumed = twilio_standin.requests("update_recording")
+    for request in (paused, resumed):
+        assert request["method"] == "POST" and request["auth_ok"]
+        assert (
+            request["path"]
+            == f"/2010-04-01/Accounts/{twilio_standin.account_sid}/Calls/{call}/Recordings/{sid}.json"
+        )
+    assert paused["form"] == {"Status": ["paused"], "PauseBehavior": [behavior]}
+    assert resumed["form"] == {"Status": ["in-progress"]}
+    info = twilio_standin.recording_info(sid)
+    assert info is not None and (info["status"], info["pause_behavior"]) == ("in-progress", behavior)
+
+
+async def test_the_stand_in_refuses_a_pause_behavior_twilio_does_not_know(
+    twilio_standin: TwilioStandin,  # noqa: F811
+) -> None:
+    call = call_sid()
+    sid = twilio_standin.add_recording(call)
+    account = twilio_standin.account_sid
+    url = f"{twilio_standin.base_url}/2010-04-01/Accounts/{account}/Calls/{call}/Recordings/{sid}.json"
+    async with httpx.AsyncClient(auth=(twilio_standin.account_sid, twilio_standin.auth_token)) as client:
+        response = await client.post(url, data={"Status": "paused", "PauseBehavior": "mute"})
+    assert response.status_code == 400
+    info = twilio_standin.recording_info(sid)
+    assert info is not None and info["status"] == "in-progress"
 
 
 async def test_every_request_carries_the_account_credentials(
@@ -591,6 +662,8 @@ async def test_an_unreachable_api_is_a_retryable_telephony_error_for_every_opera
             attempts = [
                 t.start_recording(call_sid(), CALLBACK_URL),
                 t.stop_recording(call_sid(), sid),
+                t.pause_recording(call_sid(), sid, pause_behavior="silence"),
+                t.resume_recording(call_sid(), sid),
                 t.delete_recording(sid),
                 download(t, sid),
             ]

@@ -44,7 +44,8 @@ def fake_container(log: list[str], *, bus: str = "inprocess", reconcile_interval
         bus=bus, reconcile_interval_s=reconcile_interval_s, webhook_allow_private_networks=False
     )
     loops = {
-        name: FakeLoop(log, name) for name in ("relay", "webhook_scheduler", "call_settler", "reconciler")
+        name: FakeLoop(log, name)
+        for name in ("relay", "webhook_scheduler", "call_settler", "pause_limiter", "reconciler")
     }
     # The sweep ignores stop (a long archive): only cancelling stops it.
     loops["reconciler"].ignores_stop = True
@@ -70,9 +71,17 @@ def no_task_left(runtime: BackgroundRuntime) -> bool:
 @pytest.mark.parametrize(
     ("bus", "interval", "expected"),
     [
-        ("inprocess", 300, ["outbox-relay", "webhook-delivery", "call-settling", "reconciliation-sweep"]),
-        ("inprocess", 0, ["outbox-relay", "webhook-delivery", "call-settling"]),
-        ("kafka", 300, ["outbox-relay", "webhook-delivery", "call-settling"]),  # the workers sweep
+        (
+            "inprocess",
+            300,
+            ["outbox-relay", "webhook-delivery", "call-settling", "pause-limit", "reconciliation-sweep"],
+        ),
+        ("inprocess", 0, ["outbox-relay", "webhook-delivery", "call-settling", "pause-limit"]),
+        (
+            "kafka",
+            300,
+            ["outbox-relay", "webhook-delivery", "call-settling", "pause-limit"],
+        ),  # the workers sweep
     ],
 )
 async def test_serve_runs_the_relay_webhooks_settling_and_the_embedded_sweep(
@@ -106,9 +115,16 @@ async def test_serve_runs_the_relay_webhooks_settling_and_the_embedded_sweep(
     [
         (
             300,
-            ["kafka-consumers", "outbox-relay", "webhook-delivery", "call-settling", "reconciliation-sweep"],
+            [
+                "kafka-consumers",
+                "outbox-relay",
+                "webhook-delivery",
+                "call-settling",
+                "pause-limit",
+                "reconciliation-sweep",
+            ],
         ),
-        (0, ["kafka-consumers", "outbox-relay", "webhook-delivery", "call-settling"]),
+        (0, ["kafka-consumers", "outbox-relay", "webhook-delivery", "call-settling", "pause-limit"]),
     ],
 )
 async def test_a_worker_runs_the_consumers_a_relay_webhooks_settling_and_the_sweep(
