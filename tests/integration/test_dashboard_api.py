@@ -379,6 +379,7 @@ async def test_the_call_detail_has_the_contract_fields(sqlite_harness: ApiHarnes
         "content_type",
         "playback_url",
         "download_url",
+        "purged_at",
     }
     assert body["recording"]["playback_url"] == f"/api/v1/calls/{call_id}/recording"
 
@@ -463,6 +464,7 @@ async def test_the_openapi_document_lists_every_endpoint_with_its_errors(sqlite_
         "discarded",
         "not_recorded",
         "failed",
+        "purged",
     }
 
 
