@@ -242,6 +242,12 @@ class CallQuery:
     started_to: datetime | None = None
     # available | processing | not_recorded | failed, as ``application.views.recording_view`` says
     recording_status: str | None = None
+    # Newer than this position instead (oldest first, then; ``after`` must be None).
+    before: CallCursor | None = None
+    # Callers whose number starts with this (E.164: "+" and digits, as ``normalize_caller`` gives).
+    caller_prefix: str | None = None
+    # Leave out calls settled as non-engagement, or judged so by the scorability filter.
+    hide_non_engagement: bool = False
 
 
 class OrganizationRepository(Protocol):
@@ -255,7 +261,8 @@ class CallRepository(Protocol):
     async def get(self, call_id: str) -> Call | None: ...
     async def get_by_sid(self, call_sid: str) -> Call | None: ...
     async def page(self, query: CallQuery) -> list[Call]:
-        """Newest first by (started_at, id), strictly after ``query.after``."""
+        """Newest first by (started_at, id), strictly after ``query.after``; with ``query.before``,
+        oldest first, strictly before it (the page of newer calls, to be shown reversed)."""
         ...
 
     async def settling(self, *, ended_before: datetime, limit: int) -> list[Call]:

@@ -120,25 +120,60 @@ async def list_calls(
     started_from: datetime | None = None,
     started_to: datetime | None = None,
     recording_status: str | None = None,
+    caller_prefix: str | None = None,
+    hide_non_engagement: bool = False,
 ) -> tuple[list[CallView], CallCursor | None]:
     """One page, newest first, and the cursor of the next page (None on the last)."""
+    query = CallQuery(
+        org_id=org_id,
+        kinds=kinds,
+        limit=limit,
+        after=after,
+        started_from=started_from,
+        started_to=started_to,
+        recording_status=recording_status,
+        caller_prefix=caller_prefix,
+        hide_non_engagement=hide_non_engagement,
+    )
+    found = await calls_page(svc, query)
+    return found.items, found.older
+
+
+# The recording statuses the list shows and filters by (``recording_view``), in the order offered.
+RECORDING_STATUSES = ("available", "processing", "not_recorded", "failed", "purged")
+
+
+@dataclass(frozen=True)
+class CallsPage:
+    items: list[CallView]  # newest first
+    older: CallCursor | None  # the next page's position (None on the last)
+    newer: CallCursor | None  # the previous page's position, for ``CallQuery.before`` (None on the first)
+
+
+async def calls_page(svc: Services, query: CallQuery) -> CallsPage:
+    """One page of ``query.limit`` calls, newest first, with the positions of the pages either side.
+
+    With ``query.before`` it is the page just newer than that position; when fewer than a page of
+    newer calls are left, it is the first page instead.
+    """
+    limit = query.limit
     async with svc.reader() as uow:
-        calls = await uow.calls.page(
-            CallQuery(
-                org_id=org_id,
-                kinds=kinds,
-                limit=limit + 1,
-                after=after,
-                started_from=started_from,
-                started_to=started_to,
-                recording_status=recording_status,
-            )
-        )
-        page, more = calls[:limit], len(calls) > limit
-        recordings = await uow.recordings.get_for_calls([c.id for c in page if c.recording_id is not None])
-    views = [_view(svc, c, recordings.get(c.id)) for c in page]
-    next_cursor = CallCursor(page[-1].started_at, page[-1].id) if more and page else None
-    return views, next_cursor
+        calls = await uow.calls.page(replace(query, limit=limit + 1))
+        if query.before is not None and len(calls) <= limit:
+            query = replace(query, before=None, after=None)
+            calls = await uow.calls.page(replace(query, limit=limit + 1))
+        if query.before is not None:
+            calls, more_older, more_newer = calls[limit - 1 :: -1], True, True
+        else:
+            calls, more_older, more_newer = calls[:limit], len(calls) > limit, query.after is not None
+        recordings = await uow.recordings.get_for_calls([c.id for c in calls if c.recording_id is not None])
+    views = [_view(svc, c, recordings.get(c.id)) for c in calls]
+    first, last = (calls[0], calls[-1]) if calls else (None, None)
+    return CallsPage(
+        views,
+        CallCursor(last.started_at, last.id) if more_older and last else None,
+        CallCursor(first.started_at, first.id) if more_newer and first else None,
+    )
 
 
 async def _owned_call(

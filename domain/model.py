@@ -280,6 +280,7 @@ class Call:
         transfer_stage: str | None = None,
         settled_at: datetime | None = None,
         version: int = 0,
+        non_engagement_reason: str | None = None,
         legal_hold: LegalHold | None = None,
     ) -> None:
         self.id = id
@@ -302,6 +303,7 @@ class Call:
         self.transfer_stage = transfer_stage
         self.settled_at = settled_at  # when the call ended and its recording settled: call.ended
         self.version = version
+        self.non_engagement_reason = non_engagement_reason  # the verdict CallSettled carried
         self.legal_hold = legal_hold
         self.events: list[events.Event] = []
 
@@ -528,6 +530,7 @@ class Call:
         if self.scorable is None and now < self.ended_at + scorability_wait:
             return False
         self.settled_at = now
+        self.non_engagement_reason = non_engagement_reason(self, recording, instant_hangup=instant_hangup)
         audio = recording.audio if recording is not None and recording.is_archived else None
         self.events.append(
             events.CallSettled(
@@ -546,7 +549,7 @@ class Call:
                 recorded=self.recorded,
                 recording_id=recording.id if recording is not None else None,
                 storage_key=audio.storage_key if audio is not None else None,
-                non_engagement=non_engagement_reason(self, recording, instant_hangup=instant_hangup),
+                non_engagement=self.non_engagement_reason,
             )
         )
         return True

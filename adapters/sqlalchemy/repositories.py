@@ -35,7 +35,7 @@ from adapters.sqlalchemy import tables as t
 from adapters.sqlalchemy.mapping import AggregateMapping, Children, Embedded, Json
 from adapters.sqlalchemy.repository import Repository
 from application.ports import CallQuery
-from application.views import own_recording_view, recording_view
+from application.views import RECORDING_STATUSES, own_recording_view, recording_view
 from domain import events as ev
 from domain.model import (
     ENDED_STATUSES,
@@ -64,7 +64,7 @@ class SqlAlchemyOrganizationRepository(Repository[Organization]):
         return await self._first(self._by_phone_number, {"number": number})
 
 
-RECORDING_STATES = frozenset({"available", "processing", "not_recorded", "failed", "purged"})
+RECORDING_STATES = frozenset(RECORDING_STATUSES)
 _ENDED = [s.value for s in ENDED_STATUSES]
 
 
@@ -75,6 +75,9 @@ class _PageShape(NamedTuple):
     started_to: bool
     after: bool
     recording: bool
+    before: bool = False
+    caller: bool = False
+    engaged: bool = False
 
 
 @functools.cache
@@ -93,12 +96,22 @@ def _page(shape: _PageShape) -> Select[Any]:
             bindparam("after_started_at", type_=_c.started_at.type), bindparam("after_id", type_=_c.id.type)
         )
         where.append(tuple_(_c.started_at, _c.id) < cursor)
-    return (
-        select(t.calls)
-        .where(and_(*where))
-        .order_by(_c.started_at.desc(), _c.id.desc())
-        .limit(bindparam("limit", type_=Integer()))
-    )
+    if shape.before:
+        cursor = tuple_(
+            bindparam("after_started_at", type_=_c.started_at.type), bindparam("after_id", type_=_c.id.type)
+        )
+        where.append(tuple_(_c.started_at, _c.id) > cursor)
+    if shape.caller:  # a range of ix_calls_org_kind_from_started; LIKE keeps it exact
+        where.append(_c.from_number.between(bindparam("caller_low"), bindparam("caller_high")))
+        where.append(_c.from_number.like(bindparam("caller_like")))
+    if shape.engaged:
+        where.append(_c.non_engagement_reason.is_(None))
+        where.append(or_(_c.scorable.is_(None), _c.scorable.is_(True)))
+    order = (_c.started_at.asc(), _c.id.asc()) if shape.before else (_c.started_at.desc(), _c.id.desc())
+    return select(t.calls).where(and_(*where)).order_by(*order).limit(bindparam("limit", type_=Integer()))
+
+
+E164_MAX_LENGTH = 16  # "+" and at most 15 digits
 
 
 _SETTLING = (
@@ -202,6 +215,9 @@ class SqlAlchemyCallRepository(Repository[Call]):
             started_to=query.started_to is not None,
             after=query.after is not None,
             recording=query.recording_status is not None,
+            before=query.before is not None,
+            caller=query.caller_prefix is not None,
+            engaged=query.hide_non_engagement,
         )
         params: dict[str, Any] = {
             "org_id": query.org_id,
@@ -210,8 +226,18 @@ class SqlAlchemyCallRepository(Repository[Call]):
             "started_to": query.started_to,
             "limit": query.limit,
         }
-        if query.after is not None:
-            params["after_started_at"], params["after_id"] = query.after.started_at, query.after.id
+        if query.after is not None and query.before is not None:
+            raise ValueError("a calls page is either after or before a position, not both")
+        position = query.after or query.before
+        if position is not None:
+            params["after_started_at"], params["after_id"] = position.started_at, position.id
+        if query.caller_prefix is not None:
+            prefix = query.caller_prefix
+            if not prefix[1:].isdigit() or prefix[0] != "+" or len(prefix) > E164_MAX_LENGTH:
+                raise ValueError(f"caller prefix {prefix!r} is not a '+' and digits")
+            params["caller_low"] = prefix
+            params["caller_high"] = prefix + "9" * (E164_MAX_LENGTH - len(prefix))
+            params["caller_like"] = prefix + "%"
         return await self._all(_page(shape), params)
 
     async def settling(self, *, ended_before: datetime, limit: int) -> list[Call]:

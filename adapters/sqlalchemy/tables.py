@@ -116,9 +116,11 @@ calls = Table(
     # What the list shows of its recording (available | processing | not_recorded | failed), kept in
     # step by the unit of work with the call and its own recording: no column of the Call (migration 0014).
     Column("recording_state", String(16), nullable=False),
+    Column("non_engagement_reason", String(200)),  # what CallSettled said (migration 0020)
     # Keyset pagination per org and kind, newest first; and the same per recording state (the filter).
     Index("ix_calls_org_kind_started", "org_id", "kind", "started_at", "id"),
     Index("ix_calls_org_kind_recording_state", "org_id", "kind", "recording_state", "started_at", "id"),
+    Index("ix_calls_org_kind_from_started", "org_id", "kind", "from_number", "started_at", "id"),  # caller
     # Calls still to be settled (their scorability wait, or a lost event).
     Index("ix_calls_settling", "settled_at", "ended_at"),
 )

@@ -7,7 +7,7 @@ missing one, and no URL is minted and no storage touched for it.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, put
@@ -22,6 +22,7 @@ from application.errors import NotFound
 from application.ports import AuditCursor, CallCursor
 from domain.audit import AuditEntry
 from domain.model import DISCLOSURE_TEXT, Call, CallKind, Organization, PauseInterval
+from entrypoints.http import call_list
 from entrypoints.http.auth import admin_guard, audit_actor, customer_guard, principal_of
 from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
@@ -223,15 +224,35 @@ class DashboardApi(Controller):
         recording: Annotated[
             RecordingFilter | None, QueryParameter(description="Only calls whose recording is")
         ] = None,
+        caller: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=40,
+                pattern=call_list.CALLER_PATTERN,
+                description="Only callers whose number starts with this (E.164 digits)",
+            ),
+        ] = None,
+        hide_non_engagement: Annotated[
+            bool, QueryParameter(description="Leave out calls judged non-engagement")
+        ] = False,
+        tz: Annotated[
+            str | None,
+            QueryParameter(
+                description="IANA time zone of `from` and `to` (default UTC)",
+                schema_extra={"enum": call_list.time_zone_names()} if call_list.time_zone_names() else None,
+            ),
+        ] = None,
     ) -> CallPage:
         """The org's calls, newest first, one keyset page at a time."""
         after = decode_cursor(cursor) if cursor else None
         if from_ is not None and to is not None and to < from_:
             raise ValidationException("to: must not be before from")
-        started_from = datetime.combine(from_, time.min, UTC) if from_ else None
-        started_to = (
-            None if to is None or to == date.max else datetime.combine(to + timedelta(days=1), time.min, UTC)
-        )
+        try:
+            zone = call_list.time_zone(tz) if tz else None
+            started_from, started_to = call_list.day_bounds(from_, to, zone)
+            caller_prefix = call_list.normalize_caller(caller) if caller else None
+        except call_list.FilterError as error:
+            raise ValidationException(str(error)) from None
         page, next_cursor = await views.list_calls(
             services,
             org_id=principal_of(request).org_id,
@@ -241,6 +262,8 @@ class DashboardApi(Controller):
             started_from=started_from,
             started_to=started_to,
             recording_status=recording,
+            caller_prefix=caller_prefix,
+            hide_non_engagement=hide_non_engagement,
         )
         return CallPage(
             items=[call_body(v) for v in page],

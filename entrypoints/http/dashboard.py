@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from litestar import Controller, Request, Response, Router, get, post
 from litestar.datastructures import CacheControlHeader, State
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, ValidationException
 from litestar.params import QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
@@ -29,8 +29,11 @@ from litestar.template.config import TemplateConfig
 
 from application import audit, commands, views
 from application.errors import NotFound, RecordingGone
+from application.ports import CallQuery
+from application.views import RECORDING_STATUSES
 from domain.model import DISCLOSURE_TEXT, CallKind
 from entrypoints.config import Settings
+from entrypoints.http import call_list
 from entrypoints.http.api import decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor
 from entrypoints.http.auth import (
     CUSTOMER_ROLES,
@@ -46,6 +49,7 @@ from entrypoints.http.schemas import IdPath
 COOKIE = "callrec_session"
 CUSTOMER = (CallKind.CUSTOMER,)
 PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
 CallId = IdPath
 Download = Annotated[bool, QueryParameter(description="Serve the audio as an attachment")]
 
@@ -57,13 +61,6 @@ PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; media-src 'self'{media}; "
     "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-LABELS = {
-    "available": "Recording",
-    "processing": "Processing",
-    "failed": "Failed",
-    "not_recorded": "None",
-    "purged": "Deleted",
-}
 ACTION_LABELS = {
     "list_calls": "Listed the calls",
     "play_recording": "Played a recording",
@@ -94,6 +91,10 @@ REASONS = {
     "erasure": "The recording was deleted at the caller's request; the call's details are kept.",
     "filtered": "The recording was not kept: the call was filtered out.",
 }
+
+
+def _calls_url(params: dict[str, str]) -> str:
+    return f"/dashboard/calls?{urlencode(params)}" if params else "/dashboard/calls"
 
 
 def static_files() -> Router:
@@ -236,40 +237,73 @@ class DashboardPages(Controller):
         return response
 
     @get("/calls")
-    async def calls(
-        self,
-        request: Request[Any, Any, State],
-        services: ServicesDep,
-        cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
-    ) -> Response[Any]:
-        """The Calls page: newest first, a page at a time."""
+    async def calls(self, request: Request[Any, Any, State], services: ServicesDep) -> Response[Any]:
+        """The Calls page: filtered by the query string, newest first, a page at a time either way."""
         principal = await session_principal(request)
         if principal is None:
             return _sign_in(request)
-        rows, next_cursor = await views.list_calls(
-            services,
-            org_id=principal.org_id,
-            kinds=CUSTOMER,
-            limit=PAGE_SIZE,
-            after=decode_cursor(cursor) if cursor else None,
-        )
-        return page(
-            request,
-            "calls.html",
-            title="Calls",
-            current="calls",
-            principal=principal,
-            calls=rows,
-            labels=LABELS,
-            reasons={
+        params = {k: v for k, v in request.query_params.items() if isinstance(v, str)}
+        filters, errors = call_list.parse_filters(params)
+        after = before = None
+        limit = PAGE_SIZE
+        try:
+            if params.get("limit"):
+                limit = int(params["limit"]) if params["limit"].isdigit() else 0
+                if not 1 <= limit <= MAX_PAGE_SIZE:
+                    raise ValidationException(f"limit: a page holds 1 to {MAX_PAGE_SIZE} calls")
+            after = decode_cursor(params["cursor"]) if params.get("cursor") else None
+            before = decode_cursor(params["before"]) if params.get("before") else None
+            if after and before:
+                raise ValidationException("page: a page is either older (cursor) or newer (before)")
+        except ValidationException as error:
+            errors.append(call_list.FilterError("page", str(error.detail).split(": ", 1)[-1]))
+        context: dict[str, Any] = {
+            "title": "Calls",
+            "current": "calls",
+            "principal": principal,
+            "filters": filters,
+            "raw": params,
+            "errors": errors,
+            "zone_notice": call_list.zone_or_utc(params.get("tz", ""))[1],
+            "statuses": RECORDING_STATUSES,
+            "recording_labels": call_list.RECORDING_LABELS,
+            "call_labels": call_list.CALL_STATUS_LABELS,
+            "reasons": {
                 "recording_off": "recording was off",
                 "no_audio": "no audio captured",
                 "retention": "deleted (retention)",
                 "erasure": "deleted (erasure)",
                 "filtered": "filtered out",
             },
-            next_cursor=encode_cursor(next_cursor) if next_cursor else None,
+            "fmt": call_list,
+            "calls": [],
+        }
+        if errors:
+            return page(request, "calls.html", 400, **context)
+        started_from, started_to = filters.bounds()
+        found = await views.calls_page(
+            services,
+            CallQuery(
+                org_id=principal.org_id,
+                kinds=CUSTOMER,
+                limit=limit,
+                after=after,
+                before=before,
+                started_from=started_from,
+                started_to=started_to,
+                recording_status=filters.recording,
+                caller_prefix=filters.caller,
+                hide_non_engagement=filters.hide_non_engagement,
+            ),
         )
+        keep = filters.query() | ({"limit": str(limit)} if limit != PAGE_SIZE else {})
+        context |= {
+            "calls": found.items,
+            "first_url": _calls_url(keep) if found.newer else None,
+            "newer_url": _calls_url(keep | {"before": encode_cursor(found.newer)}) if found.newer else None,
+            "older_url": _calls_url(keep | {"cursor": encode_cursor(found.older)}) if found.older else None,
+        }
+        return page(request, "calls.html", **context)
 
     @get("/calls/{call_id:str}")
     async def call_detail(

@@ -104,7 +104,7 @@ async def test_a_member_plays_and_downloads_a_recording_in_chromium(
     session = next(c for c in cookies if c["name"] == "callrec_session")
     assert session["httpOnly"] is True and session["sameSite"] == "Strict"
 
-    rows = page.locator("tr.call")
+    rows = page.locator("li.call")
     assert await rows.count() == 1
     await rows.first.locator("a").click()
     await page.wait_for_url(f"{service.base_url}/dashboard/calls/{call_id}")

@@ -410,3 +410,77 @@ async def test_postgres_recordings_of_a_page_are_looked_up_by_their_calls_record
     indexes = {node.get("Index Name") for node in _nodes(plan)} - {None}
     assert indexes == {"pk_calls", "pk_recordings"}, dump
     assert scans[0]["Actual Rows"] * scans[0].get("Actual Loops", 1) <= PAGE, dump
+
+
+# --- the Calls page's caller filter and its newer page --------------------------------------------
+
+CALLER_INDEX = "ix_calls_org_kind_from_started"
+
+
+@SQLITE
+async def test_sqlite_caller_page_searches_the_caller_index(db: AsyncEngine) -> None:
+    for prefix in ("+44", "+15550001111"):
+        plan, _ = await _sqlite_plan(db, CallQuery(org_id=ORGS[0], limit=PAGE + 1, caller_prefix=prefix))
+        text_plan = "\n".join(plan)
+        assert plan[0].startswith(f"SEARCH calls USING INDEX {CALLER_INDEX} "), text_plan
+        assert "from_number>? AND from_number<?" in text_plan.replace("=", ""), text_plan
+
+
+@SQLITE
+async def test_sqlite_newer_page_searches_the_index_forwards_and_sorts_nothing(db: AsyncEngine) -> None:
+    before = await _deep_cursor(db, ORGS[0], 0.5)
+    plan, returned = await _sqlite_plan(db, CallQuery(org_id=ORGS[0], limit=PAGE + 1, before=before))
+    assert len(plan) == 1 and plan[0].startswith(f"SEARCH calls USING INDEX {INDEX} "), plan
+    assert "(started_at,id)>(?,?)" in plan[0].replace(" ", ""), plan
+    assert returned == PAGE + 1
+
+
+@POSTGRES
+async def test_postgres_caller_page_reads_at_most_a_page_whether_the_caller_is_rare_or_common(
+    db: AsyncEngine,
+) -> None:
+    """A caller with no calls is a seek in the caller index; one with every call (the fill's) is read
+    from either index, a page of rows and no more."""
+    plan, returned = await _pg_plan(db, CallQuery(org_id=ORGS[2], limit=PAGE + 1, caller_prefix="+44"))
+    assert returned == 0 and _calls_scan(plan).get("Index Name") == CALLER_INDEX, json.dumps(plan, indent=1)
+    after = await _deep_cursor(db, ORGS[2], 0.5)
+    plan, returned = await _pg_plan(
+        db, CallQuery(org_id=ORGS[2], limit=PAGE + 1, after=after, caller_prefix="+1555")
+    )
+    dump = json.dumps(plan, indent=1)
+    assert returned == PAGE + 1
+    scan = _calls_scan(plan)
+    assert scan["Node Type"] in ("Index Scan", "Index Only Scan", "Bitmap Heap Scan"), dump
+    assert scan["Actual Rows"] <= PAGE + 1, dump
+
+
+@POSTGRES
+async def test_postgres_newer_page_walks_the_index_forwards_and_reads_one_page(db: AsyncEngine) -> None:
+    before = await _deep_cursor(db, ORGS[2], 0.5)
+    plan, returned = await _pg_plan(db, CallQuery(org_id=ORGS[2], limit=PAGE + 1, before=before))
+    dump = json.dumps(plan, indent=1)
+    assert returned == PAGE + 1
+    scan = _calls_scan(plan)
+    assert (scan["Index Name"], scan["Scan Direction"]) == (INDEX, "Forward"), dump
+    assert scan["Actual Rows"] <= PAGE + 1 and "ROW(started_at, (id)::text) > ROW(" in scan["Index Cond"], (
+        dump
+    )
+
+
+@SQLITE
+async def test_sqlite_page_hiding_non_engagement_still_walks_the_keyset_index(db: AsyncEngine) -> None:
+    plan, returned = await _sqlite_plan(
+        db, CallQuery(org_id=ORGS[0], limit=PAGE + 1, hide_non_engagement=True)
+    )
+    assert len(plan) == 1 and plan[0].startswith(f"SEARCH calls USING INDEX {INDEX} "), plan
+    assert returned == PAGE + 1
+
+
+@POSTGRES
+async def test_postgres_page_hiding_non_engagement_walks_the_index_backwards(db: AsyncEngine) -> None:
+    """The verdict columns are a filter on the keyset walk: it reads the hidden calls it passes, here none."""
+    after = await _deep_cursor(db, ORGS[2], 0.5)
+    query = CallQuery(org_id=ORGS[2], limit=PAGE + 1, after=after, hide_non_engagement=True)
+    plan, returned = await _pg_plan(db, query)
+    assert returned == PAGE + 1
+    _assert_walks_the_index(plan, max_rows=PAGE + 1)

@@ -1,7 +1,7 @@
 """erasure_requests; organizations.keep_non_engagement; calls by caller
 
 Revision ID: 0019
-Revises: 0017, 0018
+Revises: 0017, 0020
 Create Date: 2026-11-29 06:00:00.000000
 
 An erasure request finds an org's calls by their caller (``ix_calls_org_from``). An org keeps the
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0019"
-down_revision: str | tuple[str, ...] | None = ("0017", "0018")
+down_revision: str | tuple[str, ...] | None = ("0017", "0020")
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,74 @@
+"""The Calls page's and GET /api/v1/calls's filters over HTTP on a real database."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.integration.test_dashboard_api import ACME, ACME_NUMBER, harness, sign_in, sqlite_harness
+from tests.support.app import ApiHarness, error_code
+
+__all__ = ["harness", "sqlite_harness"]  # the fixtures
+
+
+async def test_the_api_filters_by_caller_prefix_and_by_days_in_a_time_zone(harness: ApiHarness) -> None:
+    h = harness
+    call_id = await h.unrecorded_call(ACME_NUMBER)  # from +15550001111, started now
+    auth = h.auth(ACME)
+
+    async def ids(**params: str) -> list[str]:
+        r = await h.client.get("/api/v1/calls", params=params, headers=auth)
+        assert r.status_code == 200, r.text
+        return [item["id"] for item in r.json()["items"]]
+
+    assert await ids(caller="+1 (555) 000") == [call_id]
+    assert await ids(caller="1555000111") == [call_id]
+    assert await ids(caller="+44") == []
+    assert await ids(hide_non_engagement="true") == [call_id]  # not judged yet
+    for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):  # UTC+14 and UTC-11: always a day apart
+        day = datetime.now(UTC).astimezone(ZoneInfo(zone)).date()
+        assert await ids(**{"from": str(day), "to": str(day), "tz": zone}) == [call_id], zone
+        before = str(day - timedelta(days=1))
+        assert await ids(**{"from": before, "to": before, "tz": zone}) == [], zone
+    for bad in ({"caller": "bob"}, {"tz": "Mars/Olympus"}, {"caller": ""}):
+        r = await h.client.get("/api/v1/calls", params=bad, headers=auth)
+        assert r.status_code == 400 and error_code(r) == "invalid_request", (bad, r.text)
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("limit=0", "Page: a page holds 1 to 200 calls"),
+        ("limit=x", "Page: a page holds 1 to 200 calls"),
+        ("cursor=1.a&before=1.a", "Page: a page is either older"),
+        ("before=nope", "Page: malformed cursor"),
+        ("recording=purple", "Recording: choose one of"),
+    ],
+)
+async def test_a_bad_calls_page_query_is_a_400_page_that_says_what_is_wrong(
+    sqlite_harness: ApiHarness, query: str, says: str
+) -> None:
+    h = sqlite_harness
+    await h.archived_call(ACME_NUMBER)
+    await sign_in(h, "member")
+    r = await h.client.get(f"/dashboard/calls?{query}")
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/html")
+    assert says in r.text and 'role="alert"' in r.text and 'class="call"' not in r.text
+
+
+async def test_the_calls_page_keeps_its_filters_in_its_paging_links(sqlite_harness: ApiHarness) -> None:
+    h = sqlite_harness
+    for _ in range(3):
+        await h.unrecorded_call(ACME_NUMBER)
+    await sign_in(h, "member")
+    r = await h.client.get("/dashboard/calls?limit=1&caller=%2B1555&tz=Asia%2FTokyo&from=2020-01-01")
+    assert r.status_code == 200 and r.text.count('class="call"') == 1
+    [older] = re.findall(r'rel="next" href="([^"]+)"', r.text)
+    assert "caller=%2B1555" in older and "from=2020-01-01" in older and "limit=1" in older
+    assert "tz=Asia%2FTokyo" in older and "cursor=" in older
+    r = await h.client.get(older.replace("&amp;", "&"))
+    [newer] = re.findall(r'rel="prev" href="([^"]+)"', r.text)
+    assert "caller=%2B1555" in newer and "before=" in newer
