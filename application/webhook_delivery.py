@@ -129,7 +129,7 @@ class WebhookDeliveryScheduler(PollingLoop):
             recording_key = delivery.recording_key
             if recording_key is not None and delivery.call_id is not None:
                 recording = await uow.recordings.get_for_call(delivery.call_id)
-                if recording is None or recording.status == RecordingStatus.PURGED:
+                if recording is not None and recording.status == RecordingStatus.PURGED:
                     recording_key = None  # purged since: a retry carries no URL of deleted audio
         recording_url = None
         if recording_key is not None:

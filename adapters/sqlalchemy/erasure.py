@@ -10,14 +10,19 @@ from adapters.sqlalchemy import tables as t
 from adapters.sqlalchemy.mapping import AggregateMapping, Json
 from adapters.sqlalchemy.repository import Repository
 from domain.erasure import ErasureRequest
+from domain.model import CallKind
 
 _c, _o, _d = t.calls.c, t.outbox.c, t.webhook_deliveries.c
 
 _OF_CALLER = (
     select(_c.id)
-    .where(_c.org_id == bindparam("org_id"), _c.from_number.in_(bindparam("numbers", expanding=True)))
+    .where(
+        _c.org_id == bindparam("org_id"),
+        _c.kind == CallKind.CUSTOMER.value,  # an org's calls are customer calls
+        _c.from_number.in_(bindparam("numbers", expanding=True)),
+    )
     .order_by(_c.started_at, _c.id)
-)  # ix_calls_org_from
+)  # ix_calls_org_kind_from_started (migration 0020)
 _REDACT_OUTBOX = (
     update(t.outbox)
     .where(_o.aggregate_id == bindparam("b_call"))

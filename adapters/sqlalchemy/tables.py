@@ -289,9 +289,6 @@ audit_log = Table(
 
 # --- erasure by caller (migration 0019) ----------------------------------------------------------
 
-# An erasure request finds the org's calls of one caller.
-Index("ix_calls_org_from", calls.c.org_id, calls.c.from_number)
-
 erasure_requests = Table(
     "erasure_requests",
     metadata,

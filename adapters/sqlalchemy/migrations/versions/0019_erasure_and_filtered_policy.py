@@ -1,11 +1,12 @@
-"""erasure_requests; organizations.keep_non_engagement; calls by caller
+"""erasure_requests; organizations.keep_non_engagement
 
 Revision ID: 0019
 Revises: 0017, 0020
 Create Date: 2026-11-29 06:00:00.000000
 
-An erasure request finds an org's calls by their caller (``ix_calls_org_from``). An org keeps the
-recordings of calls the scorability filter marks non-engagement unless it says otherwise.
+An erasure request is worked through asynchronously (it finds the caller's calls by the index of
+migration 0020). An org keeps the recordings of calls the scorability filter marks non-engagement
+unless it says otherwise.
 """
 
 from collections.abc import Sequence
@@ -24,7 +25,6 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("keep_non_engagement", sa.Boolean(), nullable=False, server_default=sa.true())
         )
-    op.create_index("ix_calls_org_from", "calls", ["org_id", "from_number"])
     op.create_table(
         "erasure_requests",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -47,6 +47,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_erasure_requests_org", table_name="erasure_requests")
     op.drop_table("erasure_requests")
-    op.drop_index("ix_calls_org_from", table_name="calls")
     with op.batch_alter_table("organizations", schema=None) as batch_op:
         batch_op.drop_column("keep_non_engagement")
