@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.audit import AuditActor
-from domain.model import CallStatus, ProviderRecordingStatus, StreamEvent
+from domain.model import CallStatus, NumberRecordingMode, ProviderRecordingStatus, StreamEvent
 
 
 class Command:
@@ -27,6 +27,15 @@ class SetCallRecording(Command):
     changed_by: str
     actor: AuditActor | None = None  # for the audit log; None: ``changed_by``, as the service itself
     keep_non_engagement: bool | None = None  # None: unchanged
+
+
+@dataclass(frozen=True)
+class SetNumberRecording(Command):
+    org_id: str
+    number: str
+    mode: NumberRecordingMode
+    changed_by: str
+    actor: AuditActor | None = None  # for the audit log; None: ``changed_by``, as the service itself
 
 
 @dataclass(frozen=True)

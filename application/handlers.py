@@ -109,8 +109,33 @@ async def set_call_recording(cmd: commands.SetCallRecording, svc: Services) -> O
         return org
 
 
+async def set_number_recording(cmd: commands.SetNumberRecording, svc: Services) -> Organization:
+    """Set one of the org's numbers to on, off or inherit, for its next calls; a number the org does
+    not own is not found (whoever owns it)."""
+    async with svc.uow() as uow:
+        org = await uow.organizations.get(cmd.org_id)
+        if org is None or cmd.number not in org.phone_numbers:
+            raise NotFound("no such number in this organization")
+        was = org.recording_mode(cmd.number)
+        now = svc.clock.now()
+        org.set_number_recording(number=cmd.number, mode=cmd.mode, by=cmd.changed_by, now=now)
+        if org.recording_mode(cmd.number) != was:  # a real change, audited with it
+            uow.audit.add(
+                AuditEntry.record(
+                    actor=cmd.actor or AuditActor(cmd.changed_by, SYSTEM_ROLE),
+                    action=f"set_number_recording_{cmd.mode.value}",
+                    now=now,
+                    org_id=org.id,
+                    target_id=cmd.number,
+                )
+            )
+        await uow.commit()
+        return org
+
+
 async def start_call(cmd: commands.StartCall, svc: Services) -> CallDecision:
-    """A call arrives: snapshot the toggle, build the greeting (with disclosure iff recorded).
+    """A call arrives: snapshot the called number's setting (its own, else the org toggle), build the
+    greeting (with disclosure iff recorded).
 
     A repeated CallSid returns the decision already taken and creates nothing.
     """
@@ -515,6 +540,7 @@ EventHandler = Callable[[Any, Services], Awaitable[None]]
 COMMAND_HANDLERS: dict[type[commands.Command], CommandHandler] = {
     commands.UpsertOrganization: upsert_organization,
     commands.SetCallRecording: set_call_recording,
+    commands.SetNumberRecording: set_number_recording,
     commands.StartCall: start_call,
     commands.RecordStreamEvent: record_stream_event,
     commands.RecordRecordingStatus: record_recording_status,

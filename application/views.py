@@ -16,6 +16,7 @@ from domain.model import (
     PURGE_RETENTION,
     Call,
     CallKind,
+    Organization,
     PauseInterval,
     Recording,
     RecordingStatus,
@@ -30,6 +31,7 @@ class RecordingView:
     duration_s: int | None
     size_bytes: int | None
     content_type: str | None
+    error_code: str | None = None  # Twilio's ErrorCode of a failed or absent recording
     purged_at: datetime | None = None  # when the audio was deleted (status purged, or filtered)
 
 
@@ -52,6 +54,8 @@ class CallView:
     non_engagement: bool = False
     # Only in a call's detail (``get_call``), oldest first; never "the" recording of the call.
     additional_recordings: tuple[AdditionalRecordingView, ...] = ()
+    # Why it is non-engagement (``robocall``, ``instant_hangup``, ``silent_recording``…), or None.
+    non_engagement_reason: str | None = None
     # Only in a call's detail: the paused stretches of its recording, oldest first.
     pauses: tuple[PauseInterval, ...] = ()
 
@@ -73,9 +77,9 @@ def own_recording_view(recording: Recording) -> RecordingView:
         audio = recording.audio
         return RecordingView("available", None, recording.duration_s, audio.size_bytes, audio.content_type)
     if recording.status == RecordingStatus.ABSENT:
-        return RecordingView("not_recorded", "no_audio", None, None, None)
+        return RecordingView("not_recorded", "no_audio", None, None, None, recording.error_code)
     if recording.status == RecordingStatus.FAILED:
-        return RecordingView("failed", None, recording.duration_s, None, None)
+        return RecordingView("failed", None, recording.duration_s, None, None, recording.error_code)
     if recording.status == RecordingStatus.PURGED:
         return purged_view(recording)
     return RecordingView("processing", None, recording.duration_s, None, None)
@@ -85,7 +89,7 @@ def purged_view(recording: Recording) -> RecordingView:
     """A purged recording: ``purged`` with its reason, but a filtered call's reads as never kept."""
     status = "not_recorded" if recording.purge_reason == PURGE_FILTERED else "purged"
     return RecordingView(
-        status, recording.purge_reason, recording.duration_s, None, None, recording.purged_at
+        status, recording.purge_reason, recording.duration_s, None, None, purged_at=recording.purged_at
     )
 
 
@@ -220,7 +224,7 @@ async def get_call(
 
 def _view(svc: Services, call: Call, recording: Recording | None) -> CallView:
     reason = non_engagement_reason(call, recording, instant_hangup=svc.settings.instant_hangup)
-    return CallView(call, recording_view(call, recording), reason is not None)
+    return CallView(call, recording_view(call, recording), reason is not None, non_engagement_reason=reason)
 
 
 def download_filename(call: Call) -> str:
@@ -293,3 +297,31 @@ def gone_message(recording: Recording) -> str:
     why = PURGE_EXPLANATIONS.get(recording.purge_reason or "", "deleted")
     when = f" on {recording.purged_at:%Y-%m-%d}" if recording.purged_at is not None else ""
     return f"The recording was {why}{when}; its audio no longer exists."
+
+
+@dataclass(frozen=True)
+class NumberRecordingView:
+    """One of the org's numbers: its own setting, whether its next call is recorded, who set it, when."""
+
+    number: str
+    mode: str  # on | off | inherit
+    effective: bool
+    changed_by: str | None
+    changed_at: datetime | None
+
+
+def number_recording_views(org: Organization) -> list[NumberRecordingView]:
+    """Every number of the org, in the org's order, with the recording decision its next call gets."""
+    views = []
+    for number in org.phone_numbers:
+        setting = org.number_recording.get(number)
+        views.append(
+            NumberRecordingView(
+                number=number,
+                mode=org.recording_mode(number).value,
+                effective=org.records_calls_to(number),
+                changed_by=setting.changed_by if setting else None,
+                changed_at=setting.changed_at if setting else None,
+            )
+        )
+    return views

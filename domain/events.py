@@ -69,6 +69,16 @@ class RecordingSettingChanged(OrganizationEvent, frozen=True, kw_only=True):
     changed_by: str
 
 
+class NumberRecordingChanged(OrganizationEvent, frozen=True, kw_only=True):
+    """One of the org's numbers was set to ``on``, ``off`` or ``inherit``; ``effective`` is whether its
+    next calls are recorded."""
+
+    number: str
+    mode: str
+    effective: bool
+    changed_by: str
+
+
 class RetentionPolicyChanged(OrganizationEvent, frozen=True, kw_only=True):
     """How long the org's recordings are kept: ``days``, or indefinitely (None)."""
 
@@ -350,6 +360,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         OrganizationUpdated,
         RecordingSettingChanged,
         RetentionPolicyChanged,
+        NumberRecordingChanged,
         WebhookEndpointDisabled,
         NonEngagementPolicyChanged,
         ErasureRequested,

@@ -52,6 +52,10 @@ def identifier(value: str, what: str = "id") -> str:
     return value
 
 
+def is_phone_number(value: str) -> bool:
+    return _E164.fullmatch(value) is not None
+
+
 def phone_number(value: str) -> str:
     """``value`` if it is an E.164 number; ``InvalidValue`` otherwise (nothing is stripped or guessed)."""
     if _E164.fullmatch(value) is None:
@@ -91,6 +95,23 @@ class CallKind(enum.StrEnum):
 # --- Organization -------------------------------------------------------------------------------
 
 
+class NumberRecordingMode(enum.StrEnum):
+    """A number's own recording setting: always, never, or whatever the org toggle says."""
+
+    ON = "on"
+    OFF = "off"
+    INHERIT = "inherit"
+
+
+@dataclass(frozen=True)
+class NumberRecording:
+    """A number's recording setting and who set it, when."""
+
+    mode: NumberRecordingMode
+    changed_by: str
+    changed_at: datetime
+
+
 class Organization:
     def __init__(
         self,
@@ -103,6 +124,7 @@ class Organization:
         recording_changed_by: str | None = None,
         recording_changed_at: datetime | None = None,
         created_at: datetime,
+        number_recording: dict[str, NumberRecording] | None = None,
         version: int = 0,
         retention_days: int | None = None,
         keep_non_engagement: bool = True,
@@ -115,6 +137,8 @@ class Organization:
         self.recording_changed_by = recording_changed_by
         self.recording_changed_at = recording_changed_at
         self.created_at = created_at
+        # Each number's own setting, once someone set it; a number without one inherits the toggle.
+        self.number_recording = dict(number_recording or {})
         self.version = version
         self.retention_days = retention_days  # None: recordings are kept indefinitely
         self.keep_non_engagement = keep_non_engagement
@@ -140,6 +164,8 @@ class Organization:
         if (name, sorted(phone_numbers), greeting) == (self.name, sorted(self.phone_numbers), self.greeting):
             return
         self.name, self.phone_numbers, self.greeting = name, list(phone_numbers), greeting
+        # A number that leaves the org takes its setting with it: added back, it starts at inherit.
+        self.number_recording = {n: s for n, s in self.number_recording.items() if n in phone_numbers}
         self.events.append(
             events.OrganizationUpdated(
                 occurred_at=now, org_id=self.id, name=name, phone_numbers=list(phone_numbers)
@@ -183,6 +209,37 @@ class Organization:
             )
         )
         return True
+
+    def recording_mode(self, number: str) -> NumberRecordingMode:
+        """The number's own setting: ``inherit`` unless someone set it."""
+        setting = self.number_recording.get(number)
+        return setting.mode if setting is not None else NumberRecordingMode.INHERIT
+
+    def records_calls_to(self, number: str) -> bool:
+        """Whether a call arriving on ``number`` now is recorded: its own setting, else the org toggle."""
+        mode = self.recording_mode(number)
+        return (
+            self.recording_enabled if mode == NumberRecordingMode.INHERIT else mode == NumberRecordingMode.ON
+        )
+
+    def set_number_recording(self, *, number: str, mode: NumberRecordingMode, by: str, now: datetime) -> None:
+        """Set one of the org's numbers to ``on``, ``off`` or ``inherit`` (the org toggle) for its next
+        calls; only a real change is an event."""
+        if number not in self.phone_numbers:
+            raise InvalidValue(f"{number[:32]!r} is not a number of this organization")
+        if mode == self.recording_mode(number):
+            return
+        self.number_recording[number] = NumberRecording(mode=mode, changed_by=by, changed_at=now)
+        self.events.append(
+            events.NumberRecordingChanged(
+                occurred_at=now,
+                org_id=self.id,
+                number=number,
+                mode=mode.value,
+                effective=self.records_calls_to(number),
+                changed_by=by,
+            )
+        )
 
 
 # --- Call ---------------------------------------------------------------------------------------
@@ -362,7 +419,8 @@ class Call:
         org: Organization | None,
         platform_kind: CallKind | None = None,
     ) -> Call:
-        """A call arrives. The org's toggle *now* decides whether it is recorded, for good.
+        """A call arrives. The org's setting for the called number *now* (the number's own ``on`` or
+        ``off``, else the org toggle) decides whether it is recorded, for good.
 
         The platform's own discovery and support lines are always recorded, whatever any toggle says.
         """
@@ -370,7 +428,7 @@ class Call:
             org_id, recorded, base_greeting = None, True, PLATFORM_GREETING
             kind = platform_kind
         elif org is not None:
-            org_id, recorded, base_greeting = org.id, org.recording_enabled, org.greeting
+            org_id, recorded, base_greeting = org.id, org.records_calls_to(to_number), org.greeting
             kind = CallKind.CUSTOMER
         else:
             raise InvalidValue("a call belongs to an organization or to a platform line")

@@ -54,7 +54,10 @@ class SqlAlchemyOrganizationRepository(Repository[Organization]):
     mapping = AggregateMapping(
         Organization,
         t.organizations,
-        fields={"phone_numbers": Children(t.organization_phone_numbers, key="org_id", value="number")},
+        fields={
+            "phone_numbers": Children(t.organization_phone_numbers, key="org_id", value="number"),
+            "number_recording": Json(),
+        },
     )
     _by_phone_number = select(t.organizations).where(
         t.organizations.c.id.in_(select(_p.org_id).where(_p.number == bindparam("number")).scalar_subquery())

@@ -68,6 +68,8 @@ organizations = Table(
     Column("recording_changed_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("version", Integer, nullable=False),
+    # {number: {"mode", "changed_by", "changed_at"}}: the numbers someone set on, off or inherit
+    Column("number_recording", Text, nullable=False, server_default="{}"),
     Column("retention_days", Integer),  # None: kept indefinitely (migration 0017)
     # Keep recordings of calls the scorability filter marks non-engagement (migration 0019).
     Column("keep_non_engagement", Boolean, nullable=False, server_default=true()),

@@ -21,7 +21,7 @@ from application import audit, commands, views
 from application.errors import NotFound
 from application.ports import AuditCursor, CallCursor
 from domain.audit import AuditEntry
-from domain.model import DISCLOSURE_TEXT, Call, CallKind, Organization, PauseInterval
+from domain.model import DISCLOSURE_TEXT, Call, CallKind, NumberRecordingMode, Organization, PauseInterval
 from entrypoints.http import call_list
 from entrypoints.http.auth import admin_guard, audit_actor, customer_guard, principal_of
 from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset
@@ -37,6 +37,9 @@ from entrypoints.http.schemas import (
     ConsentResponse,
     IdPath,
     LegalHoldResponse,
+    NumberPath,
+    NumberRecordingSetting,
+    NumberRecordingUpdate,
     PauseResponse,
     RecordingResponse,
     RecordingSetting,
@@ -117,6 +120,16 @@ def call_detail_body(view: views.CallView, base_path: str = "/api/v1/calls") -> 
     )
 
 
+def _number_setting(view: views.NumberRecordingView) -> NumberRecordingSetting:
+    return NumberRecordingSetting(
+        number=view.number,
+        mode=view.mode,  # type: ignore[arg-type]
+        effective=view.effective,
+        changed_by=view.changed_by,
+        changed_at=_iso(view.changed_at),
+    )
+
+
 def pause_bodies(pauses: Iterable[PauseInterval]) -> list[PauseResponse]:
     return [
         PauseResponse(
@@ -134,6 +147,9 @@ def _setting(org: Organization) -> RecordingSetting:
     return RecordingSetting(
         enabled=org.recording_enabled,
         disclosure=DISCLOSURE_TEXT,
+        changed_by=org.recording_changed_by,
+        changed_at=_iso(org.recording_changed_at),
+        numbers=[_number_setting(v) for v in views.number_recording_views(org)],
         keep_non_engagement=org.keep_non_engagement,
     )
 
@@ -179,7 +195,8 @@ class DashboardApi(Controller):
     async def get_recording_setting(
         self, request: Request[Any, Any, State], services: ServicesDep
     ) -> RecordingSetting:
-        """The org's recording toggle and the disclosure callers hear when it is on."""
+        """The org's recording toggle, each of its numbers' own setting and what its next call gets (who
+        changed each, when), and the disclosure callers hear on a recorded call."""
         async with services.reader() as uow:
             org = await uow.organizations.get(principal_of(request).org_id)
         if org is None:
@@ -209,6 +226,33 @@ class DashboardApi(Controller):
             )
         )
         return _setting(org)
+
+    @put(
+        "/settings/call-recording/numbers/{number:str}",
+        guards=[admin_guard],
+        responses={**AUTH_ERRORS, **BODY_ERRORS, **NOT_FOUND},
+    )
+    async def put_number_recording_setting(
+        self,
+        request: Request[Any, Any, State],
+        number: NumberPath,
+        data: JSONBody[NumberRecordingUpdate],
+        bus: Bus,
+    ) -> NumberRecordingSetting:
+        """Set one of the org's numbers to ``on``, ``off`` or ``inherit`` (the org toggle) for its next
+        calls (admins only); calls in progress keep theirs. A number the org does not own is 404."""
+        principal = principal_of(request)
+        org = await bus.handle(
+            commands.SetNumberRecording(
+                org_id=principal.org_id,
+                number=number,
+                mode=NumberRecordingMode(data.mode),
+                changed_by=principal.sub,
+                actor=audit_actor(request),
+            )
+        )
+        [view] = [v for v in views.number_recording_views(org) if v.number == number]
+        return _number_setting(view)
 
     @get("/calls", responses={**AUTH_ERRORS, **BAD_REQUEST})
     async def list_calls(

@@ -12,6 +12,7 @@ is a second lock and stops a cross-site form from signing a browser in as someon
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +32,7 @@ from application import audit, commands, views
 from application.errors import NotFound, RecordingGone
 from application.ports import CallQuery
 from application.views import RECORDING_STATUSES
-from domain.model import DISCLOSURE_TEXT, CallKind
+from domain.model import DISCLOSURE_TEXT, CallKind, NumberRecordingMode, is_phone_number
 from entrypoints.config import Settings
 from entrypoints.http import call_list
 from entrypoints.http.api import decode_audit_cursor, decode_cursor, encode_audit_cursor, encode_cursor
@@ -42,6 +43,7 @@ from entrypoints.http.auth import (
     decode_token,
     retrieve_principal,
 )
+from entrypoints.http.call_page import call_page, call_state
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.forms import FORM_MAX_BYTES, read_form
 from entrypoints.http.schemas import IdPath
@@ -56,10 +58,13 @@ Download = Annotated[bool, QueryParameter(description="Serve the audio as an att
 TEMPLATES = TemplateConfig(directory=Path(__file__).parent / "templates", engine=JinjaTemplateEngine)
 STATIC_DIR = Path(__file__).parent / "static"
 # Scripts and styles come only from /dashboard/static (no inline code). The player loads the audio
-# from wherever the store's signed URLs point (S3 is another origin).
+# from wherever the store's signed URLs point (S3 is another origin), and the call page's waveform
+# fetches it from there to draw it (connect-src). The call page alone also allows the one <style>
+# element the waveform library puts in its shadow root, by a per-response nonce (``call_page_headers``).
 PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; media-src 'self'{media}; "
-    "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    "connect-src 'self'{media}; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
 )
 ACTION_LABELS = {
     "list_calls": "Listed the calls",
@@ -71,6 +76,9 @@ ACTION_LABELS = {
     "create_webhook_endpoint": "Added a webhook endpoint",
     "rotate_webhook_secret": "Rotated a webhook secret",
     "delete_webhook_endpoint": "Deleted a webhook endpoint",
+    "set_number_recording_on": "Turned recording on for a number",
+    "set_number_recording_off": "Turned recording off for a number",
+    "set_number_recording_inherit": "Set a number to follow the organization's recording setting",
     "pause_recording": "Paused a call's recording",
     "resume_recording": "Resumed a call's recording",
     "set_retention": "Changed the retention policy",
@@ -83,6 +91,13 @@ ACTION_LABELS = {
     "delete_filtered_recordings": "Chose to delete recordings of filtered calls",
 }
 ROLE_LABELS = {"member": "member", "admin": "admin", "ops_admin": "operations team", "system": "service"}
+MODE_LABELS = {
+    "inherit": "Follow the organization's setting",
+    "on": "Always record",
+    "off": "Never record",
+}
+# Why a call has no audio to play, by the recording's ``reason`` (the call page words the first two its
+# own way; any other reason is explained with these words).
 REASONS = {
     "recording_off": "Recording was off when this call happened.",
     "no_audio": "The call ended before any audio could be captured.",
@@ -114,6 +129,19 @@ def page_headers(media_origins: Sequence[str]) -> dict[str, str]:
         "Content-Security-Policy": PAGE_CSP.format(media="".join(f" {o}" for o in media_origins)),
         "X-Frame-Options": "DENY",
     }
+
+
+def call_page_headers(request: Request[Any, Any, State], nonce: str) -> dict[str, str]:
+    headers: dict[str, str] = dict(request.app.state.page_headers)
+    csp = headers["Content-Security-Policy"]
+    headers["Content-Security-Policy"] = csp.replace("style-src 'self'", f"style-src 'self' 'nonce-{nonce}'")
+    return headers
+
+
+def back_path(value: str | None) -> str:
+    """Where the call page's back link goes: the Calls page with the filters it was left with."""
+    target = return_path(value)
+    return target if target and urlsplit(target).path == "/dashboard/calls" else "/dashboard/calls"
 
 
 def page(request: Request[Any, Any, State], name: str, status: int = 200, **context: Any) -> Template:
@@ -307,9 +335,14 @@ class DashboardPages(Controller):
 
     @get("/calls/{call_id:str}")
     async def call_detail(
-        self, request: Request[Any, Any, State], call_id: CallId, services: ServicesDep
+        self,
+        request: Request[Any, Any, State],
+        call_id: CallId,
+        services: ServicesDep,
+        back: Annotated[str | None, QueryParameter(max_length=2048)] = None,
     ) -> Response[Any]:
-        """The call detail panel: a player and a download link when the recording is available."""
+        """The call page: who called and when, the recording (player, waveform, download) or why there
+        is none, the consent record, and a link to share. ``back`` is the Calls page to return to."""
         principal = await session_principal(request)
         if principal is None:
             return _sign_in(request)
@@ -324,24 +357,39 @@ class DashboardPages(Controller):
                 principal=principal,
                 message="No such call: it does not exist or belongs to another organization.",
             )
-        status = view.recording.status
-        explanation = REASONS.get(view.recording.reason or "", "")
-        if status == "processing":
-            explanation = "The recording is being processed."
-        elif status == "failed":
-            explanation = "The recording failed."
-        elif status == "purged" and view.recording.purged_at is not None:
-            explanation = f"{explanation} Deleted on {view.recording.purged_at:%Y-%m-%d}."
-        return page(
-            request,
-            "call.html",
-            title=f"Call from {view.call.from_number} at {view.call.started_at:%Y-%m-%d %H:%M:%S} UTC",
-            principal=principal,
-            call=view.call,
-            recording=view.recording,
-            explanation=explanation,
-            pauses=view.pauses,
+        settings: Settings = request.app.state.settings
+        nonce = secrets.token_urlsafe(16)
+        context = call_page(
+            view, now=services.clock.now(), stuck_after=settings.reconcile_stuck_after, reasons=REASONS
         )
+        return Template(
+            template_name="call.html",
+            context={
+                **context,
+                "title": f"Call from {context['caller']} on {view.call.started_at:%Y-%m-%d %H:%M} UTC",
+                "principal": principal,
+                "back": back_path(back),
+                "link": f"{settings.public_url.rstrip('/')}/dashboard/calls/{view.call.id}",
+                "nonce": nonce,
+                "pauses": view.pauses,
+            },
+            headers=call_page_headers(request, nonce),
+        )
+
+    @get("/calls/{call_id:str}/state.json")
+    async def call_state(
+        self, request: Request[Any, Any, State], call_id: CallId, services: ServicesDep
+    ) -> Response[Any]:
+        """What the call page polls until the call and its recording settle (401 without a session)."""
+        principal = await session_principal(request)
+        if principal is None:
+            raise NotAuthorizedException("no dashboard session")
+        view = await views.get_call(services, org_id=principal.org_id, call_id=call_id, kinds=CUSTOMER)
+        settings: Settings = request.app.state.settings
+        state = call_state(
+            view, now=services.clock.now(), stuck_after=settings.reconcile_stuck_after, reasons=REASONS
+        )
+        return Response(state, headers={"Cache-Control": "no-store"})
 
     @get("/calls/{call_id:str}/audio")
     async def call_audio(
@@ -410,7 +458,8 @@ class DashboardPages(Controller):
 
     @get("/settings")
     async def settings_page(self, request: Request[Any, Any, State], services: ServicesDep) -> Response[Any]:
-        """The recording toggle (admins can change it) and the disclosure callers hear."""
+        """The recording toggle and each number's own setting (admins change them; members read), who
+        changed each and when, and the disclosure callers hear."""
         principal = await session_principal(request)
         if principal is None:
             return _sign_in(request)
@@ -432,6 +481,10 @@ class DashboardPages(Controller):
             current="settings",
             principal=principal,
             enabled=org.recording_enabled,
+            changed_by=org.recording_changed_by,
+            changed_at=org.recording_changed_at,
+            numbers=views.number_recording_views(org),
+            modes=MODE_LABELS,
             disclosure=DISCLOSURE_TEXT,
             keep_non_engagement=org.keep_non_engagement,
         )
@@ -473,3 +526,45 @@ class DashboardPages(Controller):
             )
         )
         return Redirect("/dashboard/settings", status_code=303)
+
+    @post("/settings/numbers", status_code=303)
+    async def change_number_setting(self, request: Request[Any, Any, State], bus: Bus) -> Response[Any]:
+        """Set one number to on, off or inherit from the settings page (admins, same origin only)."""
+        principal = await session_principal(request)
+        if principal is None:
+            return _sign_in(request)
+        if principal.role != "admin" or not _same_origin(request):
+            return page(
+                request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
+            )
+        form = await read_form(request)
+        number, mode = form.get("number", ""), form.get("mode", "")
+        if mode not in MODE_LABELS or not is_phone_number(number):
+            return page(
+                request,
+                "message.html",
+                400,
+                title="Settings not changed",
+                principal=principal,
+                message="Choose one of the settings for one of your numbers.",
+            )
+        try:
+            await bus.handle(
+                commands.SetNumberRecording(
+                    principal.org_id,
+                    number,
+                    NumberRecordingMode(mode),
+                    principal.sub,
+                    audit_actor(request, principal),
+                )
+            )
+        except NotFound:
+            return page(
+                request,
+                "message.html",
+                404,
+                title="Number not found",
+                principal=principal,
+                message="That number is not one of your organization's.",
+            )
+        return Redirect(f"/dashboard/settings#number-{number[1:]}", status_code=303)

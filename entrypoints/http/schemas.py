@@ -14,6 +14,12 @@ ID_PATTERN = f"^{IDENTIFIER_PATTERN}$"
 IdPath = Annotated[
     str, PathParameter(pattern=ID_PATTERN, max_length=64, description="An id: letters, digits, _ and -")
 ]
+NumberPath = Annotated[
+    str,
+    PathParameter(
+        pattern=f"^{E164_PATTERN}$", max_length=16, description="E.164 number (+ URL-encoded: %2B)"
+    ),
+]
 IdQuery = Annotated[str | None, QueryParameter(pattern=ID_PATTERN, max_length=64)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
@@ -51,9 +57,27 @@ class RecordingSettingUpdate(Strict):
     keep_non_engagement: bool | None = None
 
 
+class NumberRecordingUpdate(Strict):
+    mode: Literal["on", "off", "inherit"]
+
+
+class NumberRecordingSetting(msgspec.Struct):
+    """One of the org's numbers: its own setting, whether its next call is recorded (``effective``:
+    ``on``, ``off``, or the org toggle for ``inherit``) and who last set it, when (null: nobody yet)."""
+
+    number: str
+    mode: Literal["on", "off", "inherit"]
+    effective: bool
+    changed_by: str | None
+    changed_at: str | None
+
+
 class RecordingSetting(msgspec.Struct):
     enabled: bool
     disclosure: str
+    changed_by: str | None  # who last turned the org toggle on or off, and when
+    changed_at: str | None
+    numbers: list[NumberRecordingSetting]
     keep_non_engagement: bool = True
 
 

@@ -113,6 +113,8 @@ def body_for(row: Row) -> dict[str, object] | None:
         return {"name": "Org", "phone_numbers": [number], "greeting": "Hello."}
     if row.path == "/api/v1/webhook-endpoints":
         return WEBHOOK_BODY
+    if row.path.endswith("/numbers/{number}"):
+        return {"mode": "off"}
     if row.path == "/api/v1/erasure-requests":
         return ERASURE_BODY
     return {"enabled": False}
@@ -138,6 +140,8 @@ def path_for(world: World, row: Row) -> str:
     endpoint_id, delivery_id = world.webhooks.get(row.target, (missing, missing))
     path = row.path.replace("{endpoint_id}", endpoint_id).replace("{delivery_id}", delivery_id)
     path = path.replace("{call_id}", call_id).replace("{org_id}", org_id)
+    numbers = {"own": OWN_NUMBER, "other": OTHER_NUMBER, "missing": "+15550000099"}
+    path = path.replace("{number}", numbers.get(row.target, "").replace("+", "%2B"))
     path = path.replace("{request_id}", world.erasures.get(row.target, missing))
     if row.path == "/api/v1/admin/calls":
         path += "?org_id=own&kind=customer"
@@ -160,7 +164,7 @@ async def test_authorization_matrix(world: World, row: Row) -> None:
     if row.status == 404:
         assert response.json()["error"]["code"] == "not_found"
     after = (await client.get("/api/v1/settings/call-recording", headers=world.harness.auth("other"))).json()
-    assert after == before, "the other org's toggle must be untouched"
+    assert after == before, "the other org's toggle and numbers must be untouched"
 
 
 def test_every_endpoint_has_rows_in_the_matrix() -> None:

@@ -212,6 +212,8 @@ def test_with_s3_the_pages_let_the_player_load_audio_from_the_presigned_urls_ori
     csp = create_app(settings=settings).state.page_headers["Content-Security-Policy"]
     media = next(d for d in csp.split("; ") if d.startswith("media-src"))
     assert media == "media-src 'self' http://127.0.0.1:9000"
+    connect = next(d for d in csp.split("; ") if d.startswith("connect-src"))
+    assert connect == "connect-src 'self' http://127.0.0.1:9000"  # the call page's waveform fetches it
 
     aws = S3RecordingStore("recordings", region="eu-west-1").media_origins
     assert "https://recordings.s3.eu-west-1.amazonaws.com" in aws

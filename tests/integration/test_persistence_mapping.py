@@ -100,6 +100,9 @@ def values(hint: Any) -> st.SearchStrategy[Any]:
         return st.none() | values(inner)
     if get_origin(hint) is list:
         return st.lists(values(get_args(hint)[0]), max_size=3)
+    if get_origin(hint) is dict:
+        key, value = get_args(hint)
+        return st.dictionaries(values(key), values(value), max_size=3)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return st.sampled_from(list(hint))
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):

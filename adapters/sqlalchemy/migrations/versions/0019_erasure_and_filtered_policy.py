@@ -1,7 +1,7 @@
 """erasure_requests; organizations.keep_non_engagement
 
 Revision ID: 0019
-Revises: 0017, 0020
+Revises: 0017, 0016
 Create Date: 2026-11-29 06:00:00.000000
 
 An erasure request is worked through asynchronously (it finds the caller's calls by the index of
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0019"
-down_revision: str | tuple[str, ...] | None = ("0017", "0020")
+down_revision: str | tuple[str, ...] | None = ("0017", "0016")
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
