@@ -325,8 +325,12 @@ class DashboardPages(Controller):
             ),
         )
         keep = filters.query() | ({"limit": str(limit)} if limit != PAGE_SIZE else {})
+        at = {k: params[k] for k in ("cursor", "before") if params.get(k)}
+        here = _calls_url(keep | at) if keep or at else None
         context |= {
             "calls": found.items,
+            # each call's page links back to this one, filters and page included
+            "back": f"?{urlencode({'back': here})}" if here else "",
             "first_url": _calls_url(keep) if found.newer else None,
             "newer_url": _calls_url(keep | {"before": encode_cursor(found.newer)}) if found.newer else None,
             "older_url": _calls_url(keep | {"cursor": encode_cursor(found.older)}) if found.older else None,
@@ -453,6 +457,7 @@ class DashboardPages(Controller):
             entries=entries,
             actions=ACTION_LABELS,
             roles=ROLE_LABELS,
+            fmt=call_list,
             next_cursor=encode_audit_cursor(next_cursor) if next_cursor else None,
         )
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from domain.model import DISCLOSURE_TEXT
 from tests.e2e.conftest import RunningService
-from tests.e2e.pages import DESKTOP, MIN_TARGET_PX, PHONE, assert_accessible, screenshot
+from tests.e2e.pages import PHONE, check_page
 from tests.e2e.test_dashboard_browser import browser, sign_in
 from tests.e2e.test_recording_lifecycle import arrive
 
@@ -28,21 +28,6 @@ def org_with_two_numbers(service: RunningService, org_id: str) -> None:
         assert dash.put("/api/v1/settings/call-recording", json={"enabled": True}).status_code == 200
 
 
-async def check_settings_page(page: Any, name: str) -> None:
-    """axe-core finds nothing serious at desktop and phone sizes; on the phone nothing scrolls sideways
-    and every control of the page's own content is at least 24 px each way (WCAG 2.5.8)."""
-    await page.set_viewport_size(DESKTOP)
-    await assert_accessible(page, f"{name} (desktop)")
-    await screenshot(page, f"{name}-desktop")
-    await page.set_viewport_size(PHONE)
-    await assert_accessible(page, f"{name} (phone)")
-    await screenshot(page, f"{name}-phone")
-    assert await page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
-    for target in await page.locator("main input:visible, main button:visible, main label.choice").all():
-        box = await target.bounding_box()
-        assert box is not None and min(box["width"], box["height"]) >= MIN_TARGET_PX, (name, box)
-
-
 async def test_an_admin_sets_a_number_to_never_record_and_its_next_call_is_not_recorded(
     service: RunningService, browser: Any
 ) -> None:
@@ -51,7 +36,7 @@ async def test_an_admin_sets_a_number_to_never_record_and_its_next_call_is_not_r
     page = await sign_in(context, service, "hooli", "admin")
     await page.goto(f"{service.base_url}/dashboard/settings")
     assert "applies from the next call" in await page.text_content("#applies-next-call")
-    await check_settings_page(page, "settings-admin")
+    await check_page(page, "settings-admin")
 
     number = page.get_by_role("group", name=OFF_NUMBER)  # a fieldset named by its legend
     assert await number.get_by_role("radio", name="Follow the organization's setting").is_checked()
@@ -78,5 +63,5 @@ async def test_an_admin_sets_a_number_to_never_record_and_its_next_call_is_not_r
     assert await member.get_by_role("radio").count() == 0
     assert await member.locator("#read-only").is_visible()
     assert await member.locator(f"#number-{OFF_NUMBER[1:]} .mode").text_content() == "Never record"
-    await check_settings_page(member, "settings-member")
+    await check_page(member, "settings-member")
     await member_context.close()

@@ -72,3 +72,20 @@ async def test_the_calls_page_keeps_its_filters_in_its_paging_links(sqlite_harne
     r = await h.client.get(older.replace("&amp;", "&"))
     [newer] = re.findall(r'rel="prev" href="([^"]+)"', r.text)
     assert "caller=%2B1555" in newer and "before=" in newer
+
+
+async def test_a_calls_row_links_to_its_call_and_the_call_page_leads_back_to_the_same_list(
+    sqlite_harness: ApiHarness,
+) -> None:
+    h = sqlite_harness
+    await h.unrecorded_call(ACME_NUMBER)
+    await sign_in(h, "member")
+    plain = await h.client.get("/dashboard/calls")
+    [plain_link] = re.findall(r'class="call-link" href="([^"]+)"', plain.text)
+    assert "?" not in plain_link  # no filters: nothing to come back to but the list itself
+    r = await h.client.get("/dashboard/calls?caller=%2B1555&tz=Asia%2FTokyo")
+    [link] = re.findall(r'class="call-link" href="([^"]+)"', r.text)
+    call_page = await h.client.get(link.replace("&amp;", "&"))
+    assert call_page.status_code == 200
+    [back] = re.findall(r'<a id="back"[^>]*href="([^"]+)"', call_page.text)
+    assert back.startswith("/dashboard/calls?") and "caller=%2B1555" in back and "tz=Asia%2FTokyo" in back
