@@ -26,6 +26,7 @@ class SetCallRecording(Command):
     enabled: bool
     changed_by: str
     actor: AuditActor | None = None  # for the audit log; None: ``changed_by``, as the service itself
+    keep_non_engagement: bool | None = None  # None: unchanged
 
 
 @dataclass(frozen=True)
@@ -144,4 +145,21 @@ class SetLegalHold(Command):
     held: bool
     reason: str
     by: str
+    actor: AuditActor | None = None
+class RequestErasure(Command):
+    """Erase one caller's data in the org (issue 16): ``application.erasure``."""
+
+    org_id: str
+    caller_number: str
+    reason: str
+    actor: AuditActor
+
+
+@dataclass(frozen=True)
+class SetNonEngagementPolicy(Command):
+    """Keep (or delete once settled) recordings of calls the scorability filter marks non-engagement."""
+
+    org_id: str
+    keep_non_engagement: bool
+    changed_by: str
     actor: AuditActor | None = None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from application import commands, deletion, pauses, retention, webhooks
+from application import commands, deletion, erasure, filtered, pauses, retention, webhooks
 from application.errors import (
     ArchiveVerificationFailed,
     NotFound,
@@ -100,6 +100,10 @@ async def set_call_recording(cmd: commands.SetCallRecording, svc: Services) -> O
                     now=now,
                     org_id=org.id,
                 )
+            )
+        if cmd.keep_non_engagement is not None:
+            filtered.apply_policy_change(
+                uow, org, keep=cmd.keep_non_engagement, by=cmd.changed_by, actor=cmd.actor, now=now
             )
         await uow.commit()
         return org
@@ -523,7 +527,8 @@ async def delete_twilio_copy(event: events.RecordingArchived, svc: Services) -> 
     async with svc.uow() as uow:
         recording = await uow.recordings.get(event.recording_id)
         assert recording is not None
-        recording.deleted_at_twilio(svc.clock.now())
+        if recording.status != RecordingStatus.PURGED:  # purged meanwhile: its own consumer finishes
+            recording.deleted_at_twilio(svc.clock.now())
         await uow.commit()
 
 
@@ -550,6 +555,8 @@ COMMAND_HANDLERS: dict[type[commands.Command], CommandHandler] = {
     commands.ResumeRecording: pauses.resume_recording,
     commands.SetRetention: retention.set_retention,
     commands.SetLegalHold: retention.set_legal_hold,
+    commands.RequestErasure: erasure.request_erasure,
+    commands.SetNonEngagementPolicy: filtered.set_non_engagement_policy,
 }
 
 # Each event handler is a named consumer: the name is what ``(consumer, event id)`` dedupe records.
@@ -574,4 +581,5 @@ EVENT_HANDLERS: dict[type[events.Event], list[tuple[str, EventHandler]]] = {
     events.CallSettled: [("webhooks.enqueue", webhooks.enqueue_call_ended)],
     events.RecordingPaused: [("telephony.pause-recording", pauses.set_capture_at_twilio)],
     events.RecordingResumed: [("telephony.pause-recording", pauses.set_capture_at_twilio)],
+    events.ErasureRequested: [("erasure.process", erasure.process_erasure)],
 }

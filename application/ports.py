@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 from domain.audit import AuditEntry
+from domain.erasure import ErasureRequest
 from domain.model import Call, CallKind, Organization, ProviderRecordingStatus, Recording, RecordingStatus
 from domain.webhooks import DeliveryAttempt, SendResult, WebhookDelivery, WebhookEndpoint
 
@@ -423,6 +424,19 @@ class AuditLog(Protocol):
         ...
 
 
+class ErasureRequestRepository(Protocol):
+    def add(self, request: ErasureRequest) -> None: ...
+    async def get(self, request_id: str) -> ErasureRequest | None: ...
+    async def calls_of_caller(self, org_id: str, numbers: list[str]) -> list[str]:
+        """Ids of the org's calls whose caller (``from``) is one of ``numbers``, oldest first."""
+        ...
+
+    async def redact_stored_copies(self, call_id: str, original: str, redacted: str) -> None:
+        """Replace the caller number in what is stored of the call besides the call itself: its events
+        in the outbox and its webhook deliveries' payloads."""
+        ...
+
+
 class UnitOfWork(Protocol):
     # Read-only members: an adapter's own repository types satisfy them (a mutable protocol attribute
     # would demand exactly these types).
@@ -442,6 +456,8 @@ class UnitOfWork(Protocol):
     def webhook_endpoints(self) -> WebhookEndpointRepository: ...
     @property
     def webhook_deliveries(self) -> WebhookDeliveryRepository: ...
+    @property
+    def erasure_requests(self) -> ErasureRequestRepository: ...
 
     async def __aenter__(self) -> Self: ...
 

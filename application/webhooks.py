@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from application import commands
+from application import commands, erasure, filtered
 from application.errors import InvalidInput, NotFound
 from application.ports import DeliveryCursor, SecretBox, UnitOfWork, WebhookSender
 from application.services import Services
@@ -198,6 +198,9 @@ async def _settle(uow: UnitOfWork, call_id: str, svc: Services) -> None:
             scorability_wait=svc.settings.scorability_wait,
             instant_hangup=svc.settings.instant_hangup,
         )
+    if call is not None:  # settled now, or before a late verdict; or erased while it was live
+        await filtered.purge_if_filtered(uow, call, svc.clock.now())
+        await erasure.purge_if_erased(uow, call, svc.clock.now())
 
 
 async def settle_call(event: SettlingEvent, svc: Services) -> None:

@@ -38,6 +38,11 @@ CHANGE_ACTIONS = (
     "purge_recording",
     "place_legal_hold",
     "release_legal_hold",
+    # Erasure by caller and the policy for filtered calls (issues 15, 16).
+    "request_erasure",
+    "erase_caller_data",
+    "keep_filtered_recordings",
+    "delete_filtered_recordings",
 )
 ACTIONS = ACCESS_ACTIONS + CHANGE_ACTIONS
 OPERATIONS_ROLE = "ops_admin"  # the platform's operations team: every access needs a reason

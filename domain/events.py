@@ -86,6 +86,13 @@ class RetentionPolicyChanged(OrganizationEvent, frozen=True, kw_only=True):
     changed_by: str
 
 
+class NonEngagementPolicyChanged(OrganizationEvent, frozen=True, kw_only=True):
+    """Whether recordings of calls the scorability filter marks non-engagement are kept."""
+
+    keep_non_engagement: bool
+    changed_by: str
+
+
 class WebhookEndpointDisabled(OrganizationEvent, frozen=True, kw_only=True):
     """One of the org's webhook endpoints stopped receiving deliveries (410 Gone, or failing for days)."""
 
@@ -262,6 +269,40 @@ class RecordingResumed(RecordingEvent, frozen=True, kw_only=True):
     reason: str
 
 
+# --- erasure by caller (on the recordings topic, keyed by the erasure request's id) ---------------
+
+
+class ErasureEvent(Event, frozen=True, kw_only=True):
+    aggregate_type: ClassVar[str] = "recording"
+    erasure_request_id: str
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.erasure_request_id
+
+
+class ErasureRequested(ErasureEvent, frozen=True, kw_only=True):
+    """An admin asked to erase one caller's data in the org (the number is not in the event)."""
+
+
+class CallerDataErased(ErasureEvent, frozen=True, kw_only=True):
+    """One call's caller data was erased: its audio purged, its caller number now ``redacted_as``.
+
+    Platform services erase their copies (transcripts, analyses) of ``call_id`` and its recordings."""
+
+    call_id: str
+    recording_ids: list[str]
+    redacted_as: str
+
+
+class ErasureCompleted(ErasureEvent, frozen=True, kw_only=True):
+    """Every call of the caller was erased, except ``held_call_ids`` (under legal hold)."""
+
+    erased_calls: int
+    held_call_ids: list[str]
+    recordings_purged: int
+
+
 # --- audit --------------------------------------------------------------------------------------
 
 
@@ -321,6 +362,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         NumberRecordingChanged,
         RetentionPolicyChanged,
         WebhookEndpointDisabled,
+        NonEngagementPolicyChanged,
+        ErasureRequested,
+        CallerDataErased,
+        ErasureCompleted,
         CallStarted,
         CallAnswered,
         CallEnded,

@@ -127,6 +127,7 @@ class Organization:
         number_recording: dict[str, NumberRecording] | None = None,
         version: int = 0,
         retention_days: int | None = None,
+        keep_non_engagement: bool = True,
     ) -> None:
         self.id = id
         self.name = name
@@ -140,6 +141,7 @@ class Organization:
         self.number_recording = dict(number_recording or {})
         self.version = version
         self.retention_days = retention_days  # None: recordings are kept indefinitely
+        self.keep_non_engagement = keep_non_engagement
         self.events: list[events.Event] = []
 
     @classmethod
@@ -181,6 +183,33 @@ class Organization:
             events.RecordingSettingChanged(occurred_at=now, org_id=self.id, enabled=enabled, changed_by=by)
         )
 
+    def set_retention(self, *, days: int | None, by: str, now: datetime) -> bool:
+        """Keep recordings ``days`` days (1 to 3650), or indefinitely (None). Returns whether it changed."""
+        if days is not None and not MIN_RETENTION_DAYS <= days <= MAX_RETENTION_DAYS:
+            raise InvalidValue(
+                f"retention days must be {MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS}, or null (indefinite)"
+            )
+        if days == self.retention_days:
+            return False
+        self.retention_days = days
+        self.events.append(
+            events.RetentionPolicyChanged(occurred_at=now, org_id=self.id, days=days, changed_by=by)
+        )
+        return True
+
+    def set_keep_non_engagement(self, *, keep: bool, by: str, now: datetime) -> bool:
+        """Keep (or delete once settled) the recordings of calls the scorability filter marks
+        non-engagement. Governs calls settled from now on; returns whether it changed."""
+        if keep == self.keep_non_engagement:
+            return False
+        self.keep_non_engagement = keep
+        self.events.append(
+            events.NonEngagementPolicyChanged(
+                occurred_at=now, org_id=self.id, keep_non_engagement=keep, changed_by=by
+            )
+        )
+        return True
+
     def recording_mode(self, number: str) -> NumberRecordingMode:
         """The number's own setting: ``inherit`` unless someone set it."""
         setting = self.number_recording.get(number)
@@ -211,20 +240,6 @@ class Organization:
                 changed_by=by,
             )
         )
-
-    def set_retention(self, *, days: int | None, by: str, now: datetime) -> bool:
-        """Keep recordings ``days`` days (1 to 3650), or indefinitely (None). Returns whether it changed."""
-        if days is not None and not MIN_RETENTION_DAYS <= days <= MAX_RETENTION_DAYS:
-            raise InvalidValue(
-                f"retention days must be {MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS}, or null (indefinite)"
-            )
-        if days == self.retention_days:
-            return False
-        self.retention_days = days
-        self.events.append(
-            events.RetentionPolicyChanged(occurred_at=now, org_id=self.id, days=days, changed_by=by)
-        )
-        return True
 
 
 # --- Call ---------------------------------------------------------------------------------------
@@ -531,6 +546,15 @@ class Call:
                 twilio_status=twilio_status,
             )
         )
+
+    def redact_caller(self, redacted: str) -> bool:
+        """Erasure: replace the caller's number with its redacted form; returns whether it changed.
+
+        The event of the erasure request that does it says so (``CallerDataErased``)."""
+        if self.from_number == redacted:
+            return False
+        self.from_number = redacted
+        return True
 
     def transfer(self, *, stage: str, now: datetime) -> None:
         """A warm transfer. Hold time stays recorded; ``completed`` means the call left the platform."""
@@ -888,6 +912,39 @@ class Recording:
         self.twilio_deleted_at = now
         self._emit(events.RecordingDeletedAtTwilio, now, recording_sid=self.recording_sid)
 
+    def purge(self, *, reason: str, now: datetime) -> None:
+        """Delete the audio for good (``reason``: retention, erasure, filtered); the metadata stays.
+
+        From ``archived``/``twilio_deleted`` (audio in our store) or ``completed`` (at Twilio only). Once
+        purged the recording is never archived again nor served. ``RecordingPurged`` has the copies
+        deleted; a second purge is a no-op.
+        """
+        if reason not in PURGE_REASONS:
+            raise InvalidValue(f"unknown purge reason {reason!r}")
+        if self.status == RecordingStatus.PURGED:
+            return
+        if self.status not in PURGEABLE_STATUSES:
+            raise InvalidTransition(f"cannot purge a recording that is {self.status}")
+        self.status = RecordingStatus.PURGED
+        self.purged_at = now
+        self.purge_reason = reason
+        self._emit(
+            events.RecordingPurged,
+            now,
+            recording_sid=self.recording_sid,
+            storage_key=self.audio.storage_key if self.audio is not None else None,
+            reason=reason,
+        )
+
+    def audio_deleted(self, now: datetime) -> None:
+        """Every copy of the purged audio is gone: our store's (all versions) and Twilio's."""
+        if self.status != RecordingStatus.PURGED:
+            raise InvalidTransition("only a purged recording's audio is deleted")
+        if self.audio_deleted_at is None:
+            self.audio_deleted_at = now
+        if self.twilio_deleted_at is None:
+            self.twilio_deleted_at = now
+
     # --- pausing (sensitive moments: card data) ----------------------------------------------------
 
     @property
@@ -930,36 +987,3 @@ class Recording:
             reason=reason.value,
         )
         return True
-
-    def purge(self, *, reason: str, now: datetime) -> None:
-        """Delete the audio for good (``reason``: retention, erasure, filtered); the metadata stays.
-
-        From ``archived``/``twilio_deleted`` (audio in our store) or ``completed`` (at Twilio only). Once
-        purged the recording is never archived again nor served. ``RecordingPurged`` has the copies
-        deleted; a second purge is a no-op.
-        """
-        if reason not in PURGE_REASONS:
-            raise InvalidValue(f"unknown purge reason {reason!r}")
-        if self.status == RecordingStatus.PURGED:
-            return
-        if self.status not in PURGEABLE_STATUSES:
-            raise InvalidTransition(f"cannot purge a recording that is {self.status}")
-        self.status = RecordingStatus.PURGED
-        self.purged_at = now
-        self.purge_reason = reason
-        self._emit(
-            events.RecordingPurged,
-            now,
-            recording_sid=self.recording_sid,
-            storage_key=self.audio.storage_key if self.audio is not None else None,
-            reason=reason,
-        )
-
-    def audio_deleted(self, now: datetime) -> None:
-        """Every copy of the purged audio is gone: our store's (all versions) and Twilio's."""
-        if self.status != RecordingStatus.PURGED:
-            raise InvalidTransition("only a purged recording's audio is deleted")
-        if self.audio_deleted_at is None:
-            self.audio_deleted_at = now
-        if self.twilio_deleted_at is None:
-            self.twilio_deleted_at = now

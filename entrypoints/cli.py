@@ -1,4 +1,4 @@
-"""``callrec serve | worker | migrate | token | dlq | reconcile | purge | audit | demo``."""
+"""``callrec serve | worker | migrate | token | dlq | reconcile | purge | audit | storage | demo``."""
 
 from __future__ import annotations
 
@@ -168,6 +168,35 @@ def _audit(args: argparse.Namespace) -> int:
     return asyncio.run(verify_audit_log(settings, head=head))
 
 
+def _storage(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from adapters.s3_lifecycle import apply_lifecycle, lifecycle_rules
+
+    try:
+        rules = lifecycle_rules(args.days)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.print:
+        print(json.dumps({"Rules": rules}, indent=2))
+        return 0
+    settings = Settings.from_env()
+    if settings.storage != "s3":
+        print("callrec storage apply-lifecycle needs CALLREC_STORAGE=s3", file=sys.stderr)
+        return 2
+    from entrypoints.container import _s3_store
+
+    async def apply() -> dict[str, list[dict[str, object]]]:
+        async with _s3_store(settings) as store:
+            return await apply_lifecycle(store, args.days)
+
+    for bucket, applied in asyncio.run(apply()).items():
+        print(f"{bucket}: {len(applied)} lifecycle rule(s); recordings to GLACIER_IR after {args.days} days")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="callrec", description="Call-recording service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         "--head", help="SEQ:HASH of a chain head received on callrec.audit.v1 (default: the outbox's newest)"
     )
     audit.set_defaults(func=_audit)
+    storage = sub.add_parser("storage", help="the S3 bucket's settings")
+    storage_sub = storage.add_subparsers(dest="storage_command", required=True)
+    lifecycle = storage_sub.add_parser(
+        "apply-lifecycle", help="move recordings to S3 Glacier Instant Retrieval after N days"
+    )
+    lifecycle.add_argument("--days", type=int, default=30, help="days in S3 Standard first (default 30)")
+    lifecycle.add_argument("--print", action="store_true", help="print the rules as JSON, apply nothing")
+    storage.set_defaults(func=_storage)
     token = sub.add_parser("token", help="print a dashboard bearer token")
     token.add_argument("--org", required=True)
     token.add_argument("--role", required=True, choices=["member", "admin", "ops_admin"])

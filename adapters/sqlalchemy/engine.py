@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # Alembic is imported only when a migration has to run
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-HEAD_REVISION: Final = "0017"
+HEAD_REVISION: Final = "0019"
 """The newest migration's revision: tests/integration/test_migrations.py keeps it equal to Alembic's head."""
 # Alembic's own version table, as it creates it on SQLite.
 _VERSION_TABLE_DDL: Final = (

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     text,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -70,6 +71,8 @@ organizations = Table(
     # {number: {"mode", "changed_by", "changed_at"}}: the numbers someone set on, off or inherit
     Column("number_recording", Text, nullable=False, server_default="{}"),
     Column("retention_days", Integer),  # None: kept indefinitely (migration 0017)
+    # Keep recordings of calls the scorability filter marks non-engagement (migration 0019).
+    Column("keep_non_engagement", Boolean, nullable=False, server_default=true()),
 )
 
 organization_phone_numbers = Table(
@@ -286,4 +289,24 @@ audit_log = Table(
     Column("outcome", String(16), nullable=False),
     UniqueConstraint("seq"),
     Index("ix_audit_log_org_time", "org_id", "occurred_at"),
+)
+
+# --- erasure by caller (migration 0019) ----------------------------------------------------------
+
+erasure_requests = Table(
+    "erasure_requests",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", String(64), nullable=False),
+    Column("caller_number", String(32)),  # cleared once the request is completed
+    Column("reason", Text, nullable=False),
+    Column("requested_by", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime),
+    Column("erased_call_ids", Text, nullable=False),  # JSON list
+    Column("held_call_ids", Text, nullable=False),  # JSON list: skipped under legal hold
+    Column("recordings_purged", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Index("ix_erasure_requests_org", "org_id", "requested_at"),
 )

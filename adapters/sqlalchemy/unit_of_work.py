@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.sqlalchemy.audit import SqlAlchemyAuditLog, SqlAlchemyProcessedMessages
 from adapters.sqlalchemy.engine import TURN_WAIT_S, transaction_turns
+from adapters.sqlalchemy.erasure import SqlAlchemyErasureRequestRepository
 from adapters.sqlalchemy.outbox import SqlAlchemyOutbox
 from adapters.sqlalchemy.repositories import (
     SqlAlchemyCallRepository,
@@ -71,6 +72,7 @@ class SqlAlchemyUnitOfWork:
     audit: SqlAlchemyAuditLog
     webhook_endpoints: SqlAlchemyWebhookEndpointRepository
     webhook_deliveries: SqlAlchemyWebhookDeliveryRepository
+    erasure_requests: SqlAlchemyErasureRequestRepository
 
     def __init__(
         self,
@@ -131,6 +133,7 @@ class SqlAlchemyUnitOfWork:
         self.audit = SqlAlchemyAuditLog(self._conn)
         self.webhook_endpoints = SqlAlchemyWebhookEndpointRepository(self._conn)
         self.webhook_deliveries = SqlAlchemyWebhookDeliveryRepository(self._conn)
+        self.erasure_requests = SqlAlchemyErasureRequestRepository(self._conn)
         self._committed = False
         return self
 
@@ -156,7 +159,7 @@ class SqlAlchemyUnitOfWork:
     @property
     def _repositories(self) -> list[Any]:
         webhooks = [self.webhook_endpoints, self.webhook_deliveries]  # deliveries refer to endpoints
-        return [self.organizations, self.calls, self.recordings, *webhooks, self.audit]
+        return [self.organizations, self.calls, self.recordings, *webhooks, self.audit, self.erasure_requests]
 
     async def commit(self) -> None:
         assert self._conn is not None, "commit() outside the unit of work's context"

@@ -153,6 +153,7 @@ def _setting(org: Organization) -> RecordingSetting:
         changed_by=org.recording_changed_by,
         changed_at=_iso(org.recording_changed_at),
         numbers=[_number_setting(v) for v in views.number_recording_views(org)],
+        keep_non_engagement=org.keep_non_engagement,
     )
 
 
@@ -213,7 +214,10 @@ class DashboardApi(Controller):
     async def put_recording_setting(
         self, request: Request[Any, Any, State], data: JSONBody[RecordingSettingUpdate], bus: Bus
     ) -> RecordingSetting:
-        """Turn recording on or off for the org's next calls (admins only); calls in progress keep theirs."""
+        """Turn recording on or off for the org's next calls (admins only); calls in progress keep theirs.
+
+        ``keep_non_engagement`` (optional): false deletes the recordings of calls the scorability
+        filter marks non-engagement once they settle."""
         principal = principal_of(request)
         org = await bus.handle(
             commands.SetCallRecording(
@@ -221,6 +225,7 @@ class DashboardApi(Controller):
                 enabled=data.enabled,
                 changed_by=principal.sub,
                 actor=audit_actor(request),
+                keep_non_engagement=data.keep_non_engagement,
             )
         )
         return _setting(org)

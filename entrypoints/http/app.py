@@ -22,6 +22,7 @@ from entrypoints.http.admin import AdminApi
 from entrypoints.http.api import DashboardApi
 from entrypoints.http.auth import build_jwt_auth
 from entrypoints.http.dashboard import TEMPLATES, DashboardPages, page_headers, static_files
+from entrypoints.http.erasure_api import ErasureApi
 from entrypoints.http.errors import EXCEPTION_HANDLERS
 from entrypoints.http.internal import InternalApi
 from entrypoints.http.media import media_router
@@ -96,6 +97,7 @@ def create_app(container: Container | None = None, settings: Settings | None = N
             DashboardApi,
             AdminApi,
             WebhookEndpointsApi,
+            ErasureApi,
             DashboardPages,
             static_files(),
             *_media_routes(container.store()),

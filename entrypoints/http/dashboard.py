@@ -86,6 +86,10 @@ ACTION_LABELS = {
     "purge_recording": "Deleted a recording's audio",
     "place_legal_hold": "Placed a legal hold on a call",
     "release_legal_hold": "Released a call's legal hold",
+    "request_erasure": "Requested the erasure of a caller's data",
+    "erase_caller_data": "Erased a caller's data from a call",
+    "keep_filtered_recordings": "Chose to keep recordings of filtered calls",
+    "delete_filtered_recordings": "Chose to delete recordings of filtered calls",
 }
 ROLE_LABELS = {"member": "member", "admin": "admin", "ops_admin": "operations team", "system": "service"}
 MODE_LABELS = {
@@ -489,6 +493,7 @@ class DashboardPages(Controller):
             modes=MODE_LABELS,
             disclosure=DISCLOSURE_TEXT,
             retention_days=org.retention_days,
+            keep_non_engagement=org.keep_non_engagement,
         )
 
     @post("/settings", status_code=303)
@@ -505,6 +510,26 @@ class DashboardPages(Controller):
         await bus.handle(
             commands.SetCallRecording(
                 principal.org_id, enabled, principal.sub, audit_actor(request, principal)
+            )
+        )
+        return Redirect("/dashboard/settings", status_code=303)
+
+    @post("/settings/non-engagement", status_code=303)
+    async def change_non_engagement_policy(
+        self, request: Request[Any, Any, State], bus: Bus
+    ) -> Response[Any]:
+        """Keep or delete recordings of filtered (non-engagement) calls (admins, same origin only)."""
+        principal = await session_principal(request)
+        if principal is None:
+            return _sign_in(request)
+        if principal.role != "admin" or not _same_origin(request):
+            return page(
+                request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
+            )
+        keep = (await read_form(request)).get("keep_non_engagement") == "true"
+        await bus.handle(
+            commands.SetNonEngagementPolicy(
+                principal.org_id, keep, principal.sub, audit_actor(request, principal)
             )
         )
         return Redirect("/dashboard/settings", status_code=303)

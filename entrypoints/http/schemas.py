@@ -53,6 +53,8 @@ class TransferUpdate(Strict):
 
 class RecordingSettingUpdate(Strict):
     enabled: bool
+    # Keep recordings of calls the scorability filter marks non-engagement; omitted: unchanged.
+    keep_non_engagement: bool | None = None
 
 
 class NumberRecordingUpdate(Strict):
@@ -76,6 +78,7 @@ class RecordingSetting(msgspec.Struct):
     changed_by: str | None  # who last turned the org toggle on or off, and when
     changed_at: str | None
     numbers: list[NumberRecordingSetting]
+    keep_non_engagement: bool = True
 
 
 class RecordingResponse(msgspec.Struct):

@@ -153,6 +153,24 @@ async def test_an_admin_turns_recording_off_from_the_settings_page_and_signs_out
     await context.close()
 
 
+async def test_an_admin_stops_keeping_filtered_calls_recordings_from_the_settings_page(
+    service: RunningService, browser: Any
+) -> None:
+    make_org(service, "hooli", "+15550200005", recording=True)
+    context = await browser.new_context()
+    page = await sign_in(context, service, "hooli", "admin")
+    await page.goto(f"{service.base_url}/dashboard/settings")
+    assert await page.is_checked("#keep-non-engagement")
+    await page.uncheck("#keep-non-engagement")
+    await page.click("#save-filtered")
+    await page.wait_for_url(f"{service.base_url}/dashboard/settings")
+    assert await page.text_content("#filtered-state") == "deleted once the call settles"
+    assert not await page.is_checked("#keep-non-engagement")
+    with service.dashboard("hooli", "member") as api:
+        assert api.get("/api/v1/settings/call-recording").json()["keep_non_engagement"] is False
+    await context.close()
+
+
 def test_pages_without_a_session_and_foreign_calls_show_nothing(service: RunningService) -> None:
     call_id = recorded_call(service, "initech", "+15550200003", sine_wav(0.2))
     make_org(service, "umbrella", "+15550200004", recording=True)

@@ -47,6 +47,7 @@ def load_matrix() -> list[Row]:
 ROWS = load_matrix()
 OWN_NUMBER, OTHER_NUMBER = "+15550000001", "+15550000002"
 WEBHOOK_BODY: dict[str, object] = {"url": "http://127.0.0.1:9/hook", "events": ["call.ended"]}
+ERASURE_BODY: dict[str, object] = {"caller_number": "+15559990000", "reason": "caller asked"}
 
 
 @dataclass
@@ -55,6 +56,7 @@ class World:
     own_call: str
     other_call: str
     webhooks: dict[str, tuple[str, str]] = field(default_factory=dict)  # target → (endpoint, delivery)
+    erasures: dict[str, str] = field(default_factory=dict)  # target → erasure request
 
 
 async def webhook_of(harness: ApiHarness, org_id: str) -> str:
@@ -72,6 +74,14 @@ async def delivery_of(harness: ApiHarness, endpoint_id: str) -> str:
     return delivery.id
 
 
+async def erasure_of(harness: ApiHarness, org_id: str) -> str:
+    r = await harness.client.post(
+        "/api/v1/erasure-requests", json=ERASURE_BODY, headers=harness.auth(org_id, "admin")
+    )
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     url = f"sqlite+aiosqlite:///{tmp_path}/matrix.db"
@@ -85,7 +95,8 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         own_call = await harness.archived_call(OWN_NUMBER)
         other_call = await harness.archived_call(OTHER_NUMBER)
         webhooks = {org: (e, await delivery_of(harness, e)) for org, e in endpoints.items()}
-        yield World(harness, own_call, other_call, webhooks)
+        erasures = {org: await erasure_of(harness, org) for org in ("own", "other")}
+        yield World(harness, own_call, other_call, webhooks, erasures)
 
 
 def body_for(row: Row) -> dict[str, object] | None:
@@ -108,6 +119,8 @@ def body_for(row: Row) -> dict[str, object] | None:
         return {"days": 30}
     if row.path.endswith("/numbers/{number}"):
         return {"mode": "off"}
+    if row.path == "/api/v1/erasure-requests":
+        return ERASURE_BODY
     return {"enabled": False}
 
 
@@ -133,6 +146,7 @@ def path_for(world: World, row: Row) -> str:
     path = path.replace("{call_id}", call_id).replace("{org_id}", org_id)
     numbers = {"own": OWN_NUMBER, "other": OTHER_NUMBER, "missing": "+15550000099"}
     path = path.replace("{number}", numbers.get(row.target, "").replace("+", "%2B"))
+    path = path.replace("{request_id}", world.erasures.get(row.target, missing))
     if row.path == "/api/v1/admin/calls":
         path += "?org_id=own&kind=customer"
     elif row.path.startswith("/api/v1/admin/"):
