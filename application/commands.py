@@ -146,6 +146,9 @@ class SetLegalHold(Command):
     reason: str
     by: str
     actor: AuditActor | None = None
+
+
+@dataclass(frozen=True)
 class RequestErasure(Command):
     """Erase one caller's data in the org (issue 16): ``application.erasure``."""
 

@@ -1,7 +1,8 @@
 """erasure_requests; organizations.keep_non_engagement
 
 Revision ID: 0019
-Revises: 0017, 0016
+Revises: 0017
+(After 0015 the chain runs 0018, 0020, 0016, 0017, 0019: numbered as planned, chained as they landed.)
 Create Date: 2026-11-29 06:00:00.000000
 
 An erasure request is worked through asynchronously (it finds the caller's calls by the index of
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0019"
-down_revision: str | tuple[str, ...] | None = ("0017", "0016")
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
