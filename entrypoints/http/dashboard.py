@@ -208,6 +208,30 @@ def _same_origin(request: Request[Any, Any, State]) -> bool:
     return (actual.scheme, actual.netloc) == (expected.scheme, expected.netloc)
 
 
+def _no_such_call(request: Request[Any, Any, State], principal: Principal) -> Template:
+    return page(
+        request,
+        "message.html",
+        404,
+        title="Call not found",
+        principal=principal,
+        message="No such call: it does not exist or belongs to another organization.",
+    )
+
+
+async def _admin_form(request: Request[Any, Any, State]) -> tuple[Principal, dict[str, str]] | Response[Any]:
+    """The admin and the form of a page's POST, or what to answer instead: the sign-in notice without a
+    session, 403 for a member or a request from another origin (no cross-site form posts)."""
+    principal = await session_principal(request)
+    if principal is None:
+        return _sign_in(request)
+    if principal.role != "admin" or not _same_origin(request):
+        return page(
+            request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
+        )
+    return principal, await read_form(request)
+
+
 class DashboardPages(Controller):
     path = "/dashboard"
     include_in_schema = False
@@ -354,14 +378,7 @@ class DashboardPages(Controller):
         try:
             view = await views.get_call(services, org_id=principal.org_id, call_id=call_id, kinds=CUSTOMER)
         except NotFound:
-            return page(
-                request,
-                "message.html",
-                404,
-                title="Call not found",
-                principal=principal,
-                message="No such call: it does not exist or belongs to another organization.",
-            )
+            return _no_such_call(request, principal)
         settings: Settings = request.app.state.settings
         nonce = secrets.token_urlsafe(16)
         context = call_page(
@@ -380,6 +397,40 @@ class DashboardPages(Controller):
             },
             headers=call_page_headers(request, nonce),
         )
+
+    @post("/calls/{call_id:str}/legal-hold", status_code=303)
+    async def change_legal_hold(
+        self, request: Request[Any, Any, State], call_id: CallId, bus: Bus
+    ) -> Response[Any]:
+        """Place (with a reason) or release the call's legal hold from its page (admins, same origin only)."""
+        admitted = await _admin_form(request)
+        if isinstance(admitted, Response):
+            return admitted
+        principal, form = admitted
+        held, reason = form.get("held") == "true", form.get("reason", "").strip()
+        if (held and not reason) or len(reason) > 1000:
+            return page(
+                request,
+                "message.html",
+                400,
+                title="Legal hold not placed",
+                principal=principal,
+                message="Give the reason for the hold (up to 1000 characters): a dispute, a case number.",
+            )
+        try:
+            await bus.handle(
+                commands.SetLegalHold(
+                    org_id=principal.org_id,
+                    call_id=call_id,
+                    held=held,
+                    reason=reason,
+                    by=principal.sub,
+                    actor=audit_actor(request, principal),
+                )
+            )
+        except NotFound:
+            return _no_such_call(request, principal)
+        return Redirect(f"/dashboard/calls/{call_id}#legal-hold", status_code=303)
 
     @get("/calls/{call_id:str}/state.json")
     async def call_state(
@@ -499,14 +550,11 @@ class DashboardPages(Controller):
     @post("/settings", status_code=303)
     async def change_settings(self, request: Request[Any, Any, State], bus: Bus) -> Response[Any]:
         """Flip the toggle from the settings page (admins, same origin only)."""
-        principal = await session_principal(request)
-        if principal is None:
-            return _sign_in(request)
-        if principal.role != "admin" or not _same_origin(request):
-            return page(
-                request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
-            )
-        enabled = (await read_form(request)).get("enabled") == "true"
+        admitted = await _admin_form(request)
+        if isinstance(admitted, Response):
+            return admitted
+        principal, form = admitted
+        enabled = form.get("enabled") == "true"
         await bus.handle(
             commands.SetCallRecording(
                 principal.org_id, enabled, principal.sub, audit_actor(request, principal)
@@ -519,14 +567,11 @@ class DashboardPages(Controller):
         self, request: Request[Any, Any, State], bus: Bus
     ) -> Response[Any]:
         """Keep or delete recordings of filtered (non-engagement) calls (admins, same origin only)."""
-        principal = await session_principal(request)
-        if principal is None:
-            return _sign_in(request)
-        if principal.role != "admin" or not _same_origin(request):
-            return page(
-                request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
-            )
-        keep = (await read_form(request)).get("keep_non_engagement") == "true"
+        admitted = await _admin_form(request)
+        if isinstance(admitted, Response):
+            return admitted
+        principal, form = admitted
+        keep = form.get("keep_non_engagement") == "true"
         await bus.handle(
             commands.SetNonEngagementPolicy(
                 principal.org_id, keep, principal.sub, audit_actor(request, principal)
@@ -537,14 +582,10 @@ class DashboardPages(Controller):
     @post("/settings/numbers", status_code=303)
     async def change_number_setting(self, request: Request[Any, Any, State], bus: Bus) -> Response[Any]:
         """Set one number to on, off or inherit from the settings page (admins, same origin only)."""
-        principal = await session_principal(request)
-        if principal is None:
-            return _sign_in(request)
-        if principal.role != "admin" or not _same_origin(request):
-            return page(
-                request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
-            )
-        form = await read_form(request)
+        admitted = await _admin_form(request)
+        if isinstance(admitted, Response):
+            return admitted
+        principal, form = admitted
         number, mode = form.get("number", ""), form.get("mode", "")
         if mode not in MODE_LABELS or not is_phone_number(number):
             return page(
@@ -579,14 +620,11 @@ class DashboardPages(Controller):
     @post("/settings/retention", status_code=303)
     async def change_retention(self, request: Request[Any, Any, State], bus: Bus) -> Response[Any]:
         """Set the retention policy from the settings page (admins, same origin only); empty: indefinitely."""
-        principal = await session_principal(request)
-        if principal is None:
-            return _sign_in(request)
-        if principal.role != "admin" or not _same_origin(request):
-            return page(
-                request, "message.html", 403, title="Forbidden", principal=principal, message="Not allowed."
-            )
-        value = (await read_form(request)).get("days", "").strip()
+        admitted = await _admin_form(request)
+        if isinstance(admitted, Response):
+            return admitted
+        principal, form = admitted
+        value = form.get("days", "").strip()
         if value and not value.isdigit():
             raise InvalidValue("retention days must be a whole number of days, or empty (indefinitely)")
         await bus.handle(

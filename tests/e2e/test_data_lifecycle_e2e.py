@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import RunningService
-from tests.e2e.pages import assert_accessible
+from tests.e2e.pages import assert_accessible, check_page
 from tests.e2e.test_dashboard_browser import browser, recorded_call, sign_in, sine_wav  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,4 +81,18 @@ async def test_callrec_purge_deletes_old_audio_and_the_dashboard_explains_it(
     await page.goto(f"{service.base_url}/dashboard/settings")
     assert await page.text_content("#retention-state") == "30 days"
     await assert_accessible(page, "settings with retention")
+    await context.close()
+
+    # an admin places a legal hold from the call page, then releases it
+    context = await browser.new_context()
+    page = await sign_in(context, service, "acme", "admin")
+    await page.goto(f"{service.base_url}/dashboard/calls/{call_id}")
+    await check_page(page, "call-admin-hold-form")
+    await page.get_by_label("Reason").fill("Dispute 2026-41")
+    await page.click("#place-hold")
+    await page.wait_for_url(f"{service.base_url}/dashboard/calls/{call_id}#legal-hold")
+    assert "Dispute 2026-41" in (await page.text_content("#legal-hold") or "")
+    await check_page(page, "call-held")
+    await page.click("#release-hold")
+    await page.wait_for_selector("#place-hold")
     await context.close()

@@ -218,3 +218,45 @@ async def test_callrec_purge_runs_one_pass_and_the_audit_chain_records_every_del
     assert {(e["actor_role"], e["outcome"]) for e in purges} == {("system", "succeeded")}
     assert await asyncio.to_thread(callrec, ["audit", "verify"]) == 0
     assert "intact" in capsys.readouterr().out
+
+
+async def test_an_admin_places_and_releases_a_legal_hold_from_the_call_page(h: ApiHarness) -> None:
+    call_id = await h.archived_call(ACME_NUMBER)
+    other = await h.archived_call(GLOBEX_NUMBER)
+    path = f"/dashboard/calls/{call_id}/legal-hold"
+
+    async def session(role: str) -> None:
+        token = urlencode({"token": h.token(ACME, role)})
+        assert (await h.client.post("/dashboard/session", content=token, headers=FORM)).status_code == 303
+
+    async def hold() -> object:
+        r = await h.client.get(f"/api/v1/calls/{call_id}", headers=h.auth(ACME, "member"))
+        return r.json()["legal_hold"]["held"]
+
+    await session("member")
+    page = (await h.client.get(f"/dashboard/calls/{call_id}")).text
+    assert 'id="place-hold"' not in page  # members see a hold, never the form
+    form = urlencode({"held": "true", "reason": "Dispute 7"})
+    assert (await h.client.post(path, content=form, headers=FORM)).status_code == 403
+    await session("admin")
+    assert 'id="place-hold"' in (await h.client.get(f"/dashboard/calls/{call_id}")).text
+    cross_site = FORM | {"Origin": "https://evil.example"}
+    assert (await h.client.post(path, content=form, headers=cross_site)).status_code == 403
+    blank = urlencode({"held": "true", "reason": "  "})
+    assert (await h.client.post(path, content=blank, headers=FORM)).status_code == 400
+    foreign = f"/dashboard/calls/{other}/legal-hold"
+    assert (await h.client.post(foreign, content=form, headers=FORM)).status_code == 404
+    assert await hold() is False  # nothing above changed anything
+
+    r = await h.client.post(path, content=form, headers=FORM)
+    assert r.status_code == 303 and r.headers["location"] == f"/dashboard/calls/{call_id}#legal-hold"
+    page = (await h.client.get(f"/dashboard/calls/{call_id}")).text
+    assert await hold() is True and "Dispute 7" in page and 'id="release-hold"' in page
+    release = urlencode({"held": "false"})
+    assert (await h.client.post(path, content=release, headers=FORM)).status_code == 303
+    assert await hold() is False
+    actions = [
+        e["action"]
+        for e in (await h.client.get("/api/v1/audit-log", headers=h.auth(ACME, "admin"))).json()["items"]
+    ]
+    assert actions.count("place_legal_hold") == 1 and actions.count("release_legal_hold") == 1
