@@ -1,31 +1,20 @@
-"""``callrec purge``: one retention purge pass on demand.
-
-The daily pass is one of the background loops of ``entrypoints/runtime.py``.
-"""
+"""``callrec purge``: one retention purge pass on demand (the daily one is a background loop)."""
 
 from __future__ import annotations
 
 from application.retention import PurgeReport, RetentionPurger
 from entrypoints.config import Settings
 from entrypoints.container import Container
+from entrypoints.once import run_once
 from entrypoints.runtime import resolve
 
 
 async def purge_once(settings: Settings, *, drain_s: float) -> PurgeReport:
-    """One pass now, then up to ``drain_s`` seconds handing its ``RecordingPurged`` events on (in-process:
-    to the deleting handlers, here; with Kafka: to the topics). 0 leaves that to the service's relay."""
-    container = Container(settings=settings)
-    await container.init_resources()  # type: ignore[misc]
-    try:
+    """One pass now, then up to ``drain_s`` seconds handing its ``RecordingPurged`` events on (to the
+    handlers that delete the audio, here, or to the topics)."""
+
+    async def purge(container: Container) -> PurgeReport:
         purger: RetentionPurger = await resolve(container.purger)
-        report = await purger.purge()
-        if drain_s > 0:
-            relay = await resolve(container.relay)
-            try:
-                await relay.drain(max_wait_s=drain_s)
-            finally:
-                if settings.bus == "kafka":
-                    await relay.publisher.stop()
-        return report
-    finally:
-        await container.shutdown_resources()  # type: ignore[misc]
+        return await purger.purge()
+
+    return await run_once(settings, purge, drain_s=drain_s)
