@@ -19,12 +19,12 @@ from litestar.response import Redirect
 
 from application import audit, commands, views
 from application.errors import NotFound
-from application.ports import AuditCursor, CallCursor
+from application.ports import AuditCursor, CallCursor, CallQuery
 from domain.audit import AuditEntry
 from domain.model import DISCLOSURE_TEXT, Call, CallKind, NumberRecordingMode, Organization, PauseInterval
 from entrypoints.http import call_list
 from entrypoints.http.auth import admin_guard, audit_actor, customer_guard, principal_of
-from entrypoints.http.cursors import CursorQuery, decode_keyset, encode_keyset
+from entrypoints.http.cursors import BeforeQuery, CursorQuery, decode_keyset, encode_keyset
 from entrypoints.http.deps import Bus, ServicesDep
 from entrypoints.http.errors import AUDIT_DOWN, AUTH_ERRORS, BAD_REQUEST, BODY_ERRORS, GONE, NOT_FOUND
 from entrypoints.http.schemas import (
@@ -187,6 +187,7 @@ def audit_entry_body(entry: AuditEntry) -> AuditEntryResponse:
 RecordingFilter = Literal["available", "processing", "not_recorded", "failed", "purged"]
 Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")]
 Cursor = CursorQuery
+Before = BeforeQuery
 
 
 class DashboardApi(Controller):
@@ -264,6 +265,7 @@ class DashboardApi(Controller):
         services: ServicesDep,
         limit: Annotated[int, QueryParameter(ge=1, le=200, description="Page size, 1 to 200")] = 50,
         cursor: Cursor = None,
+        before: Before = None,
         from_: Annotated[
             date | None, QueryParameter(name="from", description="First day (UTC), inclusive")
         ] = None,
@@ -290,8 +292,12 @@ class DashboardApi(Controller):
             ),
         ] = None,
     ) -> CallPage:
-        """The org's calls, newest first, one keyset page at a time."""
+        """The org's calls, newest first, one keyset page at a time: `next_cursor` as `cursor` for the
+        older page, `prev_cursor` as `before` for the newer one (never both: 400)."""
+        if cursor and before:
+            raise ValidationException("before: a page is either older (cursor) or newer (before)")
         after = decode_cursor(cursor) if cursor else None
+        newer_than = decode_cursor(before) if before else None
         if from_ is not None and to is not None and to < from_:
             raise ValidationException("to: must not be before from")
         try:
@@ -300,21 +306,25 @@ class DashboardApi(Controller):
             caller_prefix = call_list.normalize_caller(caller) if caller else None
         except call_list.FilterError as error:
             raise ValidationException(str(error)) from None
-        page, next_cursor = await views.list_calls(
+        found = await views.calls_page(
             services,
-            org_id=principal_of(request).org_id,
-            kinds=CUSTOMER,
-            limit=limit,
-            after=after,
-            started_from=started_from,
-            started_to=started_to,
-            recording_status=recording,
-            caller_prefix=caller_prefix,
-            hide_non_engagement=hide_non_engagement,
+            CallQuery(
+                org_id=principal_of(request).org_id,
+                kinds=CUSTOMER,
+                limit=limit,
+                after=after,
+                before=newer_than,
+                started_from=started_from,
+                started_to=started_to,
+                recording_status=recording,
+                caller_prefix=caller_prefix,
+                hide_non_engagement=hide_non_engagement,
+            ),
         )
         return CallPage(
-            items=[call_body(v) for v in page],
-            next_cursor=encode_cursor(next_cursor) if next_cursor else None,
+            items=[call_body(v) for v in found.items],
+            next_cursor=encode_cursor(found.older) if found.older else None,
+            prev_cursor=encode_cursor(found.newer) if found.newer else None,
         )
 
     @get("/calls/{call_id:str}", responses={**AUTH_ERRORS, **BAD_REQUEST, **NOT_FOUND})

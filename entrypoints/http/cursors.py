@@ -32,6 +32,14 @@ CursorQuery = Annotated[
         description="`next_cursor` of the previous page",
     ),
 ]
+BeforeQuery = Annotated[
+    str | None,
+    QueryParameter(
+        pattern=CURSOR_PATTERN,
+        max_length=MAX_CURSOR_LENGTH,
+        description="`prev_cursor` of a page: the page just newer than it (not with `cursor`)",
+    ),
+]
 
 
 def encode_keyset(at: datetime, item_id: str) -> str:

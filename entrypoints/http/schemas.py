@@ -195,7 +195,8 @@ class LegalHoldUpdate(Strict):
 
 class CallPage(msgspec.Struct):
     items: list[CallResponse]
-    next_cursor: str | None
+    next_cursor: str | None  # the older page (None on the last)
+    prev_cursor: str | None = None  # the newer page, as `before` (None on the first)
 
 
 class AuditEntryResponse(msgspec.Struct):

@@ -89,3 +89,38 @@ async def test_a_calls_row_links_to_its_call_and_the_call_page_leads_back_to_the
     assert call_page.status_code == 200
     [back] = re.findall(r'<a id="back"[^>]*href="([^"]+)"', call_page.text)
     assert back.startswith("/dashboard/calls?") and "caller=%2B1555" in back and "tz=Asia%2FTokyo" in back
+
+
+async def test_the_api_pages_both_ways_with_next_and_prev_cursors(sqlite_harness: ApiHarness) -> None:
+    h = sqlite_harness
+    for _ in range(5):
+        await h.unrecorded_call(ACME_NUMBER)
+    member = h.auth(ACME, "member")
+
+    async def page(**params: object) -> dict[str, object]:
+        query = {"limit": "2"} | {k: str(v) for k, v in params.items()}
+        r = await h.client.get("/api/v1/calls", params=query, headers=member)
+        assert r.status_code == 200, r.text
+        body: dict[str, object] = r.json()
+        return body
+
+    def ids(body: dict[str, object]) -> list[str]:
+        items = body["items"]
+        assert isinstance(items, list)
+        return [item["id"] for item in items]
+
+    first = await page()
+    assert first["prev_cursor"] is None and isinstance(first["next_cursor"], str)
+    second = await page(cursor=first["next_cursor"])
+    assert isinstance(second["prev_cursor"], str) and not set(ids(first)) & set(ids(second))
+    back = await page(before=second["prev_cursor"])
+    assert ids(back) == ids(first) and back["prev_cursor"] is None
+    third = await page(cursor=second["next_cursor"])
+    assert len(ids(third)) == 1 and third["next_cursor"] is None
+    assert ids(await page(before=third["prev_cursor"])) == ids(second)
+    both = await h.client.get(
+        "/api/v1/calls",
+        params={"cursor": first["next_cursor"], "before": second["prev_cursor"]},
+        headers=member,
+    )
+    assert both.status_code == 400 and error_code(both) == "invalid_request"

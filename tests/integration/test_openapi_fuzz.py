@@ -214,6 +214,8 @@ def _cross_parameter_rule(case: Any) -> str | None:
         start, end = query.get("from"), query.get("to")
         if isinstance(start, str) and isinstance(end, str) and end < start:
             return "to: must not be before from"
+        if query.get("cursor") and query.get("before"):
+            return "before: a page is either older (cursor) or newer (before)"
     if case.path == "/api/v1/admin/calls":
         customer = query.get("kind", "customer") == "customer"
         if customer and not query.get("org_id"):
