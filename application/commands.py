@@ -150,7 +150,7 @@ class SetLegalHold(Command):
 
 @dataclass(frozen=True)
 class RequestErasure(Command):
-    """Erase one caller's data in the org (issue 16): ``application.erasure``."""
+    """Erase one caller's data in the org: ``application.erasure``."""
 
     org_id: str
     caller_number: str

@@ -1,4 +1,4 @@
-"""The policy for filtered calls (issue 15): keep, or delete once settled, the recordings of calls
+"""The policy for filtered calls: keep, or delete once settled, the recordings of calls
 the scorability filter marks non-engagement.
 
 Only the platform's scorability verdict counts (``call.scorable is False``); the built-in rules

@@ -38,7 +38,7 @@ CHANGE_ACTIONS = (
     "purge_recording",
     "place_legal_hold",
     "release_legal_hold",
-    # Erasure by caller and the policy for filtered calls (issues 15, 16).
+    # Erasure by caller and the policy for filtered calls.
     "request_erasure",
     "erase_caller_data",
     "keep_filtered_recordings",

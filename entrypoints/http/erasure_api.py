@@ -1,4 +1,4 @@
-"""Org admins → service: erasure of one caller's data (issue 16).
+"""Org admins → service: erasure of one caller's data.
 
 Admins only (members and the operations team get 403). ``POST`` records the request and answers
 ``202`` at once; the work runs asynchronously (``application.erasure``). Another org's request
